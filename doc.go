@@ -1,0 +1,14 @@
+// Package biregister registers services in etcd v3, keeps a live cache of every
+// member of a group, and elects the group's leader.
+//
+// A group is every key directly under a prefix such as "/services/api/". A
+// service joins it with [NewRegister], which puts its key with a lease and keeps
+// the lease alive; any process follows it with [NewWatcher], which keeps a local
+// copy of the members that reads never wait for. The leader of a group is the
+// member with the lowest create revision: the oldest live registration.
+//
+// Reads ([Watcher.GetAll], [Watcher.GetLeader], [Register.AmILeader], …) are
+// served from an immutable snapshot and never touch the network. Every change is
+// also delivered on [Watcher.Changes], in etcd revision order; a consumer that
+// falls behind gets one [OpResync] change instead of an unbounded backlog.
+package biregister

@@ -1,0 +1,131 @@
+package biregister
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// DefaultBufferSize is the default capacity of the Changes channel.
+const DefaultBufferSize = 10000
+
+// Option configures a Watcher or a Register.
+type Option func(*config)
+
+type config struct {
+	client      *clientv3.Client
+	dialTimeout time.Duration
+	tls         *tls.Config
+	username    string
+	password    string
+	logger      *slog.Logger
+	bufferSize  int
+}
+
+// WithClient makes the Watcher or Register use an existing etcd client instead
+// of creating one; many of them can share a client. The library never closes
+// it. The endpoints passed to the constructor are then ignored.
+func WithClient(c *clientv3.Client) Option {
+	return func(cfg *config) { cfg.client = c }
+}
+
+// WithDialTimeout bounds how long the client waits to connect and to
+// authenticate. The default is the constructor's ttl.
+func WithDialTimeout(d time.Duration) Option {
+	return func(cfg *config) { cfg.dialTimeout = d }
+}
+
+// WithTLS connects to etcd over TLS with the given configuration.
+func WithTLS(c *tls.Config) Option {
+	return func(cfg *config) { cfg.tls = c }
+}
+
+// WithAuth authenticates to etcd as username with password.
+func WithAuth(username, password string) Option {
+	return func(cfg *config) {
+		cfg.username = username
+		cfg.password = password
+	}
+}
+
+// WithLogger sets the logger for the library's own events (re-registration,
+// watch recovery, …). By default nothing is logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(cfg *config) { cfg.logger = l }
+}
+
+// WithBufferSize sets the capacity of the Changes channel (default
+// DefaultBufferSize). When it is full, changes are dropped and replaced by one
+// OpResync change.
+func WithBufferSize(n int) Option {
+	return func(cfg *config) { cfg.bufferSize = n }
+}
+
+// newConfig applies opts over the defaults and checks the arguments shared by
+// every constructor.
+func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*config, string, error) {
+	cfg := &config{
+		dialTimeout: time.Duration(ttl) * time.Second,
+		bufferSize:  DefaultBufferSize,
+	}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(cfg)
+		}
+	}
+	if ttl < 1 {
+		return nil, "", fmt.Errorf("%w: ttl %d < 1", ErrInvalidArgument, ttl)
+	}
+	if prefix == "" {
+		return nil, "", fmt.Errorf("%w: empty prefix", ErrInvalidArgument)
+	}
+	if cfg.client == nil {
+		if len(endpoints) == 0 {
+			return nil, "", fmt.Errorf("%w: no etcd endpoints", ErrInvalidArgument)
+		}
+		for _, ep := range endpoints {
+			if strings.TrimSpace(ep) == "" {
+				return nil, "", fmt.Errorf("%w: empty etcd endpoint", ErrInvalidArgument)
+			}
+		}
+	}
+	if cfg.dialTimeout <= 0 {
+		return nil, "", fmt.Errorf("%w: dial timeout %v", ErrInvalidArgument, cfg.dialTimeout)
+	}
+	if cfg.bufferSize < 1 {
+		return nil, "", fmt.Errorf("%w: buffer size %d < 1", ErrInvalidArgument, cfg.bufferSize)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return cfg, prefix, nil
+}
+
+// newClient returns the client to use and whether the library owns it.
+func (cfg *config) newClient(endpoints []string) (*clientv3.Client, bool, error) {
+	if cfg.client != nil {
+		return cfg.client, false, nil
+	}
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: cfg.dialTimeout,
+		TLS:         cfg.tls,
+		Username:    cfg.username,
+		Password:    cfg.password,
+		// The client's default zap logger writes retries to stderr; the library
+		// reports what matters through cfg.logger instead.
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("biregister: connect to etcd: %w", err)
+	}
+	return c, true, nil
+}

@@ -1,0 +1,332 @@
+package biregister
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// listPageSize bounds one range response of a listing, so that a group of any
+// size is read without one giant message.
+const listPageSize = 1000
+
+// Watcher keeps a live, local cache of the members of a group.
+//
+// Every read is served from memory and never waits for etcd. GetNames and
+// GetValues list members in ascending create revision, the leader first;
+// Members returns both in one consistent snapshot.
+type Watcher interface {
+	// GetAll returns every member's value by name, in a map the caller owns.
+	GetAll() map[string]string
+	// GetNames returns the members' names, oldest (the leader) first.
+	GetNames() []string
+	// GetValues returns the members' values in the order of GetNames.
+	GetValues() []string
+	// GetValueByName returns the value of the named member, or "" if there is none.
+	GetValueByName(name string) string
+	// GetLeader returns the oldest member, or ("", "") for an empty group.
+	GetLeader() (name, val string)
+	// Members returns the members, oldest first, from one consistent snapshot.
+	Members() []Member
+
+	// Close stops watching, closes Changes and Closed, and releases everything
+	// the Watcher started. It is idempotent and safe from any goroutine.
+	Close()
+	// Changes delivers the members present at start as PUTs, then every change
+	// in revision order. It is closed by Close.
+	Changes() <-chan Change
+	// Closed is closed when the Watcher is closed.
+	Closed() <-chan struct{}
+
+	// EtcdClient returns the etcd client in use.
+	EtcdClient() *clientv3.Client
+}
+
+// NewWatcher starts watching the group under prefix. It returns once the cache
+// holds the group's current members, or with an error if etcd cannot be read
+// within ttl seconds.
+func NewWatcher(etcdServs []string, prefix string, ttl int64, opts ...Option) (Watcher, error) {
+	cfg, prefix, err := newConfig(etcdServs, prefix, ttl, opts)
+	if err != nil {
+		return nil, err
+	}
+	client, ownsClient, err := cfg.newClient(etcdServs)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
+	defer cancel()
+	w := buildWatcher(client, prefix, ttl, cfg)
+	if err := w.start(ctx); err != nil {
+		if ownsClient {
+			client.Close()
+		}
+		return nil, err
+	}
+	w.ownsClient = ownsClient
+	return w, nil
+}
+
+type watcher struct {
+	client     *clientv3.Client
+	ownsClient bool
+	prefix     string
+	timeout    time.Duration // bound of one etcd request
+	logger     *slog.Logger
+
+	snap atomic.Pointer[snapshot]
+	feed *feed // owned by run
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when run has returned
+	closeOnce sync.Once
+}
+
+// buildWatcher returns a Watcher that is not started yet.
+func buildWatcher(client *clientv3.Client, prefix string, ttl int64, cfg *config) *watcher {
+	w := &watcher{
+		client:  client,
+		prefix:  prefix,
+		timeout: time.Duration(ttl) * time.Second,
+		logger:  cfg.logger.With("prefix", prefix),
+		feed:    newFeed(cfg.bufferSize),
+		done:    make(chan struct{}),
+	}
+	w.snap.Store(newSnapshot(nil, 0))
+	return w
+}
+
+// start lists the group (within ctx), queues its members as the first changes
+// and starts the goroutine that follows the group.
+func (w *watcher) start(ctx context.Context) error {
+	listed, revision, err := w.list(ctx)
+	if err != nil {
+		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
+	}
+	first, changes := w.snap.Load().replace(listed, revision)
+	w.snap.Store(first)
+	for _, c := range changes {
+		w.feed.push(c)
+	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	go w.run()
+	return nil
+}
+
+// list reads every member at one revision, page by page.
+func (w *watcher) list(ctx context.Context) ([]Member, int64, error) {
+	end := clientv3.GetPrefixRangeEnd(w.prefix)
+	key := w.prefix
+	var members []Member
+	var revision int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPageSize)}
+		if revision != 0 {
+			// Every page reads the first page's revision, so the listing is one
+			// consistent snapshot however long it takes.
+			opts = append(opts, clientv3.WithRev(revision))
+		}
+		resp, err := w.client.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		if revision == 0 {
+			revision = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			if name, ok := memberName(w.prefix, kv.Key); ok {
+				members = append(members, Member{Name: name, Value: string(kv.Value), CreateRevision: kv.CreateRevision})
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return members, revision, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// run owns the cache and the feed: it follows the watch and, whenever the
+// watch fails, lists the group again and resumes after the listed revision.
+func (w *watcher) run() {
+	defer close(w.done)
+	defer close(w.feed.ch)
+	// A closed Watcher knows no members: readers must not act on a frozen view.
+	defer w.publish(newSnapshot(nil, 0))
+	for {
+		w.follow()
+		if w.ctx.Err() != nil {
+			return
+		}
+		w.relist()
+	}
+}
+
+// follow applies watch responses until the watch fails or the Watcher closes.
+func (w *watcher) follow() {
+	// WithRequireLeader cancels the watch when its member loses the cluster's
+	// leader, instead of leaving it silently serving nothing.
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
+	defer cancel()
+	from := w.snap.Load().revision + 1
+	events := w.client.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case w.feed.pending() <- w.resyncChange():
+			w.feed.resynced()
+		case resp, ok := <-events:
+			if !ok {
+				return
+			}
+			if err := resp.Err(); err != nil {
+				w.logger.Warn("biregister: watch failed, listing again", "err", err)
+				return
+			}
+			w.applyResponse(resp)
+		}
+	}
+}
+
+func (w *watcher) applyResponse(resp clientv3.WatchResponse) {
+	cur := w.snap.Load()
+	revision := cur.revision
+	switch {
+	case len(resp.Events) > 0:
+		// Not resp.Header.Revision: a catching-up watch may send a batch whose
+		// header is ahead of events still to come.
+		revision = resp.Events[len(resp.Events)-1].Kv.ModRevision
+	case resp.IsProgressNotify():
+		revision = resp.Header.Revision
+	}
+	next, changes := cur.apply(w.prefix, resp.Events, revision)
+	w.publish(next)
+	for _, c := range changes {
+		w.feed.push(c)
+	}
+}
+
+// relist lists the group until it succeeds or the Watcher closes, and turns the
+// difference from the cache into changes, so no deletion made while the watch
+// was down goes unseen.
+func (w *watcher) relist() {
+	var delay backoff
+	for {
+		ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
+		listed, revision, err := w.list(ctx)
+		cancel()
+		if err == nil {
+			next, changes := w.snap.Load().replace(listed, revision)
+			w.publish(next)
+			for _, c := range changes {
+				w.feed.push(c)
+			}
+			return
+		}
+		if w.ctx.Err() != nil {
+			return
+		}
+		w.logger.Warn("biregister: listing failed, retrying", "err", err)
+		if !w.wait(delay.next()) {
+			return
+		}
+	}
+}
+
+// wait sleeps for d while still delivering an owed OpResync; it returns false
+// if the Watcher closed meanwhile.
+func (w *watcher) wait(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case w.feed.pending() <- w.resyncChange():
+			w.feed.resynced()
+		}
+	}
+}
+
+func (w *watcher) resyncChange() Change {
+	return Change{Op: OpResync, Revision: w.snap.Load().revision}
+}
+
+// publish makes next the snapshot readers see and wakes whoever waits for a
+// newer one.
+func (w *watcher) publish(next *snapshot) {
+	if prev := w.snap.Swap(next); prev != next {
+		close(prev.replaced)
+	}
+}
+
+func (w *watcher) GetAll() map[string]string {
+	s := w.snap.Load()
+	all := make(map[string]string, len(s.members))
+	for _, m := range s.members {
+		all[m.Name] = m.Value
+	}
+	return all
+}
+
+func (w *watcher) GetNames() []string {
+	s := w.snap.Load()
+	names := make([]string, len(s.members))
+	for i, m := range s.members {
+		names[i] = m.Name
+	}
+	return names
+}
+
+func (w *watcher) GetValues() []string {
+	s := w.snap.Load()
+	values := make([]string, len(s.members))
+	for i, m := range s.members {
+		values[i] = m.Value
+	}
+	return values
+}
+
+func (w *watcher) GetValueByName(name string) string {
+	m, _ := w.snap.Load().lookup(name)
+	return m.Value
+}
+
+func (w *watcher) GetLeader() (name, val string) {
+	m, _ := w.snap.Load().leader()
+	return m.Name, m.Value
+}
+
+func (w *watcher) Members() []Member {
+	return slices.Clone(w.snap.Load().members)
+}
+
+func (w *watcher) Changes() <-chan Change { return w.feed.ch }
+
+func (w *watcher) Closed() <-chan struct{} { return w.done }
+
+func (w *watcher) EtcdClient() *clientv3.Client { return w.client }
+
+func (w *watcher) Close() {
+	w.closeOnce.Do(func() {
+		w.stop()
+		if w.ownsClient {
+			w.client.Close()
+		}
+	})
+}
+
+// stop ends the watch goroutine and waits for it.
+func (w *watcher) stop() {
+	w.cancel()
+	<-w.done
+}
