@@ -1,0 +1,302 @@
+package biregister_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/biregister/biregister"
+)
+
+func TestRegisterBasics(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	a := newRegister(t, etcd.Endpoints(), "/svc/reg", "a", "addr-a", 7)
+	b := newRegister(t, etcd.Endpoints(), "/svc/reg/", "b", "addr-b", 7)
+
+	assert.Equal(t, "/svc/reg/a", a.MyKey())
+	assert.Equal(t, "a", a.MyName())
+	assert.True(t, a.AmILeader())
+	assert.False(t, b.AmILeader())
+	assert.Less(t, a.MyRevision(), b.MyRevision())
+
+	resp, err := cli.Get(context.Background(), a.MyKey())
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1)
+	kv := resp.Kvs[0]
+	assert.Equal(t, "addr-a", string(kv.Value))
+	assert.Equal(t, a.MyRevision(), kv.CreateRevision)
+	ttl, err := cli.TimeToLive(context.Background(), clientv3.LeaseID(kv.Lease))
+	require.NoError(t, err)
+	assert.EqualValues(t, 7, ttl.GrantedTTL, "the key lives on a lease of ttl seconds")
+
+	// Each Register's cache holds the whole group, its own key included.
+	require.Eventually(t, func() bool { return len(a.GetNames()) == 2 }, waitFor, time.Millisecond)
+	assert.Equal(t, []string{"a", "b"}, a.GetNames())
+	assert.Equal(t, []string{"a", "b"}, b.GetNames())
+	name, val := b.GetLeader()
+	assert.Equal(t, "a", name)
+	assert.Equal(t, "addr-a", val)
+}
+
+func TestRegisterNameTaken(t *testing.T) {
+	etcd := startEtcd(t)
+	a := newRegister(t, etcd.Endpoints(), "/taken", "a", "first", 5)
+	dup, err := biregister.NewRegister(etcd.Endpoints(), "/taken", "a", "second", 5)
+	require.ErrorIs(t, err, biregister.ErrNameTaken)
+	assert.Nil(t, dup)
+	assert.Equal(t, "first", a.GetValueByName("a"))
+	assert.True(t, a.AmILeader())
+}
+
+func TestRegisterNoNameConcurrent(t *testing.T) {
+	etcd := startEtcd(t)
+	const n = 16
+	regs := make([]biregister.Register, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			regs[i], errs[i] = biregister.NewRegisterNoName(etcd.Endpoints(), "/noname", fmt.Sprint(i), 5)
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i])
+		t.Cleanup(regs[i].Close)
+	}
+	slices.SortFunc(regs, func(a, b biregister.Register) int { return int(a.MyRevision() - b.MyRevision()) })
+	for i, r := range regs {
+		assert.Len(t, r.MyName(), 20)
+		assert.Equal(t, strings.Repeat("0", 20-len(strings.TrimLeft(r.MyName(), "0")))+strings.TrimLeft(r.MyName(), "0"), r.MyName())
+		if i > 0 {
+			assert.Less(t, regs[i-1].MyName(), r.MyName(), "names sort like registrations")
+		}
+	}
+	require.Eventually(t, func() bool { return len(regs[0].GetNames()) == n }, waitFor, time.Millisecond)
+	names := regs[0].GetNames()
+	assert.True(t, slices.IsSorted(names), "create order and name order agree: %v", names)
+	assert.True(t, regs[0].AmILeader())
+}
+
+// Close revokes the lease: watchers drop the member at once, not after ttl.
+func TestRegisterCloseRevokes(t *testing.T) {
+	etcd := startEtcd(t)
+	w := newWatcher(t, etcd.Endpoints(), "/close")
+	const longTTL = 600 // if Close only let the lease expire, the test would time out
+	r, err := biregister.NewRegister(etcd.Endpoints(), "/close", "a", "v", longTTL)
+	require.NoError(t, err)
+	assert.Equal(t, biregister.OpPut, recv(t, w.Changes()).Op)
+	client := r.EtcdClient()
+
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.Close() }()
+	}
+	wg.Wait()
+	r.Close()
+
+	c := recv(t, w.Changes())
+	assert.Equal(t, biregister.Change{Name: "a", Op: biregister.OpDelete, Value: "v", Revision: c.Revision}, c)
+	assert.Empty(t, w.GetNames())
+	<-r.Closed()
+	for range r.Changes() {
+	}
+	assert.False(t, r.AmILeader())
+	_, err = client.Get(context.Background(), "/close/a")
+	assert.Error(t, err, "the client the register created must be closed")
+}
+
+func TestRegisterSharedClient(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	r, err := biregister.NewRegister(nil, "/shared", "a", "v", 5, biregister.WithClient(cli))
+	require.NoError(t, err)
+	assert.Same(t, cli, r.EtcdClient())
+	r.Close()
+	resp, err := cli.Get(context.Background(), "/shared/a")
+	require.NoError(t, err, "a shared client must survive Close")
+	assert.Empty(t, resp.Kvs)
+}
+
+func TestLeaderFailover(t *testing.T) {
+	etcd := startEtcd(t)
+	a, err := biregister.NewRegister(etcd.Endpoints(), "/lead", "a", "va", 5)
+	require.NoError(t, err)
+	b := newRegister(t, etcd.Endpoints(), "/lead", "b", "vb", 5)
+	require.True(t, a.AmILeader())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, b.WaitLeader(ctx), context.DeadlineExceeded)
+
+	waited := make(chan error, 1)
+	go func() { waited <- b.WaitLeader(context.Background()) }()
+	a.Close()
+	require.NoError(t, <-waited)
+	assert.True(t, b.AmILeader())
+	assert.False(t, a.AmILeader())
+	name, _ := b.GetLeader()
+	assert.Equal(t, "b", name)
+}
+
+func TestValueTooLarge(t *testing.T) {
+	etcd := startEtcd(t)
+	huge := strings.Repeat("x", 3<<20) // above etcd's 1.5 MiB request limit
+	r, err := biregister.NewRegister(etcd.Endpoints(), "/big", "a", huge, 5)
+	require.Error(t, err)
+	assert.Nil(t, r)
+	ok := newRegister(t, etcd.Endpoints(), "/big", "a", "small", 5)
+	assert.Error(t, ok.SetValue(context.Background(), huge))
+	assert.Equal(t, "small", ok.GetValueByName("a"))
+}
+
+func TestOperationsAfterClose(t *testing.T) {
+	etcd := startEtcd(t)
+	r, err := biregister.NewRegister(etcd.Endpoints(), "/after", "a", "v", 5)
+	require.NoError(t, err)
+	r.Close()
+	ctx := context.Background()
+	assert.ErrorIs(t, r.SetValue(ctx, "x"), biregister.ErrClosed)
+	assert.ErrorIs(t, r.Resign(ctx), biregister.ErrClosed)
+	assert.ErrorIs(t, r.WaitLeader(ctx), biregister.ErrClosed)
+	assert.False(t, r.AmILeader())
+	assert.Empty(t, r.GetNames())
+}
+
+// WaitLeader returns ErrClosed when the Register closes while it waits.
+func TestWaitLeaderClosed(t *testing.T) {
+	etcd := startEtcd(t)
+	newRegister(t, etcd.Endpoints(), "/wl", "a", "v", 5)
+	b, err := biregister.NewRegister(etcd.Endpoints(), "/wl", "b", "v", 5)
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	go func() { waited <- b.WaitLeader(context.Background()) }()
+	b.Close()
+	select {
+	case err := <-waited:
+		assert.ErrorIs(t, err, biregister.ErrClosed)
+	case <-time.After(waitFor):
+		t.Fatal("WaitLeader did not return on Close")
+	}
+}
+
+func TestSetValue(t *testing.T) {
+	etcd := startEtcd(t)
+	a := newRegister(t, etcd.Endpoints(), "/set", "a", "v1", 5)
+	w := newWatcher(t, etcd.Endpoints(), "/set")
+	recv(t, w.Changes())
+	revision := a.MyRevision()
+
+	require.NoError(t, a.SetValue(context.Background(), "v2"))
+	c := recv(t, w.Changes())
+	assert.Equal(t, biregister.Change{Name: "a", Op: biregister.OpPut, Value: "v2", Revision: c.Revision}, c)
+	assert.Equal(t, revision, a.MyRevision(), "same registration, same lease")
+	assert.True(t, a.AmILeader())
+}
+
+func TestResign(t *testing.T) {
+	etcd := startEtcd(t)
+	a := newRegister(t, etcd.Endpoints(), "/resign", "a", "va", 5)
+	b := newRegister(t, etcd.Endpoints(), "/resign", "b", "vb", 5)
+	require.True(t, a.AmILeader())
+	before := a.MyRevision()
+
+	require.NoError(t, a.Resign(context.Background()))
+	assert.Greater(t, a.MyRevision(), before)
+	require.NoError(t, b.WaitLeader(context.Background()))
+	require.Eventually(t, func() bool { return slices.Equal(a.GetNames(), []string{"b", "a"}) }, waitFor, time.Millisecond)
+	assert.False(t, a.AmILeader())
+	assert.Equal(t, "va", b.GetValueByName("a"), "still registered, same value")
+}
+
+func TestFence(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	a := newRegister(t, etcd.Endpoints(), "/fence", "a", "v", 5)
+	ctx := context.Background()
+
+	fence := a.Fence()
+	resp, err := cli.Txn(ctx).If(fence).Then(clientv3.OpPut("/data", "1")).Commit()
+	require.NoError(t, err)
+	assert.True(t, resp.Succeeded, "the fence holds while registered")
+
+	before := a.MyRevision()
+	_, err = cli.Delete(ctx, a.MyKey())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return a.MyRevision() > before }, waitFor, time.Millisecond)
+
+	resp, err = cli.Txn(ctx).If(fence).Then(clientv3.OpPut("/data", "2")).Commit()
+	require.NoError(t, err)
+	assert.False(t, resp.Succeeded, "a fence of a lost registration must fail")
+	resp, err = cli.Txn(ctx).If(a.Fence()).Then(clientv3.OpPut("/data", "3")).Commit()
+	require.NoError(t, err)
+	assert.True(t, resp.Succeeded, "the new registration's fence holds")
+}
+
+// syncBuffer is an io.Writer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A key deleted or a lease revoked from outside: the Register puts itself
+// back under the same name, and says so in its log.
+func TestReRegisterAfterOutsideDelete(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	a := newRegister(t, etcd.Endpoints(), "/rereg", "a", "v", 3, biregister.WithLogger(logger))
+	ctx := context.Background()
+
+	for _, remove := range []func() error{
+		func() error { _, err := cli.Delete(ctx, a.MyKey()); return err },
+		func() error {
+			resp, err := cli.Get(ctx, a.MyKey())
+			if err != nil {
+				return err
+			}
+			_, err = cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+			return err
+		},
+	} {
+		before := a.MyRevision()
+		require.NoError(t, remove())
+		require.Eventually(t, func() bool {
+			resp, err := cli.Get(ctx, a.MyKey())
+			return err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].CreateRevision > before
+		}, waitFor, time.Millisecond)
+		require.Eventually(t, a.AmILeader, waitFor, time.Millisecond)
+		assert.Equal(t, "a", a.MyName())
+		assert.Equal(t, "/rereg/a", a.MyKey())
+		assert.Greater(t, a.MyRevision(), before)
+		assert.Equal(t, "v", a.GetValueByName("a"))
+	}
+	assert.Contains(t, logs.String(), "registering again")
+}

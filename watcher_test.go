@@ -1,0 +1,282 @@
+package biregister_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/etcdtest"
+)
+
+func TestInvalidArguments(t *testing.T) {
+	etcdtest.VerifyNoLeaks(t)
+	eps := []string{"http://127.0.0.1:2379"}
+	cases := []struct {
+		name string
+		new  func() (any, error)
+	}{
+		{"watcher nil endpoints", func() (any, error) { return biregister.NewWatcher(nil, "/p", 5) }},
+		{"watcher empty endpoints", func() (any, error) { return biregister.NewWatcher([]string{}, "/p", 5) }},
+		{"watcher blank endpoint", func() (any, error) { return biregister.NewWatcher([]string{" "}, "/p", 5) }},
+		{"watcher empty prefix", func() (any, error) { return biregister.NewWatcher(eps, "", 5) }},
+		{"watcher ttl 0", func() (any, error) { return biregister.NewWatcher(eps, "/p", 0) }},
+		{"watcher ttl -1", func() (any, error) { return biregister.NewWatcher(eps, "/p", -1) }},
+		{"watcher buffer 0", func() (any, error) { return biregister.NewWatcher(eps, "/p", 5, biregister.WithBufferSize(0)) }},
+		{"watcher dial timeout", func() (any, error) {
+			return biregister.NewWatcher(eps, "/p", 5, biregister.WithDialTimeout(-time.Second))
+		}},
+		{"register nil endpoints", func() (any, error) { return biregister.NewRegister(nil, "/p", "a", "v", 5) }},
+		{"register empty prefix", func() (any, error) { return biregister.NewRegister(eps, "", "a", "v", 5) }},
+		{"register empty name", func() (any, error) { return biregister.NewRegister(eps, "/p", "", "v", 5) }},
+		{"register name with slash", func() (any, error) { return biregister.NewRegister(eps, "/p", "a/b", "v", 5) }},
+		{"register ttl 0", func() (any, error) { return biregister.NewRegister(eps, "/p", "a", "v", 0) }},
+		{"noname empty endpoints", func() (any, error) { return biregister.NewRegisterNoName([]string{}, "/p", "v", 5) }},
+		{"noname empty prefix", func() (any, error) { return biregister.NewRegisterNoName(eps, "", "v", 5) }},
+		{"noname ttl 0", func() (any, error) { return biregister.NewRegisterNoName(eps, "/p", "v", 0) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.new()
+			require.ErrorIs(t, err, biregister.ErrInvalidArgument)
+			assert.Nil(t, got)
+		})
+	}
+}
+
+func TestWatcherCacheOrderAndPrefix(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ctx := context.Background()
+	// Create order b, a, c differs from key order: the cache must follow
+	// create revisions.
+	for _, kv := range [][2]string{{"/svc/api/b", "vb"}, {"/svc/api/a", "va"}, {"/svc/api/c", "vc"},
+		{"/svc/api2/x", "neighbour"}, {"/svc/api/sub/x", "deeper"}, {"/svc/api/", "prefix itself"}} {
+		_, err := cli.Put(ctx, kv[0], kv[1])
+		require.NoError(t, err)
+	}
+
+	w := newWatcher(t, etcd.Endpoints(), "/svc/api") // no trailing slash: added
+
+	assert.Equal(t, []string{"b", "a", "c"}, w.GetNames())
+	assert.Equal(t, []string{"vb", "va", "vc"}, w.GetValues())
+	assert.Equal(t, map[string]string{"a": "va", "b": "vb", "c": "vc"}, w.GetAll())
+	assert.Equal(t, "va", w.GetValueByName("a"))
+	assert.Equal(t, "", w.GetValueByName("x"))
+	assert.Equal(t, "", w.GetValueByName("sub/x"))
+	name, val := w.GetLeader()
+	assert.Equal(t, "b", name)
+	assert.Equal(t, "vb", val)
+
+	members := w.Members()
+	require.Len(t, members, 3)
+	for i, m := range members {
+		assert.Equal(t, w.GetNames()[i], m.Name)
+		if i > 0 {
+			assert.Less(t, members[i-1].CreateRevision, m.CreateRevision)
+		}
+	}
+
+	all := w.GetAll()
+	all["b"] = "changed"
+	delete(all, "a")
+	assert.Equal(t, "vb", w.GetValueByName("b"), "GetAll must return a copy")
+	assert.Equal(t, "va", w.GetValueByName("a"), "GetAll must return a copy")
+
+	_, err := cli.Delete(ctx, "/svc/api/b")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { n, _ := w.GetLeader(); return n == "a" }, waitFor, time.Millisecond)
+}
+
+func TestWatcherEmptyGroup(t *testing.T) {
+	etcd := startEtcd(t)
+	w := newWatcher(t, etcd.Endpoints(), "/empty/")
+	name, val := w.GetLeader()
+	assert.Equal(t, "", name)
+	assert.Equal(t, "", val)
+	assert.Empty(t, w.GetNames())
+	assert.Empty(t, w.GetValues())
+	assert.Empty(t, w.GetAll())
+	assert.Empty(t, w.Members())
+	assert.Same(t, w.EtcdClient(), w.EtcdClient())
+}
+
+func TestWatcherChanges(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ctx := context.Background()
+	for _, name := range []string{"m2", "m1", "m3"} {
+		_, err := cli.Put(ctx, "/g/"+name, "v-"+name)
+		require.NoError(t, err)
+	}
+	w := newWatcher(t, etcd.Endpoints(), "/g/")
+
+	// Present members first, as PUTs in create order.
+	for _, name := range []string{"m2", "m1", "m3"} {
+		c := recv(t, w.Changes())
+		assert.Equal(t, biregister.Change{Name: name, Op: biregister.OpPut, Value: "v-" + name, Revision: c.Revision}, c)
+	}
+
+	put, err := cli.Put(ctx, "/g/m4", "v-m4")
+	require.NoError(t, err)
+	upd, err := cli.Put(ctx, "/g/m1", "v-m1-new")
+	require.NoError(t, err)
+	del, err := cli.Delete(ctx, "/g/m2")
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, "/g2/other", "not ours")
+	require.NoError(t, err)
+
+	want := []biregister.Change{
+		{Name: "m4", Op: biregister.OpPut, Value: "v-m4", Revision: put.Header.Revision},
+		{Name: "m1", Op: biregister.OpPut, Value: "v-m1-new", Revision: upd.Header.Revision},
+		{Name: "m2", Op: biregister.OpDelete, Value: "v-m2", Revision: del.Header.Revision},
+	}
+	for _, wc := range want {
+		assert.Equal(t, wc, recv(t, w.Changes()))
+	}
+	// The cache is at least as new as the change just received.
+	assert.Equal(t, []string{"m1", "m3", "m4"}, w.GetNames())
+	assert.Equal(t, []string{"v-m1-new", "v-m3", "v-m4"}, w.GetValues())
+	select {
+	case c := <-w.Changes():
+		t.Fatalf("unexpected change %+v", c)
+	default:
+	}
+}
+
+// A consumer that never reads must not block the cache nor make memory grow:
+// the changes that do not fit are replaced by one RESYNC.
+func TestWatcherSlowConsumer(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ctx := context.Background()
+	const buffer, total = 5, 60
+	w := newWatcher(t, etcd.Endpoints(), "/slow/", biregister.WithBufferSize(buffer))
+	for i := range total {
+		_, err := cli.Put(ctx, fmt.Sprintf("/slow/m%03d", i), "v")
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return len(w.GetNames()) == total }, waitFor, time.Millisecond,
+		"the cache must follow etcd although nobody reads Changes")
+	assert.Equal(t, buffer, cap(w.Changes()))
+	assert.Equal(t, buffer, len(w.Changes()))
+
+	for i := range buffer {
+		c := recv(t, w.Changes())
+		assert.Equal(t, fmt.Sprintf("m%03d", i), c.Name)
+	}
+	c := recv(t, w.Changes())
+	assert.Equal(t, biregister.OpResync, c.Op, "dropped changes must be reported")
+	assert.Len(t, w.GetAll(), total)
+
+	// Delivery goes on normally after the RESYNC.
+	_, err := cli.Delete(ctx, "/slow/m000")
+	require.NoError(t, err)
+	c = recv(t, w.Changes())
+	assert.Equal(t, biregister.Change{Name: "m000", Op: biregister.OpDelete, Value: "v", Revision: c.Revision}, c)
+}
+
+func TestWatcherClose(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	_, err := cli.Put(context.Background(), "/c/a", "1")
+	require.NoError(t, err)
+	w, err := biregister.NewWatcher(etcd.Endpoints(), "/c", 5)
+	require.NoError(t, err)
+	owned := w.EtcdClient()
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.Close() }()
+	}
+	wg.Wait()
+	w.Close()
+
+	select {
+	case <-w.Closed():
+	default:
+		t.Fatal("Closed not closed after Close")
+	}
+	var got []biregister.Change
+	for c := range w.Changes() { // ends: Changes is closed
+		got = append(got, c)
+	}
+	assert.Len(t, got, 1, "buffered changes stay readable")
+	assert.Empty(t, w.GetNames(), "a closed watcher knows no members")
+	_, err = owned.Get(context.Background(), "/c/a")
+	assert.Error(t, err, "the client the watcher created must be closed")
+}
+
+func TestWatcherSharedClientNotClosed(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	w1, err := biregister.NewWatcher(nil, "/s1", 5, biregister.WithClient(cli))
+	require.NoError(t, err)
+	w2, err := biregister.NewWatcher(nil, "/s2", 5, biregister.WithClient(cli))
+	require.NoError(t, err)
+	assert.Same(t, cli, w1.EtcdClient())
+	w1.Close()
+	_, err = cli.Put(context.Background(), "/s2/x", "1")
+	require.NoError(t, err, "a shared client must survive Close")
+	assert.Equal(t, "x", recv(t, w2.Changes()).Name)
+	w2.Close()
+}
+
+// unusedEndpoint returns a loopback address that nothing listens on.
+func unusedEndpoint(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return "http://" + addr
+}
+
+func TestUnreachableEtcd(t *testing.T) {
+	etcdtest.VerifyNoLeaks(t)
+	eps := []string{unusedEndpoint(t)}
+	const ttl = 1
+	for name, newFn := range map[string]func() error{
+		"watcher":  func() error { _, err := biregister.NewWatcher(eps, "/u", ttl); return err },
+		"register": func() error { _, err := biregister.NewRegister(eps, "/u", "a", "v", ttl); return err },
+		"noname":   func() error { _, err := biregister.NewRegisterNoName(eps, "/u", "v", ttl); return err },
+	} {
+		t.Run(name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() { done <- newFn() }()
+			select {
+			case err := <-done:
+				require.Error(t, err)
+				assert.True(t, errors.Is(err, context.DeadlineExceeded), "got %v", err)
+			case <-time.After(ttl*time.Second + 5*time.Second):
+				t.Fatal("constructor hangs on an unreachable etcd")
+			}
+		})
+	}
+}
+
+// The etcd client logs every failed retry to stderr by default; the library
+// must not.
+func TestQuietByDefault(t *testing.T) {
+	etcdtest.VerifyNoLeaks(t)
+	r, wr, err := os.Pipe()
+	require.NoError(t, err)
+	stderr := os.Stderr
+	os.Stderr = wr
+	_, werr := biregister.NewWatcher([]string{unusedEndpoint(t)}, "/q", 1)
+	os.Stderr = stderr
+	require.NoError(t, wr.Close())
+	printed, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.Error(t, werr)
+	assert.Empty(t, string(printed))
+}
