@@ -9,6 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // DefaultBufferSize is the default capacity of the Changes channel.
@@ -123,6 +125,17 @@ func (cfg *config) newClient(endpoints []string) (*clientv3.Client, bool, error)
 		// The client's default zap logger writes retries to stderr; the library
 		// reports what matters through cfg.logger instead.
 		Logger: zap.NewNop(),
+		// gRPC pings an idle connection after this long (10 s is its floor) and
+		// drops it when the ping goes unanswered, so a silently stalled
+		// connection is replaced instead of hanging every stream on it.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: cfg.dialTimeout,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			// gRPC's default reconnect backoff grows to 2 minutes; after an
+			// outage the library must be back within about a second.
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: cfg.dialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("biregister: connect to etcd: %w", err)

@@ -116,6 +116,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		loopDone:   make(chan struct{}),
 	}
 	r.watcher = buildWatcher(client, prefix, ttl, cfg)
+	r.watcher.probeInterval = 0 // the keepalive answers do the probing
 	// Register before listing, so the first snapshot already holds this member.
 	ctx, cancel := context.WithTimeout(context.Background(), r.ttl)
 	defer cancel()
@@ -278,6 +279,7 @@ func (r *register) tick(retry *backoff) time.Duration {
 	switch {
 	case err == nil:
 		r.extendLease(sent, resp.TTL)
+		r.observe(resp.ResponseHeader)
 		retry.reset()
 		return max(0, r.keepAliveInterval()-time.Since(sent))
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):

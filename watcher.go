@@ -9,12 +9,22 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// listPageSize bounds one range response of a listing, so that a group of any
-// size is read without one giant message.
-const listPageSize = 1000
+const (
+	// listPageSize bounds one range response of a listing, so that a group of
+	// any size is read without one giant message.
+	listPageSize = 1000
+	// probeInterval is how often an idle Watcher asks etcd for a progress
+	// notification: one message that proves the stream is alive and that etcd
+	// was not replaced or rewound behind the same address.
+	probeInterval = 5 * time.Second
+	// stalledProbes is how many probes in a row may go unanswered before the
+	// watch counts as stalled and is replaced.
+	stalledProbes = 2
+)
 
 // Watcher keeps a live, local cache of the members of a group.
 //
@@ -79,9 +89,14 @@ type watcher struct {
 	prefix     string
 	timeout    time.Duration // bound of one etcd request
 	logger     *slog.Logger
+	// probeInterval is 0 for a Register's watcher: the Register's keepalive
+	// answers carry the same news (see observe), at no extra cost.
+	probeInterval time.Duration
+	headers       chan *etcdserverpb.ResponseHeader // see observe
 
-	snap atomic.Pointer[snapshot]
-	feed *feed // owned by run
+	snap      atomic.Pointer[snapshot]
+	feed      *feed  // owned by run
+	clusterID uint64 // owned by run: the cluster the cache was listed from
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -98,6 +113,9 @@ func buildWatcher(client *clientv3.Client, prefix string, ttl int64, cfg *config
 		logger:  cfg.logger.With("prefix", prefix),
 		feed:    newFeed(cfg.bufferSize),
 		done:    make(chan struct{}),
+
+		probeInterval: probeInterval,
+		headers:       make(chan *etcdserverpb.ResponseHeader, 1),
 	}
 	w.snap.Store(newSnapshot(nil, 0))
 	return w
@@ -106,11 +124,12 @@ func buildWatcher(client *clientv3.Client, prefix string, ttl int64, cfg *config
 // start lists the group (within ctx), queues its members as the first changes
 // and starts the goroutine that follows the group.
 func (w *watcher) start(ctx context.Context) error {
-	listed, revision, err := w.list(ctx)
+	listed, header, err := w.list(ctx)
 	if err != nil {
 		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
 	}
-	first, changes := w.snap.Load().replace(listed, revision)
+	w.clusterID = header.ClusterId
+	first, changes := w.snap.Load().replace(listed, header.Revision)
 	w.snap.Store(first)
 	for _, c := range changes {
 		w.feed.push(c)
@@ -120,25 +139,26 @@ func (w *watcher) start(ctx context.Context) error {
 	return nil
 }
 
-// list reads every member at one revision, page by page.
-func (w *watcher) list(ctx context.Context) ([]Member, int64, error) {
+// list reads every member at one revision, page by page, and returns the
+// header of the first page.
+func (w *watcher) list(ctx context.Context) ([]Member, *etcdserverpb.ResponseHeader, error) {
 	end := clientv3.GetPrefixRangeEnd(w.prefix)
 	key := w.prefix
 	var members []Member
-	var revision int64
+	var header *etcdserverpb.ResponseHeader
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPageSize)}
-		if revision != 0 {
+		if header != nil {
 			// Every page reads the first page's revision, so the listing is one
 			// consistent snapshot however long it takes.
-			opts = append(opts, clientv3.WithRev(revision))
+			opts = append(opts, clientv3.WithRev(header.Revision))
 		}
 		resp, err := w.client.Get(ctx, key, opts...)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, err
 		}
-		if revision == 0 {
-			revision = resp.Header.Revision
+		if header == nil {
+			header = resp.Header
 		}
 		for _, kv := range resp.Kvs {
 			if name, ok := memberName(w.prefix, kv.Key); ok {
@@ -146,7 +166,7 @@ func (w *watcher) list(ctx context.Context) ([]Member, int64, error) {
 			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
-			return members, revision, nil
+			return members, header, nil
 		}
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
@@ -168,7 +188,8 @@ func (w *watcher) run() {
 	}
 }
 
-// follow applies watch responses until the watch fails or the Watcher closes.
+// follow applies watch responses until the watch fails, stalls or follows an
+// etcd that was replaced or rewound, or until the Watcher closes.
 func (w *watcher) follow() {
 	// WithRequireLeader cancels the watch when its member loses the cluster's
 	// leader, instead of leaving it silently serving nothing.
@@ -176,6 +197,13 @@ func (w *watcher) follow() {
 	defer cancel()
 	from := w.snap.Load().revision + 1
 	events := w.client.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	var probe <-chan time.Time
+	if w.probeInterval > 0 {
+		ticker := time.NewTicker(w.probeInterval)
+		defer ticker.Stop()
+		probe = ticker.C
+	}
+	unanswered := 0
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -186,13 +214,66 @@ func (w *watcher) follow() {
 			if !ok {
 				return
 			}
+			unanswered = 0
 			if err := resp.Err(); err != nil {
 				w.logger.Warn("biregister: watch failed, listing again", "err", err)
 				return
 			}
+			if w.rewound(&resp.Header) {
+				return
+			}
 			w.applyResponse(resp)
+		case header := <-w.headers:
+			if w.rewound(header) {
+				return
+			}
+		case <-probe:
+			if unanswered == stalledProbes {
+				w.logger.Warn("biregister: watch stalled, listing again")
+				return
+			}
+			unanswered++
+			// The client resumes a broken stream by itself and says nothing; a
+			// progress request is answered on whatever stream now serves us.
+			probeCtx, cancelProbe := context.WithTimeout(ctx, w.timeout)
+			_ = w.client.RequestProgress(probeCtx)
+			cancelProbe()
 		}
 	}
+}
+
+// observe hands the watch loop a response header that etcd sent on another
+// stream (a Register's keepalive answers), to check for a replaced or rewound
+// etcd. It never blocks: if a header is already waiting, that one is checked.
+func (w *watcher) observe(header *etcdserverpb.ResponseHeader) {
+	select {
+	case w.headers <- header:
+	default:
+	}
+}
+
+// rewound reports whether the etcd behind the endpoints is no longer the one
+// the cache follows: another cluster, or one restored to an older revision.
+// The client would resume its watch there at a revision that may never come.
+func (w *watcher) rewound(header *etcdserverpb.ResponseHeader) bool {
+	revision := w.snap.Load().revision
+	if (header.ClusterId == 0 || header.ClusterId == w.clusterID) && header.Revision >= revision {
+		return false
+	}
+	// A member that lags behind the one the watch came from answers with an
+	// older revision too; only a linearizable read tells them apart.
+	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
+	resp, err := w.client.Get(ctx, w.prefix, clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return w.ctx.Err() == nil
+	}
+	if resp.Header.ClusterId != w.clusterID || resp.Header.Revision < revision {
+		w.logger.Warn("biregister: etcd was replaced or rewound, listing again",
+			"cluster", resp.Header.ClusterId, "revision", resp.Header.Revision, "cachedRevision", revision)
+		return true
+	}
+	return false
 }
 
 func (w *watcher) applyResponse(resp clientv3.WatchResponse) {
@@ -220,10 +301,11 @@ func (w *watcher) relist() {
 	var delay backoff
 	for {
 		ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
-		listed, revision, err := w.list(ctx)
+		listed, header, err := w.list(ctx)
 		cancel()
 		if err == nil {
-			next, changes := w.snap.Load().replace(listed, revision)
+			w.clusterID = header.ClusterId
+			next, changes := w.snap.Load().replace(listed, header.Revision)
 			w.publish(next)
 			for _, c := range changes {
 				w.feed.push(c)
