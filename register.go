@@ -273,7 +273,10 @@ func (r *register) tick(retry *backoff) time.Duration {
 		return r.keepAliveInterval()
 	}
 	sent := time.Now()
-	ctx, cancel := context.WithTimeout(r.ctx, r.keepAliveInterval())
+	// An answer is worth waiting for as long as it would still extend the
+	// lease: over a slow link a shorter wait would give up on every keepalive
+	// while etcd keeps renewing the lease, and nobody would lead.
+	ctx, cancel := context.WithTimeout(r.ctx, r.ttl-leaseMargin(r.ttl))
 	resp, err := r.client.KeepAliveOnce(ctx, r.lease)
 	cancel()
 	switch {

@@ -10,28 +10,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
+
+	"github.com/biregister/biregister/internal/devetcd"
 )
 
 const (
-	// tickMs and electionMs trade failover speed against stability: a new
-	// leader is elected within about a second after a stop, yet a slow,
-	// race-instrumented 2-core machine does not miss heartbeats often enough
-	// to flap leaders.
-	tickMs     = 50
-	electionMs = 500
-
 	// readyTimeout bounds every wait for a member to start or to serve.
 	// It is generous because -race on a busy CI machine is slow, and a
 	// timeout only ever turns a hang into a clear failure.
@@ -55,11 +46,8 @@ type Cluster struct {
 }
 
 type member struct {
-	name      string
-	dir       string
-	clientURL url.URL
-	peerURL   url.URL
-	etcd      *embed.Etcd // nil while the member is stopped
+	devetcd.Member
+	etcd *embed.Etcd // nil while the member is stopped
 }
 
 // Start starts an etcd cluster of n members on free 127.0.0.1 ports, each
@@ -71,22 +59,22 @@ func Start(t testing.TB, n int) *Cluster {
 	if n < 1 {
 		t.Fatalf("etcdtest: cluster size %d, need at least 1", n)
 	}
-	ports, err := freePorts(2 * n)
+	urls, err := devetcd.FreeURLs(2 * n)
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
 	c := &Cluster{token: "etcdtest"}
 	root := t.TempDir()
 	for i := 0; i < n; i++ {
-		c.members = append(c.members, &member{
-			name: fmt.Sprintf("m%d", i),
+		c.members = append(c.members, &member{Member: devetcd.Member{
+			Name: fmt.Sprintf("m%d", i),
 			// A directory that does not exist yet lets etcd create it with
 			// the 0700 mode it insists on, instead of warning about the
 			// mode of t.TempDir().
-			dir:       filepath.Join(root, fmt.Sprintf("m%d", i)),
-			clientURL: loopbackURL(ports[2*i]),
-			peerURL:   loopbackURL(ports[2*i+1]),
-		})
+			Dir:       filepath.Join(root, fmt.Sprintf("m%d", i)),
+			ClientURL: urls[2*i],
+			PeerURL:   urls[2*i+1],
+		}})
 	}
 	// Registered before anything runs so that members started before a
 	// failure below are stopped as well.
@@ -98,29 +86,22 @@ func Start(t testing.TB, n int) *Cluster {
 	// bootstrapped already, and a peer whose port is open but not yet
 	// served lets that ask run into a 1 s timeout: a 3-member cluster
 	// takes about 2 s to start.
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, m := range c.members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.etcd, errs[i] = embed.StartEtcd(c.config(m, embed.ClusterStateFlagNew))
+			if errs[i] = c.start(ctx, m, embed.ClusterStateFlagNew); errs[i] != nil {
+				errs[i] = fmt.Errorf("member %s: %w", m.Name, errs[i])
+			}
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("etcdtest: start: %v", err)
-	}
-	deadline := time.Now().Add(readyTimeout)
-	for _, m := range c.members {
-		if err := waitReady(m.etcd, deadline); err != nil {
-			t.Fatalf("etcdtest: member %s: %v", m.name, err)
-		}
-	}
-	for _, m := range c.members {
-		if err := waitServing(m.clientURL.String(), deadline); err != nil {
-			t.Fatalf("etcdtest: member %s: %v", m.name, err)
-		}
 	}
 	return c
 }
@@ -130,14 +111,14 @@ func Start(t testing.TB, n int) *Cluster {
 func (c *Cluster) Endpoints() []string {
 	eps := make([]string, len(c.members))
 	for i, m := range c.members {
-		eps[i] = m.clientURL.String()
+		eps[i] = m.ClientURL.String()
 	}
 	return eps
 }
 
 // Endpoint returns the client URL of member i.
 func (c *Cluster) Endpoint(i int) string {
-	return c.members[i].clientURL.String()
+	return c.members[i].ClientURL.String()
 }
 
 // Client returns a new client for all endpoints of the cluster, with a
@@ -175,12 +156,14 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 	defer c.mu.Unlock()
 	m := c.member(t, i)
 	if m.etcd != nil {
-		t.Fatalf("etcdtest: restart of member %s, which is running", m.name)
+		t.Fatalf("etcdtest: restart of member %s, which is running", m.Name)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
 	// The data directory holds a WAL, so etcd takes the membership from
 	// disk and ignores the initial cluster; "existing" only documents that.
-	if err := c.start(m, embed.ClusterStateFlagExisting); err != nil {
-		t.Fatalf("etcdtest: restart member %s: %v", m.name, err)
+	if err := c.start(ctx, m, embed.ClusterStateFlagExisting); err != nil {
+		t.Fatalf("etcdtest: restart member %s: %v", m.Name, err)
 	}
 }
 
@@ -198,13 +181,15 @@ func (c *Cluster) Wipe(t testing.TB) {
 	}
 	m := c.members[0]
 	m.stop()
-	if err := os.RemoveAll(m.dir); err != nil {
-		t.Fatalf("etcdtest: wipe member %s: %v", m.name, err)
+	if err := os.RemoveAll(m.Dir); err != nil {
+		t.Fatalf("etcdtest: wipe member %s: %v", m.Name, err)
 	}
 	c.wipes++
 	c.token = fmt.Sprintf("etcdtest-wipe-%d", c.wipes)
-	if err := c.start(m, embed.ClusterStateFlagNew); err != nil {
-		t.Fatalf("etcdtest: wipe member %s: %v", m.name, err)
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := c.start(ctx, m, embed.ClusterStateFlagNew); err != nil {
+		t.Fatalf("etcdtest: wipe member %s: %v", m.Name, err)
 	}
 }
 
@@ -216,18 +201,18 @@ func (c *Cluster) member(t testing.TB, i int) *member {
 	return c.members[i]
 }
 
-// start starts a single member and waits until it serves requests.
-func (c *Cluster) start(m *member, state string) error {
-	e, err := embed.StartEtcd(c.config(m, state))
+// start starts member m and waits until it serves requests.
+func (c *Cluster) start(ctx context.Context, m *member, state string) error {
+	peers := make([]devetcd.Member, len(c.members))
+	for i, p := range c.members {
+		peers[i] = p.Member
+	}
+	e, err := devetcd.StartMember(ctx, devetcd.Config(m.Member, peers, c.token, state))
 	if err != nil {
 		return err
 	}
 	m.etcd = e
-	deadline := time.Now().Add(readyTimeout)
-	if err := waitReady(e, deadline); err != nil {
-		return err
-	}
-	return waitServing(m.clientURL.String(), deadline)
+	return nil
 }
 
 func (c *Cluster) stopAll() {
@@ -248,107 +233,6 @@ func (m *member) stop() {
 	m.etcd = nil
 }
 
-func (c *Cluster) config(m *member, state string) *embed.Config {
-	peers := make([]string, len(c.members))
-	for i, p := range c.members {
-		peers[i] = p.name + "=" + p.peerURL.String()
-	}
-
-	cfg := embed.NewConfig()
-	cfg.Name = m.name
-	cfg.Dir = m.dir
-	cfg.ListenClientUrls = []url.URL{m.clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{m.clientURL}
-	cfg.ListenPeerUrls = []url.URL{m.peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{m.peerURL}
-	cfg.InitialCluster = strings.Join(peers, ",")
-	cfg.InitialClusterToken = c.token
-	cfg.ClusterState = state
-	cfg.TickMs = tickMs
-	cfg.ElectionMs = electionMs
-
-	// Test output belongs to the test; a member's log is only noise there.
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	// Nothing talks HTTP/JSON or scrapes metrics, and every extra listener
-	// or loopback connection is one more thing to start and tear down.
-	cfg.EnableGRPCGateway = false
-	cfg.EnablePprof = false
-	cfg.ListenMetricsUrls = nil
-	return cfg
-}
-
-// waitReady waits until e has joined its cluster, or until it fails or the
-// deadline passes.
-func waitReady(e *embed.Etcd, deadline time.Time) error {
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-		return nil
-	case err := <-e.Err():
-		return fmt.Errorf("failed before ready: %v", err)
-	case <-e.Server.StopNotify():
-		return errors.New("stopped before ready")
-	case <-timer.C:
-		return errors.New("not ready in time")
-	}
-}
-
-// waitServing polls ep until a linearizable Get through it succeeds. Such a
-// Get needs the member to know the current leader and to have applied the
-// log up to the leader's commit index, which is a stronger promise than
-// ReadyNotify after a restart.
-func waitServing(ep string, deadline time.Time) error {
-	cli, err := newClient([]string{ep}, 0)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	for {
-		ctx, cancel := context.WithDeadline(context.Background(), minTime(deadline, time.Now().Add(time.Second)))
-		_, err := cli.Get(ctx, "etcdtest/ready")
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving in time: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
 func newClient(eps []string, dialTimeout time.Duration) (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{
-		Endpoints:   eps,
-		DialTimeout: dialTimeout,
-		Logger:      zap.NewNop(),
-	})
-}
-
-func loopbackURL(port int) url.URL {
-	return url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
-}
-
-// freePorts returns n distinct ports that were free on 127.0.0.1. All
-// listeners stay open until every port is chosen, so the kernel cannot hand
-// out the same port twice.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
+	return devetcd.NewClient(eps, dialTimeout)
 }

@@ -1,0 +1,235 @@
+// Package devetcd starts real etcd servers inside the current process, for
+// the examples and, through internal/etcdtest, for the tests.
+//
+// The servers are go.etcd.io/etcd/server/v3/embed instances on free loopback
+// ports. They log nothing, so the output of the program that starts them
+// stays its own.
+package devetcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+const (
+	// tickMs and electionMs trade failover speed against stability: a new
+	// leader is elected within about a second after a stop, yet a slow,
+	// race-instrumented 2-core machine does not miss heartbeats often enough
+	// to flap leaders.
+	tickMs     = 50
+	electionMs = 500
+
+	// startTimeout bounds how long Start waits for its member to serve. A
+	// single member on loopback serves within a second; the rest is for a
+	// machine busy with other work.
+	startTimeout = 30 * time.Second
+)
+
+// Member is the identity of one etcd member: its name, its data directory
+// and the URLs it listens on for clients and for its peers.
+type Member struct {
+	Name string
+	// Dir is best left to etcd to create: it insists on mode 0700 and warns
+	// about a directory that was made with another.
+	Dir       string
+	ClientURL url.URL
+	PeerURL   url.URL
+}
+
+// Config returns the configuration of m as one member of the cluster made
+// of peers (m among them). Members that share a token form one cluster, so
+// a new token gives a cluster with a new ID on the same URLs. state is
+// embed.ClusterStateFlagNew to bootstrap the cluster, or
+// embed.ClusterStateFlagExisting; a member whose data directory already
+// holds a log takes the membership from it and ignores peers and state.
+//
+// The member logs nothing and serves neither the HTTP/JSON gateway, nor
+// pprof, nor metrics: nothing talks to them, and every extra listener is
+// one more thing to start and tear down.
+func Config(m Member, peers []Member, token, state string) *embed.Config {
+	cluster := make([]string, len(peers))
+	for i, p := range peers {
+		cluster[i] = p.Name + "=" + p.PeerURL.String()
+	}
+
+	cfg := embed.NewConfig()
+	cfg.Name = m.Name
+	cfg.Dir = m.Dir
+	cfg.ListenClientUrls = []url.URL{m.ClientURL}
+	cfg.AdvertiseClientUrls = []url.URL{m.ClientURL}
+	cfg.ListenPeerUrls = []url.URL{m.PeerURL}
+	cfg.AdvertisePeerUrls = []url.URL{m.PeerURL}
+	cfg.InitialCluster = strings.Join(cluster, ",")
+	cfg.InitialClusterToken = token
+	cfg.ClusterState = state
+	cfg.TickMs = tickMs
+	cfg.ElectionMs = electionMs
+
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.EnableGRPCGateway = false
+	cfg.EnablePprof = false
+	cfg.ListenMetricsUrls = nil
+	return cfg
+}
+
+// StartMember starts the member cfg describes and returns once it serves
+// requests, or stops it again and returns an error if it fails or ctx ends
+// first.
+//
+// A member of a multi-member cluster serves only once a quorum of its peers
+// is up, so the members of a new cluster must be started concurrently.
+func StartMember(ctx context.Context, cfg *embed.Config) (*embed.Etcd, error) {
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, e); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := waitServing(ctx, cfg.AdvertiseClientUrls[0].String()); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// waitReady waits until e has joined its cluster.
+func waitReady(ctx context.Context, e *embed.Etcd) error {
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("failed before ready: %v", err)
+	case <-e.Server.StopNotify():
+		return errors.New("stopped before ready")
+	case <-ctx.Done():
+		return fmt.Errorf("not ready in time: %w", ctx.Err())
+	}
+}
+
+// waitServing polls ep until a linearizable Get through it succeeds. Such a
+// Get needs the member to know the current leader and to have applied the
+// log up to the leader's commit index, which is a stronger promise than
+// ReadyNotify after a restart.
+func waitServing(ctx context.Context, ep string) error {
+	cli, err := NewClient([]string{ep}, 0)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		// One attempt must not use up the whole wait: a Get sent while the
+		// member has no leader yet can hang until its context ends.
+		attempt, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := cli.Get(attempt, "devetcd/ready")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		retry.Reset(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not serving in time: %v", err)
+		case <-retry.C:
+		}
+	}
+}
+
+// NewClient returns a client for endpoints that logs nothing. The default
+// client logs every failed retry on stderr, which is noise while a member
+// starts or stops on purpose. A dialTimeout of 0 does not wait for a
+// connection at all.
+func NewClient(endpoints []string, dialTimeout time.Duration) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: dialTimeout,
+		Logger:      zap.NewNop(),
+	})
+}
+
+// FreeURLs returns n distinct http URLs on 127.0.0.1 whose ports were free.
+// All listeners stay open until every port is chosen, so the kernel cannot
+// hand out the same port twice; another process may still take one before
+// etcd listens on it, which on loopback is rare enough to ignore.
+func FreeURLs(n int) ([]url.URL, error) {
+	urls := make([]url.URL, 0, n)
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		defer l.Close()
+		urls = append(urls, url.URL{Scheme: "http", Host: l.Addr().String()})
+	}
+	return urls, nil
+}
+
+// Server is a single-member etcd cluster running in this process.
+type Server struct {
+	etcd      *embed.Etcd
+	endpoints []string
+	tempDir   string // removed by Close; "" if the caller chose the directory
+}
+
+// Start starts a single-member etcd on free 127.0.0.1 ports and returns
+// once it serves requests. Its data goes to dir, which is best left to
+// Start to create (see Member.Dir); if dir is "", it goes to a new
+// temporary directory that Close removes.
+func Start(dir string) (*Server, error) {
+	if dir != "" {
+		return start(dir)
+	}
+	tmp, err := os.MkdirTemp("", "devetcd-")
+	if err != nil {
+		return nil, fmt.Errorf("devetcd: %w", err)
+	}
+	s, err := start(tmp)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	s.tempDir = tmp
+	return s, nil
+}
+
+func start(dir string) (*Server, error) {
+	urls, err := FreeURLs(2)
+	if err != nil {
+		return nil, fmt.Errorf("devetcd: %w", err)
+	}
+	m := Member{Name: "default", Dir: dir, ClientURL: urls[0], PeerURL: urls[1]}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	e, err := StartMember(ctx, Config(m, []Member{m}, "devetcd", embed.ClusterStateFlagNew))
+	if err != nil {
+		return nil, fmt.Errorf("devetcd: start: %w", err)
+	}
+	return &Server{etcd: e, endpoints: []string{m.ClientURL.String()}}, nil
+}
+
+// Endpoints returns the URLs clients reach the server at.
+func (s *Server) Endpoints() []string {
+	return append([]string(nil), s.endpoints...)
+}
+
+// Close stops the server and waits until it has released its ports and
+// its files. The data stays on disk unless Start chose the directory.
+func (s *Server) Close() {
+	s.etcd.Close()
+	if s.tempDir != "" {
+		os.RemoveAll(s.tempDir)
+	}
+}
