@@ -1,6 +1,7 @@
 package biregister_test
 
 import (
+	"github.com/biregister/biregister/internal/leakcheck"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ const waitFor = 15 * time.Second
 // startEtcd checks the test for leaked goroutines and starts one etcd member.
 func startEtcd(t *testing.T) *etcdtest.Cluster {
 	t.Helper()
-	etcdtest.VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	return etcdtest.Start(t, 1)
 }
 

@@ -10,15 +10,19 @@ import (
 )
 
 // extendLease records that etcd acknowledged a keepalive (or a grant) sent at
-// sent, for a lease of leaseTTL seconds. etcd renews the lease when the request
-// arrives, which is after sent, so the lease lives at least until sent +
-// leaseTTL; the margin covers clocks that do not run at exactly the same rate.
-// Dating the deadline from the send, not from the answer, is what makes a
-// leader stop leading before etcd can let anyone else lead.
+// sent, for a lease of leaseTTL seconds; only the loop calls it. etcd renews
+// the lease when the request arrives, which is after sent, so the lease lives
+// at least until sent + leaseTTL. Dating the deadline from the send, not from
+// the answer, is what makes a leader stop leading before etcd can let anyone
+// else lead.
 func (r *register) extendLease(sent time.Time, leaseTTL int64) {
 	ttl := time.Duration(leaseTTL) * time.Second
+	deadline := int64(sent.Sub(r.epoch) + ttl - leaseMargin(ttl))
+	if deadline <= r.leaseDeadline.Load() {
+		return // answers can come out of order; an older send proves less
+	}
 	wasAlive := r.leaseAlive()
-	r.leaseDeadline.Store(int64(sent.Sub(r.epoch) + ttl - leaseMargin(ttl)))
+	r.leaseDeadline.Store(deadline)
 	if !wasAlive {
 		r.changed.notify()
 	}

@@ -77,14 +77,31 @@ type register struct {
 	changed       signal // the registration changed or its lease came back to life
 
 	// Owned by the loop.
-	lease clientv3.LeaseID
-	value string
+	lease    clientv3.LeaseID
+	value    string
+	inFlight int // keepalives sent and not answered yet
 
-	requests  chan request
-	ctx       context.Context // ends the loop
-	cancel    context.CancelFunc
-	loopDone  chan struct{}
-	closeOnce sync.Once
+	keepAlives chan keepAliveResult
+	attempts   sync.WaitGroup // the keepalives and revokes in flight
+	requests   chan request
+	ctx        context.Context // ends the loop
+	cancel     context.CancelFunc
+	loopDone   chan struct{}
+	closeOnce  sync.Once
+}
+
+// maxKeepAlivesInFlight bounds the keepalives awaiting an answer. One goes out
+// every ttl/3 whether or not the previous one was answered: a keepalive stuck
+// on a connection that died must not hold back the next, which may find a
+// live one before the lease expires.
+const maxKeepAlivesInFlight = 3
+
+// keepAliveResult is the outcome of one keepalive of lease, sent at sent.
+type keepAliveResult struct {
+	lease clientv3.LeaseID
+	sent  time.Time
+	resp  *clientv3.LeaseKeepAliveResponse
+	err   error
 }
 
 // request is work on the registration that the loop does for another
@@ -112,6 +129,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		epoch:      time.Now(),
 		changed:    newSignal(),
 		value:      value,
+		keepAlives: make(chan keepAliveResult, maxKeepAlivesInFlight),
 		requests:   make(chan request),
 		loopDone:   make(chan struct{}),
 	}
@@ -229,10 +247,26 @@ func (r *register) revoke(parent context.Context) {
 	r.forget()
 }
 
+// abandonLease forgets the registration and revokes its lease in the
+// background, so that registering again does not wait for an etcd that may be
+// down: the revoke is only there not to leave the lease to expire.
+func (r *register) abandonLease() {
+	lease := r.lease
+	r.forget()
+	r.attempts.Add(1)
+	go func() {
+		defer r.attempts.Done()
+		ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
+		defer cancel()
+		_, _ = r.client.Revoke(ctx, lease)
+	}()
+}
+
 // run owns the registration: it keeps the lease alive, registers again when
 // the registration is lost, and serves requests.
 func (r *register) run() {
 	defer close(r.loopDone)
+	defer r.attempts.Wait()
 	var retry backoff
 	timer := time.NewTimer(r.keepAliveInterval())
 	defer timer.Stop()
@@ -243,10 +277,15 @@ func (r *register) run() {
 			return
 		case <-timer.C:
 			timer.Reset(r.tick(&retry))
+		case result := <-r.keepAlives:
+			r.inFlight--
+			if next, ok := r.keepAliveDone(result, &retry); ok {
+				timer.Reset(next)
+			}
 		case <-snap.replaced:
 			if r.keyLost(r.snap.Load()) {
 				r.logger.Warn("biregister: key deleted from outside, registering again", "key", r.key)
-				r.revoke(r.ctx)
+				r.abandonLease()
 				timer.Reset(0)
 			}
 		case req := <-r.requests:
@@ -255,45 +294,70 @@ func (r *register) run() {
 	}
 }
 
-// tick keeps the lease alive, or registers again if there is none; it returns
+// tick sends a keepalive, or registers again if there is no lease; it returns
 // when to tick next.
 func (r *register) tick(retry *backoff) time.Duration {
-	if r.lease == 0 {
-		ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
-		err := r.create(ctx)
-		cancel()
-		if err != nil {
-			if r.ctx.Err() == nil {
-				r.logger.Warn("biregister: registering again failed, retrying", "key", r.key, "err", err)
-			}
-			return retry.next()
+	if r.lease != 0 {
+		if r.inFlight < maxKeepAlivesInFlight {
+			r.sendKeepAlive()
 		}
-		r.logger.Info("biregister: registered again", "key", r.key, "revision", r.revision.Load())
-		retry.reset()
 		return r.keepAliveInterval()
 	}
-	sent := time.Now()
-	// An answer is worth waiting for as long as it would still extend the
-	// lease: over a slow link a shorter wait would give up on every keepalive
-	// while etcd keeps renewing the lease, and nobody would lead.
-	ctx, cancel := context.WithTimeout(r.ctx, r.ttl-leaseMargin(r.ttl))
-	resp, err := r.client.KeepAliveOnce(ctx, r.lease)
+	ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
+	err := r.create(ctx)
 	cancel()
-	switch {
-	case err == nil:
-		r.extendLease(sent, resp.TTL)
-		r.observe(resp.ResponseHeader)
-		retry.reset()
-		return max(0, r.keepAliveInterval()-time.Since(sent))
-	case errors.Is(err, rpctypes.ErrLeaseNotFound):
-		r.logger.Warn("biregister: lease lost, registering again", "key", r.key)
-		r.forget()
-		return 0
-	default:
+	if err != nil {
 		if r.ctx.Err() == nil {
-			r.logger.Warn("biregister: keepalive failed, retrying", "key", r.key, "err", err)
+			r.logger.Warn("biregister: registering again failed, retrying", "key", r.key, "err", err)
 		}
 		return retry.next()
+	}
+	r.logger.Info("biregister: registered again", "key", r.key, "revision", r.revision.Load())
+	retry.reset()
+	return 0 // keep alive at once: its answer tells the watcher if etcd was replaced
+}
+
+// sendKeepAlive renews the lease in a goroutine of its own, which reports on
+// r.keepAlives.
+func (r *register) sendKeepAlive() {
+	r.inFlight++
+	r.attempts.Add(1)
+	lease, sent := r.lease, time.Now()
+	go func() {
+		defer r.attempts.Done()
+		// An answer is worth waiting for as long as it would still extend the
+		// lease: over a slow link a shorter wait would give up on every
+		// keepalive while etcd keeps renewing the lease, and nobody would lead.
+		ctx, cancel := context.WithTimeout(r.ctx, r.ttl-leaseMargin(r.ttl))
+		resp, err := r.client.KeepAliveOnce(ctx, lease)
+		cancel()
+		// Never blocks: the buffer holds one result per keepalive in flight.
+		r.keepAlives <- keepAliveResult{lease: lease, sent: sent, resp: resp, err: err}
+	}()
+}
+
+// keepAliveDone applies the outcome of a keepalive; it returns when to tick
+// next if that must change.
+func (r *register) keepAliveDone(result keepAliveResult, retry *backoff) (time.Duration, bool) {
+	if result.lease != r.lease {
+		return 0, false // about a lease given up since
+	}
+	switch {
+	case result.err == nil:
+		r.extendLease(result.sent, result.resp.TTL)
+		r.observe(result.resp.ResponseHeader)
+		retry.reset()
+		return 0, false
+	case errors.Is(result.err, rpctypes.ErrLeaseNotFound):
+		r.logger.Warn("biregister: lease lost, registering again", "key", r.key)
+		r.forget()
+		return 0, true
+	default:
+		if r.ctx.Err() != nil {
+			return 0, false
+		}
+		r.logger.Warn("biregister: keepalive failed, retrying", "key", r.key, "err", result.err)
+		return retry.next(), true
 	}
 }
 

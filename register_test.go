@@ -219,7 +219,8 @@ func TestResign(t *testing.T) {
 	require.NoError(t, b.WaitLeader(context.Background()))
 	require.Eventually(t, func() bool { return slices.Equal(a.GetNames(), []string{"b", "a"}) }, waitFor, time.Millisecond)
 	assert.False(t, a.AmILeader())
-	assert.Equal(t, "va", b.GetValueByName("a"), "still registered, same value")
+	require.Eventually(t, func() bool { return b.GetValueByName("a") == "va" }, waitFor, time.Millisecond,
+		"still registered, same value")
 }
 
 func TestFence(t *testing.T) {

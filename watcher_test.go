@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/biregister/biregister/internal/leakcheck"
 	"io"
 	"net"
 	"os"
@@ -15,11 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/biregister/biregister"
-	"github.com/biregister/biregister/internal/etcdtest"
 )
 
 func TestInvalidArguments(t *testing.T) {
-	etcdtest.VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	eps := []string{"http://127.0.0.1:2379"}
 	cases := []struct {
 		name string
@@ -241,7 +241,7 @@ func unusedEndpoint(t *testing.T) string {
 }
 
 func TestUnreachableEtcd(t *testing.T) {
-	etcdtest.VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	eps := []string{unusedEndpoint(t)}
 	const ttl = 1
 	for name, newFn := range map[string]func() error{
@@ -266,7 +266,7 @@ func TestUnreachableEtcd(t *testing.T) {
 // The etcd client logs every failed retry to stderr by default; the library
 // must not.
 func TestQuietByDefault(t *testing.T) {
-	etcdtest.VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	r, wr, err := os.Pipe()
 	require.NoError(t, err)
 	stderr := os.Stderr

@@ -2,17 +2,16 @@ package main
 
 import (
 	"context"
+	"github.com/biregister/biregister/internal/leakcheck"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/biregister/biregister/internal/etcdtest"
 )
 
 // TestRun plays the whole story; run itself fails if a step does not
 // happen as told.
 func TestRun(t *testing.T) {
-	etcdtest.VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out strings.Builder

@@ -2,18 +2,17 @@ package main
 
 import (
 	"context"
+	"github.com/biregister/biregister/internal/leakcheck"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/biregister/biregister/internal/etcdtest"
 )
 
 // TestRun runs the service until it has registered and found itself the
 // leader, then stops it the way SIGINT does.
 func TestRun(t *testing.T) {
-	etcdtest.VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := newOutput()
 	var err error

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,11 +58,6 @@ type Member struct {
 // pprof, nor metrics: nothing talks to them, and every extra listener is
 // one more thing to start and tear down.
 func Config(m Member, peers []Member, token, state string) *embed.Config {
-	cluster := make([]string, len(peers))
-	for i, p := range peers {
-		cluster[i] = p.Name + "=" + p.PeerURL.String()
-	}
-
 	cfg := embed.NewConfig()
 	cfg.Name = m.Name
 	cfg.Dir = m.Dir
@@ -69,7 +65,7 @@ func Config(m Member, peers []Member, token, state string) *embed.Config {
 	cfg.AdvertiseClientUrls = []url.URL{m.ClientURL}
 	cfg.ListenPeerUrls = []url.URL{m.PeerURL}
 	cfg.AdvertisePeerUrls = []url.URL{m.PeerURL}
-	cfg.InitialCluster = strings.Join(cluster, ",")
+	cfg.InitialCluster = initialCluster(peers)
 	cfg.InitialClusterToken = token
 	cfg.ClusterState = state
 	cfg.TickMs = tickMs
@@ -80,6 +76,37 @@ func Config(m Member, peers []Member, token, state string) *embed.Config {
 	cfg.EnablePprof = false
 	cfg.ListenMetricsUrls = nil
 	return cfg
+}
+
+// Args returns the command-line flags that make an etcd binary run m as
+// Config makes embed run it. They are only flags that etcd 3.4 and every
+// later version know, so that the tests can run against the servers users
+// deploy; for everything else the binary keeps its own defaults. Logging is
+// among those: its flags changed between versions, and the caller can
+// redirect the output instead.
+func Args(m Member, peers []Member, token, state string) []string {
+	return []string{
+		"--name=" + m.Name,
+		"--data-dir=" + m.Dir,
+		"--listen-client-urls=" + m.ClientURL.String(),
+		"--advertise-client-urls=" + m.ClientURL.String(),
+		"--listen-peer-urls=" + m.PeerURL.String(),
+		"--initial-advertise-peer-urls=" + m.PeerURL.String(),
+		"--initial-cluster=" + initialCluster(peers),
+		"--initial-cluster-token=" + token,
+		"--initial-cluster-state=" + state,
+		"--heartbeat-interval=" + strconv.Itoa(tickMs),
+		"--election-timeout=" + strconv.Itoa(electionMs),
+	}
+}
+
+// initialCluster returns the name=peerURL list that bootstraps peers.
+func initialCluster(peers []Member) string {
+	cluster := make([]string, len(peers))
+	for i, p := range peers {
+		cluster[i] = p.Name + "=" + p.PeerURL.String()
+	}
+	return strings.Join(cluster, ",")
 }
 
 // StartMember starts the member cfg describes and returns once it serves
@@ -97,7 +124,7 @@ func StartMember(ctx context.Context, cfg *embed.Config) (*embed.Etcd, error) {
 		e.Close()
 		return nil, err
 	}
-	if err := waitServing(ctx, cfg.AdvertiseClientUrls[0].String()); err != nil {
+	if err := WaitServing(ctx, cfg.AdvertiseClientUrls[0].String()); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -118,11 +145,13 @@ func waitReady(ctx context.Context, e *embed.Etcd) error {
 	}
 }
 
-// waitServing polls ep until a linearizable Get through it succeeds. Such a
-// Get needs the member to know the current leader and to have applied the
-// log up to the leader's commit index, which is a stronger promise than
-// ReadyNotify after a restart.
-func waitServing(ctx context.Context, ep string) error {
+// WaitServing polls the member at client URL ep until a linearizable Get
+// through it succeeds, or returns an error once ctx ends. Such a Get needs
+// the member to know the current leader and to have applied the log up to
+// the leader's commit index, which is a stronger promise than ReadyNotify
+// after a restart, and one that any etcd version, in process or not, can
+// be asked for.
+func WaitServing(ctx context.Context, ep string) error {
 	cli, err := NewClient([]string{ep}, 0)
 	if err != nil {
 		return err

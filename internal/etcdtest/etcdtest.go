@@ -1,9 +1,21 @@
-// Package etcdtest starts real etcd servers inside the test process.
+// Package etcdtest starts real etcd servers for tests.
 //
-// The servers are go.etcd.io/etcd/server/v3/embed instances listening on
-// free loopback ports, so tests exercise the same gRPC protocol, leases,
-// watches and failure modes as a production deployment without depending
-// on an etcd binary being installed.
+// By default the servers are go.etcd.io/etcd/server/v3/embed instances
+// inside the test process, listening on free loopback ports, so tests
+// exercise the same gRPC protocol, leases, watches and failure modes as a
+// production deployment without depending on an etcd binary being
+// installed.
+//
+// If the environment variable BIREGISTER_ETCD_BIN names an etcd server
+// binary, the members run as child processes of that binary instead, with
+// the same API and semantics. That runs the tests against another etcd
+// version than the one the module embeds, such as the 3.4 that many
+// clusters still run:
+//
+//	BIREGISTER_ETCD_BIN=/usr/bin/etcd go test ./...
+//
+// Each member's output then goes to etcd.log in its directory under
+// t.TempDir(), and a failure to start quotes the end of it.
 package etcdtest
 
 import (
@@ -20,6 +32,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/biregister/biregister/internal/devetcd"
+	"github.com/biregister/biregister/internal/faultproxy"
 )
 
 const (
@@ -32,8 +45,12 @@ const (
 	dialTimeout = 5 * time.Second
 )
 
-// Cluster is a set of embedded etcd members started for one test.
+// Cluster is a set of etcd members started for one test.
 type Cluster struct {
+	// bin is the etcd binary the members run as, or "" to run them in
+	// process. It is read once, so that all members of a cluster run the
+	// same version.
+	bin string
 	// mu serialises the lifecycle methods, so that a fault-injection
 	// goroutine stopping a member cannot race the test's cleanup.
 	mu      sync.Mutex
@@ -47,7 +64,19 @@ type Cluster struct {
 
 type member struct {
 	devetcd.Member
-	etcd *embed.Etcd // nil while the member is stopped
+	log string // the process backend's log, kept apart from Dir so Wipe keeps it
+	srv server // nil while the member is stopped
+	// front is the loopback proxy that clients reach the member through: Stop
+	// resets every client connection at once, as the death of the process
+	// would. Without it, embed's Close serves nothing for up to 6 s while it
+	// waits for open watch streams to end, which no real crash does.
+	front *faultproxy.Proxy
+}
+
+// server is a running member: an *embed.Etcd or a *process. Close stops it
+// and returns once its ports and files are released.
+type server interface {
+	Close()
 }
 
 // Start starts an etcd cluster of n members on free 127.0.0.1 ports, each
@@ -63,29 +92,40 @@ func Start(t testing.TB, n int) *Cluster {
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
-	c := &Cluster{token: "etcdtest"}
+	c := &Cluster{bin: os.Getenv(binEnv), token: "etcdtest"}
 	root := t.TempDir()
 	for i := 0; i < n; i++ {
-		c.members = append(c.members, &member{Member: devetcd.Member{
-			Name: fmt.Sprintf("m%d", i),
-			// A directory that does not exist yet lets etcd create it with
-			// the 0700 mode it insists on, instead of warning about the
-			// mode of t.TempDir().
-			Dir:       filepath.Join(root, fmt.Sprintf("m%d", i)),
-			ClientURL: urls[2*i],
-			PeerURL:   urls[2*i+1],
-		}})
+		name := fmt.Sprintf("m%d", i)
+		dir := filepath.Join(root, name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatalf("etcdtest: %v", err)
+		}
+		c.members = append(c.members, &member{
+			Member: devetcd.Member{
+				Name: name,
+				// A directory that does not exist yet lets etcd create it
+				// with the 0700 mode it insists on, instead of warning
+				// about the mode of one made here.
+				Dir:       filepath.Join(dir, "data"),
+				ClientURL: urls[2*i],
+				PeerURL:   urls[2*i+1],
+			},
+			log: filepath.Join(dir, "etcd.log"),
+		})
 	}
 	// Registered before anything runs so that members started before a
 	// failure below are stopped as well.
 	t.Cleanup(c.stopAll)
+	for _, m := range c.members {
+		m.front = faultproxy.Start(t, m.ClientURL.String())
+	}
 
 	// A member of a multi-member cluster does not become ready until a
 	// quorum of its peers is up, so all members must start at once. Even
-	// so, StartEtcd of a new member first asks each peer whether it is
-	// bootstrapped already, and a peer whose port is open but not yet
-	// served lets that ask run into a 1 s timeout: a 3-member cluster
-	// takes about 2 s to start.
+	// so, a new member first asks each peer whether it is bootstrapped
+	// already, and a peer whose port is open but not yet served lets that
+	// ask run into a 1 s timeout: a 3-member cluster takes up to 2 s to
+	// start.
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	errs := make([]error, n)
@@ -111,14 +151,14 @@ func Start(t testing.TB, n int) *Cluster {
 func (c *Cluster) Endpoints() []string {
 	eps := make([]string, len(c.members))
 	for i, m := range c.members {
-		eps[i] = m.ClientURL.String()
+		eps[i] = m.front.Endpoint()
 	}
 	return eps
 }
 
 // Endpoint returns the client URL of member i.
 func (c *Cluster) Endpoint(i int) string {
-	return c.members[i].ClientURL.String()
+	return c.members[i].front.Endpoint()
 }
 
 // Client returns a new client for all endpoints of the cluster, with a
@@ -136,10 +176,12 @@ func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 // Stop stops member i and keeps its data on disk for Restart. Stopping a
 // member that is already stopped does nothing.
 //
-// Stop closes the member the way etcd shuts down on SIGTERM: a leader hands
-// its leadership to a peer first, so the cluster does not sit out an
-// election timeout. Closing a member of a multi-member cluster takes about
-// a second, as etcd waits that long for its peer connections to drain.
+// Clients see what a killed process shows them: every connection is reset at
+// once, and new ones are refused until Restart. Towards its peers the member
+// shuts down the way etcd does on SIGTERM (the process backend sends it
+// SIGTERM): a leader hands its leadership to a peer first. In process,
+// closing a member of a multi-member cluster takes about a second, as embed
+// waits that long for its peer connections to drain.
 func (c *Cluster) Stop(t testing.TB, i int) {
 	t.Helper()
 	c.mu.Lock()
@@ -155,7 +197,7 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.member(t, i)
-	if m.etcd != nil {
+	if m.srv != nil {
 		t.Fatalf("etcdtest: restart of member %s, which is running", m.Name)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
@@ -201,17 +243,27 @@ func (c *Cluster) member(t testing.TB, i int) *member {
 	return c.members[i]
 }
 
-// start starts member m and waits until it serves requests.
+// start starts member m and waits until it serves requests. Both backends
+// take their settings from the same devetcd.Member, and wait for the same
+// linearizable read, so they differ only in where etcd runs.
 func (c *Cluster) start(ctx context.Context, m *member, state string) error {
 	peers := make([]devetcd.Member, len(c.members))
 	for i, p := range c.members {
 		peers[i] = p.Member
 	}
-	e, err := devetcd.StartMember(ctx, devetcd.Config(m.Member, peers, c.token, state))
+	var srv server
+	var err error
+	if c.bin != "" {
+		args := devetcd.Args(m.Member, peers, c.token, state)
+		srv, err = startProcess(ctx, c.bin, args, m.log, m.ClientURL)
+	} else {
+		srv, err = devetcd.StartMember(ctx, devetcd.Config(m.Member, peers, c.token, state))
+	}
 	if err != nil {
 		return err
 	}
-	m.etcd = e
+	m.srv = srv
+	m.front.Heal()
 	return nil
 }
 
@@ -226,11 +278,12 @@ func (c *Cluster) stopAll() {
 }
 
 func (m *member) stop() {
-	if m.etcd == nil {
+	if m.srv == nil {
 		return
 	}
-	m.etcd.Close()
-	m.etcd = nil
+	m.front.Cut()
+	m.srv.Close()
+	m.srv = nil
 }
 
 func newClient(eps []string, dialTimeout time.Duration) (*clientv3.Client, error) {

@@ -2,6 +2,7 @@ package etcdtest
 
 import (
 	"context"
+	"github.com/biregister/biregister/internal/leakcheck"
 	"testing"
 	"time"
 
@@ -9,9 +10,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain checks that LeakOptions also suit goleak.VerifyTestMain.
+// TestMain checks that leakcheck.Options also suit goleak.VerifyTestMain.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, LeakOptions()...)
+	goleak.VerifyTestMain(m, leakcheck.Options()...)
 }
 
 func testContext(t *testing.T) context.Context {
@@ -57,7 +58,7 @@ func wantValue(t *testing.T, resp *clientv3.GetResponse, val string) {
 }
 
 func TestSingleMember(t *testing.T) {
-	VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	c := Start(t, 1)
 	if got := c.Endpoints(); len(got) != 1 || got[0] != c.Endpoint(0) {
 		t.Fatalf("Endpoints() = %v, Endpoint(0) = %q", got, c.Endpoint(0))
@@ -83,7 +84,7 @@ func TestSingleMember(t *testing.T) {
 }
 
 func TestWipe(t *testing.T) {
-	VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	c := Start(t, 1)
 	cli := c.Client(t)
 	for range 10 {
@@ -117,7 +118,7 @@ func TestWipe(t *testing.T) {
 }
 
 func TestThreeMembers(t *testing.T) {
-	VerifyNoLeaks(t)
+	leakcheck.VerifyNoLeaks(t)
 	c := Start(t, 3)
 	if n := len(c.Endpoints()); n != 3 {
 		t.Fatalf("%d endpoints, want 3", n)

@@ -1,4 +1,5 @@
-package etcdtest
+// Package leakcheck fails a test that leaves goroutines behind.
+package leakcheck
 
 import (
 	"testing"
@@ -26,7 +27,7 @@ func VerifyNoLeaks(t *testing.T) {
 	t.Helper()
 	// Goroutines that already ran when the test began are not its doing;
 	// the check of whoever started them has to answer for them.
-	opts := append(LeakOptions(), goleak.IgnoreCurrent())
+	opts := append(Options(), goleak.IgnoreCurrent())
 	t.Cleanup(func() {
 		deadline := time.Now().Add(leakGrace)
 		for {
@@ -43,8 +44,8 @@ func VerifyNoLeaks(t *testing.T) {
 	})
 }
 
-// LeakOptions returns the goleak options used by VerifyNoLeaks. They suit
+// Options returns the goleak options used by VerifyNoLeaks. They suit
 // goleak.VerifyTestMain as well.
-func LeakOptions() []goleak.Option {
+func Options() []goleak.Option {
 	return nil
 }

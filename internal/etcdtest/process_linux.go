@@ -1,0 +1,12 @@
+package etcdtest
+
+import "syscall"
+
+// sysProcAttr asks the kernel to kill a member when the test process dies
+// without running its cleanups, as it does on a -timeout panic or a kill,
+// instead of leaving the member running with its ports taken. The signal
+// is tied to the thread that started the child, and the Go runtime ends a
+// thread only when a goroutine locked to it returns; the tests lock none.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
