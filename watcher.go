@@ -44,6 +44,11 @@ type Watcher interface {
 	GetLeader() (name, val string)
 	// Members returns the members, oldest first, from one consistent snapshot.
 	Members() []Member
+	// Updated returns a channel that is closed at the next change of the
+	// cache. It is a feed of its own, for code that follows the group without
+	// taking anything from Changes: call Updated, then read the cache, then
+	// wait on the channel, so that no change between the two is missed.
+	Updated() <-chan struct{}
 
 	// Close stops watching, closes Changes and Closed, and releases everything
 	// the Watcher started. It is idempotent and safe from any goroutine.
@@ -391,6 +396,8 @@ func (w *watcher) GetLeader() (name, val string) {
 func (w *watcher) Members() []Member {
 	return slices.Clone(w.snap.Load().members)
 }
+
+func (w *watcher) Updated() <-chan struct{} { return w.snap.Load().replaced }
 
 func (w *watcher) Changes() <-chan Change { return w.feed.ch }
 

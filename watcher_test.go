@@ -279,3 +279,31 @@ func TestQuietByDefault(t *testing.T) {
 	require.Error(t, werr)
 	assert.Empty(t, string(printed))
 }
+
+func TestWatcherUpdated(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	w := newWatcher(t, etcd.Endpoints(), "/upd")
+	updated := w.Updated()
+	select {
+	case <-updated:
+		t.Fatal("Updated closed before any change")
+	default:
+	}
+	_, err := cli.Put(context.Background(), "/upd/a", "1")
+	require.NoError(t, err)
+	select {
+	case <-updated:
+	case <-time.After(waitFor):
+		t.Fatal("Updated not closed by a change")
+	}
+	assert.Equal(t, "1", w.GetValueByName("a"), "the cache is updated when Updated fires")
+	assert.Equal(t, "a", recv(t, w.Changes()).Name, "Updated takes nothing from Changes")
+	next := w.Updated()
+	w.Close()
+	select {
+	case <-next:
+	case <-time.After(waitFor):
+		t.Fatal("Close must wake whoever waits on Updated")
+	}
+}
