@@ -287,11 +287,13 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 		},
 	} {
 		before := a.MyRevision()
+		removed := time.Now()
 		require.NoError(t, remove())
 		require.Eventually(t, func() bool {
 			resp, err := cli.Get(ctx, a.MyKey())
 			return err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].CreateRevision > before
 		}, waitFor, time.Millisecond)
+		t.Logf("key back %v after it was removed", time.Since(removed))
 		require.Eventually(t, a.AmILeader, waitFor, time.Millisecond)
 		assert.Equal(t, "a", a.MyName())
 		assert.Equal(t, "/rereg/a", a.MyKey())
@@ -299,4 +301,38 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 		assert.Equal(t, "v", a.GetValueByName("a"))
 	}
 	assert.Contains(t, logs.String(), "registering again")
+}
+
+// While another live member holds the name, the Register keeps trying, with
+// backoff and a log line per failure, and gets its name back once it is free.
+func TestReRegisterWhileNameTaken(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	var logs syncBuffer
+	a := newRegister(t, etcd.Endpoints(), "/squat", "a", "mine", 3,
+		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+
+	// Someone takes the name the moment a's key is gone.
+	ctx := context.Background()
+	lease, err := cli.Grant(ctx, 60)
+	require.NoError(t, err)
+	_, err = cli.Txn(ctx).
+		Then(clientv3.OpDelete(a.MyKey()), clientv3.OpPut("/squat/other", "x")).
+		Commit()
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, a.MyKey(), "squatter", clientv3.WithLease(lease.ID))
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return strings.Count(logs.String(), "registering again failed") >= 3 }, waitFor, time.Millisecond,
+		"the Register must keep trying, and say so")
+	assert.Zero(t, a.MyRevision())
+	assert.False(t, a.AmILeader())
+	assert.Equal(t, "squatter", a.GetValueByName("a"))
+
+	freed := time.Now()
+	_, err = cli.Revoke(ctx, lease.ID)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return a.GetValueByName("a") == "mine" && a.MyRevision() != 0 }, waitFor, time.Millisecond)
+	t.Logf("name taken back %v after it was freed", time.Since(freed))
+	assert.Contains(t, logs.String(), biregister.ErrNameTaken.Error())
 }
