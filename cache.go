@@ -18,36 +18,24 @@ type Member struct {
 
 // snapshot is an immutable view of a group. The watch loop builds a new one
 // for every batch of events and publishes it atomically, so readers never
-// take a lock and never wait for etcd or for the loop.
+// take a lock and never wait for etcd or for the loop. Both indexes are
+// persistent structures: a new snapshot shares all but O(log n) of its nodes
+// with the previous one, so a change costs the same in a group of ten members
+// as in one of a million.
 type snapshot struct {
-	members  []Member       // ascending CreateRevision: members[0] leads
-	byName   map[string]int // index into members
-	revision int64          // the etcd revision this view reflects
-	replaced chan struct{}  // closed when a newer snapshot is published
+	names    byName        // name → member
+	order    byCreate      // ascending create revision
+	leader   Member        // order's first member, or the zero Member
+	revision int64         // the etcd revision this view reflects
+	replaced chan struct{} // closed when a newer snapshot is published
 }
 
-func newSnapshot(members []Member, revision int64) *snapshot {
-	byName := make(map[string]int, len(members))
-	for i, m := range members {
-		byName[m.Name] = i
-	}
-	return &snapshot{members: members, byName: byName, revision: revision, replaced: make(chan struct{})}
+func newSnapshot(names byName, order byCreate, revision int64) *snapshot {
+	leader, _ := order.first()
+	return &snapshot{names: names, order: order, leader: leader, revision: revision, replaced: make(chan struct{})}
 }
 
-func (s *snapshot) lookup(name string) (Member, bool) {
-	i, ok := s.byName[name]
-	if !ok {
-		return Member{}, false
-	}
-	return s.members[i], true
-}
-
-func (s *snapshot) leader() (Member, bool) {
-	if len(s.members) == 0 {
-		return Member{}, false
-	}
-	return s.members[0], true
-}
+func (s *snapshot) lookup(name string) (Member, bool) { return s.names.get(name) }
 
 // memberName returns the member name of key under prefix, or false for a key
 // that is not a member: the prefix itself, or a key deeper than one level
@@ -60,72 +48,43 @@ func memberName(prefix string, key []byte) (string, bool) {
 	return name, true
 }
 
-// overlayEntry is the state of one name after part of a batch was applied.
-type overlayEntry struct {
-	member  Member
-	deleted bool
-}
-
 // apply returns the snapshot after events (one watch response, in revision
-// order) and the changes they make. It costs O(len(s.members) + len(events)):
-// new members are always younger than every present one, so they are appended
-// in event order and the slice stays sorted without a sort.
+// order) and the changes they make, in O(len(events) · log n).
 func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64) (*snapshot, []Change) {
-	overlay := make(map[string]overlayEntry, len(events))
-	var created []Member // each new life of a name, in event order
+	names, order := s.names, s.order
 	changes := make([]Change, 0, len(events))
-	current := func(name string) (Member, bool) {
-		if e, ok := overlay[name]; ok {
-			return e.member, !e.deleted
-		}
-		return s.lookup(name)
-	}
 	for _, ev := range events {
 		name, ok := memberName(prefix, ev.Kv.Key)
 		if !ok {
 			continue
 		}
-		old, present := current(name)
+		old, present := names.get(name)
 		switch ev.Type {
 		case mvccpb.PUT:
 			m := Member{Name: name, Value: string(ev.Kv.Value), CreateRevision: ev.Kv.CreateRevision}
-			if !present || old.CreateRevision != m.CreateRevision {
-				created = append(created, m)
+			switch {
+			case present && old.CreateRevision == m.CreateRevision:
+				order = order.update(m)
+			case present:
+				order = order.remove(old.CreateRevision).insert(m)
+			default:
+				order = order.insert(m)
 			}
-			overlay[name] = overlayEntry{member: m}
+			names = names.set(m)
 			changes = append(changes, Change{Name: name, Op: OpPut, Value: m.Value, Revision: ev.Kv.ModRevision})
 		case mvccpb.DELETE:
 			if !present {
 				continue
 			}
-			overlay[name] = overlayEntry{member: old, deleted: true}
+			names = names.delete(name)
+			order = order.remove(old.CreateRevision)
 			changes = append(changes, Change{Name: name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
 		}
 	}
-	if len(overlay) == 0 {
-		if revision == s.revision {
-			return s, nil
-		}
-		return newSnapshot(s.members, revision), nil
+	if len(changes) == 0 && revision == s.revision {
+		return s, nil
 	}
-	members := make([]Member, 0, len(s.members)+len(created))
-	for _, m := range s.members {
-		e, touched := overlay[m.Name]
-		switch {
-		case !touched:
-			members = append(members, m)
-		case !e.deleted && e.member.CreateRevision == m.CreateRevision:
-			members = append(members, e.member)
-		}
-	}
-	for _, c := range created {
-		// Only the life that is still current: a name deleted and created again
-		// in one batch takes the place of its last creation.
-		if e := overlay[c.Name]; !e.deleted && e.member.CreateRevision == c.CreateRevision {
-			members = append(members, e.member)
-		}
-	}
-	return newSnapshot(members, revision), changes
+	return newSnapshot(names, order, revision), changes
 }
 
 // replace returns the snapshot that a fresh listing (members in any order, read
@@ -135,9 +94,13 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 // changed.
 func (s *snapshot) replace(listed []Member, revision int64) (*snapshot, []Change) {
 	slices.SortFunc(listed, func(a, b Member) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
-	next := newSnapshot(listed, revision)
+	var names byName
+	for _, m := range listed {
+		names = names.set(m)
+	}
+	next := newSnapshot(names, buildByCreate(listed), revision)
 	var changes []Change
-	for _, m := range s.members {
+	for m := range s.order.all() {
 		if n, ok := next.lookup(m.Name); !ok || n.CreateRevision != m.CreateRevision {
 			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: m.Value, Revision: revision})
 		}

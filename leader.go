@@ -44,8 +44,8 @@ func (r *register) AmILeader() bool {
 	}
 	// The create revision, not just the name, must match: after a
 	// re-registration a stale cache still lists the old one under our name.
-	m, ok := r.snap.Load().leader()
-	return ok && m.CreateRevision == revision && m.Name == r.name && r.leaseAlive()
+	m := r.snap.Load().leader
+	return m.CreateRevision == revision && m.Name == r.name && r.leaseAlive()
 }
 
 func (r *register) Fence() clientv3.Cmp {

@@ -54,7 +54,8 @@ type Watcher interface {
 	// the Watcher started. It is idempotent and safe from any goroutine.
 	Close()
 	// Changes delivers the members present at start as PUTs, then every change
-	// in revision order. It is closed by Close.
+	// in revision order. The cache already reflects a change when it is
+	// delivered. It is closed by Close.
 	Changes() <-chan Change
 	// Closed is closed when the Watcher is closed.
 	Closed() <-chan struct{}
@@ -122,7 +123,7 @@ func buildWatcher(client *clientv3.Client, prefix string, ttl int64, cfg *config
 		probeInterval: probeInterval,
 		headers:       make(chan *etcdserverpb.ResponseHeader, 1),
 	}
-	w.snap.Store(newSnapshot(nil, 0))
+	w.snap.Store(newSnapshot(byName{}, byCreate{}, 0))
 	return w
 }
 
@@ -183,7 +184,7 @@ func (w *watcher) run() {
 	defer close(w.done)
 	defer close(w.feed.ch)
 	// A closed Watcher knows no members: readers must not act on a frozen view.
-	defer w.publish(newSnapshot(nil, 0))
+	defer w.publish(newSnapshot(byName{}, byCreate{}, 0))
 	for {
 		w.follow()
 		if w.ctx.Err() != nil {
@@ -358,8 +359,8 @@ func (w *watcher) publish(next *snapshot) {
 
 func (w *watcher) GetAll() map[string]string {
 	s := w.snap.Load()
-	all := make(map[string]string, len(s.members))
-	for _, m := range s.members {
+	all := make(map[string]string, s.order.size)
+	for m := range s.order.all() {
 		all[m.Name] = m.Value
 	}
 	return all
@@ -367,18 +368,18 @@ func (w *watcher) GetAll() map[string]string {
 
 func (w *watcher) GetNames() []string {
 	s := w.snap.Load()
-	names := make([]string, len(s.members))
-	for i, m := range s.members {
-		names[i] = m.Name
+	names := make([]string, 0, s.order.size)
+	for m := range s.order.all() {
+		names = append(names, m.Name)
 	}
 	return names
 }
 
 func (w *watcher) GetValues() []string {
 	s := w.snap.Load()
-	values := make([]string, len(s.members))
-	for i, m := range s.members {
-		values[i] = m.Value
+	values := make([]string, 0, s.order.size)
+	for m := range s.order.all() {
+		values = append(values, m.Value)
 	}
 	return values
 }
@@ -389,12 +390,13 @@ func (w *watcher) GetValueByName(name string) string {
 }
 
 func (w *watcher) GetLeader() (name, val string) {
-	m, _ := w.snap.Load().leader()
+	m := w.snap.Load().leader
 	return m.Name, m.Value
 }
 
 func (w *watcher) Members() []Member {
-	return slices.Clone(w.snap.Load().members)
+	s := w.snap.Load()
+	return slices.AppendSeq(make([]Member, 0, s.order.size), s.order.all())
 }
 
 func (w *watcher) Updated() <-chan struct{} { return w.snap.Load().replaced }

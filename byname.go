@@ -1,0 +1,192 @@
+package biregister
+
+import (
+	"hash/maphash"
+	"math/bits"
+	"slices"
+)
+
+// byName is a persistent hash trie from name to member: every update returns
+// a new trie that shares all but the path it changed with the old one, so a
+// snapshot costs O(log n) per change instead of a copy of a map, and readers
+// of an older snapshot are never disturbed. Each level consumes 5 bits of the
+// name's hash; a level's members and subtries sit in two arrays indexed by the
+// population count of bitmaps, as in Steindorfer and Vinju's CHAMP layout.
+type byName struct {
+	root *trieNode
+	size int
+}
+
+// trieNode is immutable once a snapshot that reaches it has been published.
+type trieNode struct {
+	memberMap uint32 // hash slots that hold a member directly
+	childMap  uint32 // hash slots that hold a subtrie
+	members   []Member
+	children  []*trieNode
+}
+
+const (
+	trieBits = 5
+	// trieMaxShift is where the 64-bit hash runs out: a node below it holds
+	// colliding names in members, compared one by one.
+	trieMaxShift = 60
+)
+
+var nameSeed = maphash.MakeSeed()
+
+func hashName(name string) uint64 { return maphash.String(nameSeed, name) }
+
+func slot(hash uint64, shift uint) uint32 { return 1 << ((hash >> shift) & (1<<trieBits - 1)) }
+
+func index(bitmap, bit uint32) int { return bits.OnesCount32(bitmap & (bit - 1)) }
+
+func (t byName) get(name string) (Member, bool) {
+	hash := hashName(name)
+	n := t.root
+	for shift := uint(0); n != nil; shift += trieBits {
+		if shift >= trieMaxShift {
+			for _, m := range n.members {
+				if m.Name == name {
+					return m, true
+				}
+			}
+			return Member{}, false
+		}
+		bit := slot(hash, shift)
+		if n.memberMap&bit != 0 {
+			if m := n.members[index(n.memberMap, bit)]; m.Name == name {
+				return m, true
+			}
+			return Member{}, false
+		}
+		if n.childMap&bit == 0 {
+			return Member{}, false
+		}
+		n = n.children[index(n.childMap, bit)]
+	}
+	return Member{}, false
+}
+
+// set returns the trie with m stored under m.Name.
+func (t byName) set(m Member) byName {
+	root, added := t.root.set(m, hashName(m.Name), 0)
+	if added {
+		t.size++
+	}
+	t.root = root
+	return t
+}
+
+// delete returns the trie without name.
+func (t byName) delete(name string) byName {
+	root, removed := t.root.delete(name, hashName(name), 0)
+	if removed {
+		t.size--
+		t.root = root
+	}
+	return t
+}
+
+func (n *trieNode) set(m Member, hash uint64, shift uint) (*trieNode, bool) {
+	if n == nil {
+		n = &trieNode{}
+	}
+	c := *n
+	if shift >= trieMaxShift {
+		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == m.Name })
+		if i < 0 {
+			c.members = append(slices.Clip(c.members), m)
+			return &c, true
+		}
+		c.members = slices.Clone(c.members)
+		c.members[i] = m
+		return &c, false
+	}
+	bit := slot(hash, shift)
+	switch {
+	case c.memberMap&bit != 0:
+		i := index(c.memberMap, bit)
+		old := c.members[i]
+		if old.Name == m.Name {
+			c.members = slices.Clone(c.members)
+			c.members[i] = m
+			return &c, false
+		}
+		// Two names share this slot: push both one level down.
+		child, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits)
+		child, _ = child.set(m, hash, shift+trieBits)
+		c.memberMap &^= bit
+		c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+		c.childMap |= bit
+		c.children = slices.Insert(slices.Clone(c.children), index(c.childMap, bit), child)
+		return &c, true
+	case c.childMap&bit != 0:
+		i := index(c.childMap, bit)
+		child, added := c.children[i].set(m, hash, shift+trieBits)
+		c.children = slices.Clone(c.children)
+		c.children[i] = child
+		return &c, added
+	default:
+		c.memberMap |= bit
+		c.members = slices.Insert(slices.Clone(c.members), index(c.memberMap, bit), m)
+		return &c, true
+	}
+}
+
+// delete returns n without name, and whether it was there. A subtrie left
+// with a single member and no subtries is folded into its parent, so the
+// trie keeps the shape it would have had without the deleted name.
+func (n *trieNode) delete(name string, hash uint64, shift uint) (*trieNode, bool) {
+	if n == nil {
+		return nil, false
+	}
+	c := *n
+	if shift >= trieMaxShift {
+		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == name })
+		if i < 0 {
+			return n, false
+		}
+		c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+		return c.orNil(), true
+	}
+	bit := slot(hash, shift)
+	switch {
+	case c.memberMap&bit != 0:
+		i := index(c.memberMap, bit)
+		if c.members[i].Name != name {
+			return n, false
+		}
+		c.memberMap &^= bit
+		c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+		return c.orNil(), true
+	case c.childMap&bit != 0:
+		i := index(c.childMap, bit)
+		child, removed := c.children[i].delete(name, hash, shift+trieBits)
+		if !removed {
+			return n, false
+		}
+		switch {
+		case child == nil:
+			c.childMap &^= bit
+			c.children = slices.Delete(slices.Clone(c.children), i, i+1)
+		case child.childMap == 0 && len(child.members) == 1:
+			c.childMap &^= bit
+			c.children = slices.Delete(slices.Clone(c.children), i, i+1)
+			c.memberMap |= bit
+			c.members = slices.Insert(slices.Clone(c.members), index(c.memberMap, bit), child.members[0])
+		default:
+			c.children = slices.Clone(c.children)
+			c.children[i] = child
+		}
+		return c.orNil(), true
+	}
+	return n, false
+}
+
+// orNil returns nil for a node that holds nothing any more.
+func (n trieNode) orNil() *trieNode {
+	if len(n.members) == 0 && len(n.children) == 0 {
+		return nil
+	}
+	return &n
+}

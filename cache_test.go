@@ -1,0 +1,151 @@
+package biregister
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// model is the obvious, slow version of a snapshot's two indexes.
+type model map[string]Member
+
+func (m model) sorted() []Member {
+	all := make([]Member, 0, len(m))
+	for _, v := range m {
+		all = append(all, v)
+	}
+	slices.SortFunc(all, func(a, b Member) int { return compareCreate(a, b.CreateRevision) })
+	return all
+}
+
+func (m model) clone() model {
+	c := make(model, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+func checkAgainst(t *testing.T, names byName, order byCreate, want model) {
+	t.Helper()
+	if names.size != len(want) || order.size != len(want) {
+		t.Fatalf("sizes %d/%d, want %d", names.size, order.size, len(want))
+	}
+	for name, m := range want {
+		if got, ok := names.get(name); !ok || got != m {
+			t.Fatalf("get(%q) = %v %v, want %v", name, got, ok, m)
+		}
+	}
+	if _, ok := names.get("absent"); ok {
+		t.Fatal("get of an absent name succeeded")
+	}
+	sorted := want.sorted()
+	if got := slices.Collect(order.all()); !slices.Equal(got, sorted) {
+		t.Fatalf("order %v, want %v", got, sorted)
+	}
+	first, ok := order.first()
+	if ok != (len(sorted) > 0) || (ok && first != sorted[0]) {
+		t.Fatalf("first = %v %v, want %v", first, ok, sorted)
+	}
+}
+
+// Random joins, departures and value changes, checked after every step
+// against the model; earlier versions must stay as they were.
+func TestIndexesAgainstModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, size := range []int{10, 300, 5000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			var names byName
+			var order byCreate
+			want := model{}
+			type version struct {
+				names byName
+				order byCreate
+				want  model
+			}
+			var versions []version
+			revision := int64(0)
+			var keys []string // the names in want, in a reproducible order
+			for step := range 4 * size {
+				switch op := rng.IntN(10); {
+				case op < 5 || len(keys) == 0: // join
+					revision++
+					m := Member{Name: fmt.Sprintf("m%d", rng.IntN(2*size)), Value: fmt.Sprint(revision), CreateRevision: revision}
+					if old, ok := want[m.Name]; ok {
+						order = order.remove(old.CreateRevision)
+					} else {
+						keys = append(keys, m.Name)
+					}
+					names, order = names.set(m), order.insert(m)
+					want[m.Name] = m
+				case op < 8: // leave
+					i := rng.IntN(len(keys))
+					k := keys[i]
+					keys[i] = keys[len(keys)-1]
+					keys = keys[:len(keys)-1]
+					names, order = names.delete(k), order.remove(want[k].CreateRevision)
+					delete(want, k)
+				default: // new value, same registration
+					k := keys[rng.IntN(len(keys))]
+					m := want[k]
+					m.Value += "'"
+					names, order = names.set(m), order.update(m)
+					want[k] = m
+				}
+				if size <= 100 || step%(size/10) == 0 {
+					checkAgainst(t, names, order, want)
+				}
+				if step%(size/4+1) == 0 {
+					versions = append(versions, version{names, order, want.clone()})
+				}
+			}
+			checkAgainst(t, names, order, want)
+			for _, v := range versions {
+				checkAgainst(t, v.names, v.order, v.want)
+			}
+			rebuilt := buildByCreate(want.sorted())
+			checkAgainst(t, names, rebuilt, want)
+		})
+	}
+}
+
+// A member older than the youngest one still lands in its place.
+func TestByCreateInsertOutOfOrder(t *testing.T) {
+	var order byCreate
+	for _, rev := range []int64{10, 20, 30, 15, 5} {
+		order = order.insert(Member{Name: fmt.Sprint(rev), CreateRevision: rev})
+	}
+	var revs []int64
+	for m := range order.all() {
+		revs = append(revs, m.CreateRevision)
+	}
+	if !slices.Equal(revs, []int64{5, 10, 15, 20, 30}) {
+		t.Fatalf("order %v", revs)
+	}
+}
+
+// Below the last level of the hash, names that collide share a node and are
+// told apart by comparison.
+func TestByNameCollisionLevel(t *testing.T) {
+	var n *trieNode
+	for _, name := range []string{"a", "b", "c"} {
+		n, _ = n.set(Member{Name: name, Value: name}, 0, trieMaxShift)
+	}
+	n, added := n.set(Member{Name: "b", Value: "b2"}, 0, trieMaxShift)
+	if added || len(n.members) != 3 || n.members[1].Value != "b2" {
+		t.Fatalf("replace in a collision node: %+v", n.members)
+	}
+	n, removed := n.delete("a", 0, trieMaxShift)
+	if !removed || len(n.members) != 2 {
+		t.Fatalf("delete from a collision node: %+v", n.members)
+	}
+	if _, removed := n.delete("zz", 0, trieMaxShift); removed {
+		t.Fatal("deleted an absent name")
+	}
+	n, _ = n.delete("b", 0, trieMaxShift)
+	n, _ = n.delete("c", 0, trieMaxShift)
+	if n != nil {
+		t.Fatal("an empty collision node must vanish")
+	}
+}

@@ -1,0 +1,333 @@
+// Command biregister shows the members of a biregister group as they are in a
+// running etcd cluster, and follows their changes.
+//
+// Usage:
+//
+//	biregister members [flags] <prefix>
+//	biregister watch   [flags] <prefix>
+//
+// members prints the group's members oldest first (registration order) in a
+// table, the leader (the oldest) marked with "*", and exits. watch prints the
+// same table, then one line per change as it happens (time, op, name, value,
+// revision) until interrupted (SIGINT or SIGTERM); after a RESYNC, which means
+// changes came faster than they could be printed, it prints the table again.
+// Values that contain blanks or control characters are printed quoted.
+//
+// Flags (the same for both commands, before or after the prefix):
+//
+//	-endpoints list      comma-separated etcd endpoints (required)
+//	-timeout d           how long to wait for etcd (default 5s)
+//	-cacert file         verify the server with these PEM CA certificates
+//	-cert file           client certificate, for mutual TLS (needs -key)
+//	-key file            client private key (needs -cert)
+//	-insecure-skip-tls-verify
+//	                     use TLS without verifying the server (testing only)
+//	-user name[:password]
+//	-password password   etcd authentication
+//
+// The flags mirror etcdctl's, and so do the environment variables they fall
+// back to: ETCDCTL_ENDPOINTS, ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY,
+// ETCDCTL_INSECURE_SKIP_TLS_VERIFY, ETCDCTL_USER and ETCDCTL_PASSWORD. A shell
+// set up for etcdctl therefore works as it is, and ETCDCTL_PASSWORD keeps the
+// password out of the process list, where any -password flag shows. A flag
+// wins over its variable.
+//
+// Any TLS flag turns TLS on for endpoints written as host:port or
+// https://host:port; an https:// endpoint alone uses TLS with the system's
+// CA certificates. The password is never printed.
+//
+// Examples:
+//
+//	biregister members -endpoints 127.0.0.1:2379 /services/api/
+//	ETCDCTL_ENDPOINTS=https://etcd1:2379,https://etcd2:2379 \
+//	  biregister watch -cacert ca.pem -cert me.pem -key me-key.pem /services/api
+//
+// Exit status: 0 on success (and when watch is interrupted), 1 when etcd
+// cannot be reached or read within -timeout or a TLS file cannot be used, 2
+// for a wrong command line.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/biregister/biregister"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const synopsis = `usage: biregister members [flags] <prefix>   print the members, leader marked *
+       biregister watch   [flags] <prefix>   print them, then every change until ^C
+
+Each flag falls back to etcdctl's environment variable (ETCDCTL_ENDPOINTS,
+ETCDCTL_CACERT, ..., ETCDCTL_PASSWORD). Flags:
+`
+
+const endpointsHint = "give the etcd endpoints with -endpoints, e.g. -endpoints 127.0.0.1:2379 " +
+	"(comma-separated for several), or in ETCDCTL_ENDPOINTS"
+
+type options struct {
+	endpoints          string
+	timeout            time.Duration
+	cacert, cert, key  string
+	insecureSkipVerify bool
+	user, password     string
+}
+
+func newFlagSet() (*flag.FlagSet, *options) {
+	o := &options{}
+	fs := flag.NewFlagSet("biregister", flag.ContinueOnError)
+	// run reports errors itself, once, without the flag package's copy.
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.endpoints, "endpoints", "", "comma-separated etcd `endpoints`, e.g. 127.0.0.1:2379 or https://etcd1:2379 (required)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for etcd")
+	fs.StringVar(&o.cacert, "cacert", "", "verify the server with the CA certificates in this PEM `file`")
+	fs.StringVar(&o.cert, "cert", "", "client certificate PEM `file`, for mutual TLS (needs -key)")
+	fs.StringVar(&o.key, "key", "", "client private key PEM `file` (needs -cert)")
+	fs.BoolVar(&o.insecureSkipVerify, "insecure-skip-tls-verify", false, "use TLS without verifying the server's certificate (testing only)")
+	fs.StringVar(&o.user, "user", "", "etcd user as `name` or name:password")
+	fs.StringVar(&o.password, "password", "", "etcd `password` of -user; ETCDCTL_PASSWORD keeps it out of ps")
+	return fs, o
+}
+
+func usage(out io.Writer) {
+	fs, _ := newFlagSet()
+	fs.SetOutput(out)
+	fmt.Fprint(out, synopsis)
+	fs.PrintDefaults()
+}
+
+// run is the whole command, apart from the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	cmd := args[0]
+	switch cmd {
+	case "members", "watch":
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "biregister: unknown command %q\n", cmd)
+		usage(stderr)
+		return 2
+	}
+	fs, o := newFlagSet()
+	prefix, err := parseArgs(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "biregister %s: %v\n(biregister -h for help)\n", cmd, err)
+		return 2
+	}
+	w, code := connect(o, prefix, stderr)
+	if w == nil {
+		return code
+	}
+	defer w.Close()
+	if cmd == "members" {
+		printTable(stdout, w.Members())
+		return 0
+	}
+	return watch(ctx, w, stdout)
+}
+
+// parseArgs parses the flags, which may come before and after the one
+// argument, the prefix, and fills unset flags from the environment.
+func parseArgs(fs *flag.FlagSet, args []string) (string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(positional) != 1 {
+		return "", fmt.Errorf("want one prefix argument, got %d", len(positional))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range []string{"endpoints", "cacert", "cert", "key", "insecure-skip-tls-verify", "user", "password"} {
+		env := "ETCDCTL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if v := os.Getenv(env); v != "" && !set[name] {
+			if err := fs.Set(name, v); err != nil {
+				return "", fmt.Errorf("%s: %v", env, err)
+			}
+		}
+	}
+	return positional[0], nil
+}
+
+// connect builds the Watcher from the options, or reports why it cannot and
+// returns the exit code.
+func connect(o *options, prefix string, stderr io.Writer) (biregister.Watcher, int) {
+	fail := func(code int, format string, a ...any) (biregister.Watcher, int) {
+		fmt.Fprintf(stderr, "biregister: "+format+"\n", a...)
+		return nil, code
+	}
+	var endpoints []string
+	for _, ep := range strings.Split(o.endpoints, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			endpoints = append(endpoints, ep)
+		}
+	}
+	if len(endpoints) == 0 {
+		return fail(2, "no etcd endpoints: %s", endpointsHint)
+	}
+	if o.timeout <= 0 {
+		return fail(2, "-timeout must be positive, not %v", o.timeout)
+	}
+	user, password := o.user, o.password
+	if name, pw, ok := strings.Cut(o.user, ":"); ok {
+		if password != "" {
+			return fail(2, "the password is given twice: in -user name:password and in -password or ETCDCTL_PASSWORD")
+		}
+		user, password = name, pw
+	}
+	if password != "" && user == "" {
+		return fail(2, "a password needs a user name: -user name")
+	}
+	if (o.cert == "") != (o.key == "") {
+		return fail(2, "-cert and -key go together: a client certificate needs its key")
+	}
+	tlsConfig, err := newTLSConfig(o)
+	if err != nil {
+		return fail(1, "%v", err)
+	}
+	// The library's dial and read bounds are the one -timeout, in the whole
+	// seconds that its ttl argument counts.
+	ttl := int64((o.timeout + time.Second - 1) / time.Second)
+	w, err := biregister.NewWatcher(endpoints, prefix, ttl,
+		biregister.WithDialTimeout(o.timeout),
+		biregister.WithTLS(tlsConfig),
+		biregister.WithAuth(user, password),
+		// The library recovers from etcd outages by itself; its warnings are
+		// what tells an operator why a watch went quiet.
+		biregister.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	)
+	if err == nil {
+		return w, 0
+	}
+	// The library's errors say "biregister: " already; once is enough.
+	reason := strings.TrimPrefix(err.Error(), "biregister: ")
+	switch {
+	case errors.Is(err, biregister.ErrInvalidArgument):
+		return fail(2, "%s", reason)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fail(1, "no answer from etcd at %s within %v (is it up? are -endpoints and the TLS flags right?): %s",
+			strings.Join(endpoints, ","), o.timeout, reason)
+	default:
+		return fail(1, "etcd at %s: %s", strings.Join(endpoints, ","), reason)
+	}
+}
+
+// newTLSConfig returns the TLS configuration the flags ask for, or nil for
+// none. The minimum version is left to crypto/tls, whose default moves with
+// the state of the art.
+func newTLSConfig(o *options) (*tls.Config, error) {
+	if o.cacert == "" && o.cert == "" && !o.insecureSkipVerify {
+		return nil, nil
+	}
+	cfg := &tls.Config{InsecureSkipVerify: o.insecureSkipVerify}
+	if o.cacert != "" {
+		pem, err := os.ReadFile(o.cacert)
+		if err != nil {
+			return nil, fmt.Errorf("-cacert: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-cacert: no PEM certificate in %s", o.cacert)
+		}
+	}
+	if o.cert != "" {
+		pair, err := tls.LoadX509KeyPair(o.cert, o.key)
+		if err != nil {
+			return nil, fmt.Errorf("-cert/-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// watch prints the table, then every change, until ctx ends.
+func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
+	changes := w.Changes()
+	// Changes starts with the members present at start, as PUTs, which the
+	// table shows already. The watcher publishes every change to its cache
+	// before it queues it, so the table read after the changes queued so far
+	// are drained shows them all: a change printed after it may repeat what
+	// the table shows, but none goes missing.
+	for n := len(changes); n > 0; n-- {
+		<-changes
+	}
+	printTable(out, w.Members())
+	for {
+		select {
+		case <-ctx.Done():
+			return 0
+		case c, ok := <-changes:
+			if !ok {
+				return 1 // only Close closes it, and that comes after return
+			}
+			now := time.Now().Format("2006-01-02T15:04:05.000Z07:00")
+			if c.Op == biregister.OpResync {
+				fmt.Fprintf(out, "%s %-6s rev %d: changes came too fast, the members are now:\n", now, c.Op, c.Revision)
+				printTable(out, w.Members())
+				continue
+			}
+			fmt.Fprintf(out, "%s %-6s %s %s rev %d\n", now, c.Op, quote(c.Name), quote(c.Value), c.Revision)
+		}
+	}
+}
+
+// printTable prints members, oldest first, the leader marked.
+func printTable(out io.Writer, members []biregister.Member) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEADER\tNAME\tVALUE\tCREATE-REVISION")
+	for i, m := range members {
+		mark := ""
+		if i == 0 {
+			mark = "*" // the leader is by definition the oldest member
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", mark, quote(m.Name), quote(m.Value), m.CreateRevision)
+	}
+	tw.Flush()
+}
+
+// quote returns s as is when it reads unambiguously as one field of a line,
+// and Go-quoted otherwise: empty, or with blanks or control characters that
+// would break the columns or the line.
+func quote(s string) string {
+	odd := strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
+	if s == "" || odd >= 0 || s[0] == '"' {
+		return strconv.Quote(s)
+	}
+	return s
+}

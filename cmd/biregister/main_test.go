@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/etcdtest"
+	"github.com/biregister/biregister/internal/leakcheck"
+)
+
+// waitFor bounds every wait: generous, since it only turns a hang into a
+// failure.
+const waitFor = 15 * time.Second
+
+// syncBuffer is a bytes.Buffer that a running command writes while the test
+// reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// clearEnv hides the etcdctl variables of whoever runs the tests, so that
+// only the flags of each test count.
+func clearEnv(t *testing.T) {
+	for _, v := range []string{"ENDPOINTS", "CACERT", "CERT", "KEY", "INSECURE_SKIP_TLS_VERIFY", "USER", "PASSWORD"} {
+		t.Setenv("ETCDCTL_"+v, "")
+	}
+}
+
+// setup checks the test for leaks, clears the environment and, if withEtcd,
+// starts one etcd member.
+func setup(t *testing.T, withEtcd bool) *etcdtest.Cluster {
+	t.Helper()
+	leakcheck.VerifyNoLeaks(t)
+	clearEnv(t)
+	if !withEtcd {
+		return nil
+	}
+	return etcdtest.Start(t, 1)
+}
+
+// runCmd runs the command to completion.
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	code = run(context.Background(), args, &out, &errOut)
+	t.Logf("biregister %s -> %d\nstdout:\n%sstderr:\n%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return code, out.String(), errOut.String()
+}
+
+// rows returns the table rows of out as fields, header first.
+func rows(out string) [][]string {
+	var r [][]string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		r = append(r, strings.Fields(line))
+	}
+	return r
+}
+
+// waitOutput polls buf until it matches re.
+func waitOutput(t *testing.T, buf *syncBuffer, re string) {
+	t.Helper()
+	pattern := regexp.MustCompile(re)
+	deadline := time.NewTimer(waitFor)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !pattern.MatchString(buf.String()) {
+		select {
+		case <-deadline.C:
+			t.Fatalf("output never matched %q:\n%s", re, buf.String())
+		case <-tick.C:
+		}
+	}
+}
+
+func register(t *testing.T, endpoints []string, prefix, name, value string) biregister.Register {
+	t.Helper()
+	r, err := biregister.NewRegister(endpoints, prefix, name, value, 10)
+	require.NoError(t, err)
+	t.Cleanup(r.Close)
+	return r
+}
+
+func TestMembers(t *testing.T) {
+	cluster := setup(t, true)
+	eps := cluster.Endpoints()
+	ep := strings.Join(eps, ",")
+	oldest := register(t, eps, "/svc/api/", "b", "10.0.0.2:80")
+	first := register(t, eps, "/svc/api/", "a", "10.0.0.1:80")
+	cli := cluster.Client(t)
+	ctx := context.Background()
+	_, err := cli.Put(ctx, "/svc/api/c", "with blank")
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, "/svc/api/sub/x", "not a member") // a sub-group
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, "/svc/api2/x", "another group")
+	require.NoError(t, err)
+
+	code, out, _ := runCmd(t, "members", "-endpoints", ep, "/svc/api")
+	require.Equal(t, 0, code)
+	got := rows(out)
+	require.Len(t, got, 4)
+	assert.Equal(t, []string{"LEADER", "NAME", "VALUE", "CREATE-REVISION"}, got[0])
+	assert.Equal(t, []string{"*", "b", "10.0.0.2:80"}, got[1][:3])
+	assert.Equal(t, []string{"a", "10.0.0.1:80", strconv.FormatInt(first.MyRevision(), 10)}, got[2])
+	assert.Equal(t, []string{"c", `"with`, `blank"`}, got[3][:3])
+
+	// The two oldest leave (Close revokes their leases at once): the next
+	// oldest leads. Flags may follow the prefix, and the endpoints may come
+	// from etcdctl's variable.
+	oldest.Close()
+	first.Close()
+	t.Setenv("ETCDCTL_ENDPOINTS", ep)
+	code, out, _ = runCmd(t, "members", "/svc/api/", "-timeout", "2s")
+	require.Equal(t, 0, code)
+	got = rows(out)
+	require.Len(t, got, 2)
+	assert.Equal(t, []string{"*", "c"}, got[1][:2])
+
+	code, out, _ = runCmd(t, "members", "/svc/empty/")
+	require.Equal(t, 0, code)
+	assert.Len(t, rows(out), 1, "an empty group prints the header only")
+}
+
+func TestWatch(t *testing.T) {
+	cluster := setup(t, true)
+	eps := cluster.Endpoints()
+	old := register(t, eps, "/svc/w/", "old", "1.1.1.1:1")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"watch", "-endpoints", strings.Join(eps, ","), "/svc/w"}, &out, &errOut)
+	}()
+	waitOutput(t, &out, `(?m)^\*\s+old\s+1\.1\.1\.1:1\s+\d+$`)
+
+	_, err := cluster.Client(t).Put(context.Background(), "/svc/w/new", "2.2.2.2:2")
+	require.NoError(t, err)
+	waitOutput(t, &out, `(?m)^\S+ PUT +new 2\.2\.2\.2:2 rev \d+$`)
+	old.Close() // revokes the lease: the member is deleted at once
+	waitOutput(t, &out, `(?m)^\S+ DELETE old 1\.1\.1\.1:1 rev \d+$`)
+
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(waitFor):
+		t.Fatal("watch did not return after cancel")
+	}
+	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errOut.String())
+	assert.NotRegexp(t, `PUT +old`, out.String(), "the members present at start are in the table, not repeated as changes")
+	assert.Empty(t, errOut.String())
+}
+
+func TestUsage(t *testing.T) {
+	setup(t, false)
+	for _, tc := range []struct {
+		args      []string
+		code      int
+		stdout    string
+		stderrHas string
+	}{
+		{nil, 2, "", "usage: biregister members"},
+		{[]string{"bogus"}, 2, "", `unknown command "bogus"`},
+		{[]string{"-h"}, 0, "usage: biregister members", ""},
+		{[]string{"watch", "-h"}, 0, "-insecure-skip-tls-verify", ""},
+		{[]string{"members"}, 2, "", "want one prefix argument, got 0"},
+		{[]string{"members", "/a", "/b"}, 2, "", "want one prefix argument, got 2"},
+		{[]string{"members", "-timeout", "soon", "/a"}, 2, "", "-timeout"},
+		{[]string{"members", "-nope", "/a"}, 2, "", "-nope"},
+		{[]string{"members", "-endpoints", "127.0.0.1:1", "-timeout", "0s", "/a"}, 2, "", "-timeout must be positive"},
+	} {
+		code, stdout, stderr := runCmd(t, tc.args...)
+		assert.Equal(t, tc.code, code, tc.args)
+		if tc.stdout != "" {
+			assert.Contains(t, stdout, tc.stdout, tc.args)
+		}
+		assert.Contains(t, stderr, tc.stderrHas, tc.args)
+	}
+}
+
+func TestMissingEndpoints(t *testing.T) {
+	setup(t, false)
+	for _, cmd := range []string{"members", "watch"} {
+		code, stdout, stderr := runCmd(t, cmd, "/svc/api/")
+		assert.Equal(t, 2, code)
+		assert.Empty(t, stdout)
+		assert.Contains(t, stderr, "-endpoints 127.0.0.1:2379")
+		assert.Contains(t, stderr, "ETCDCTL_ENDPOINTS")
+	}
+	code, _, _ := runCmd(t, "members", "-endpoints", " , ", "/svc/api/")
+	assert.Equal(t, 2, code)
+}
+
+// freeAddr returns a loopback address that nothing listens on.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+func TestUnreachable(t *testing.T) {
+	setup(t, false)
+	addr := freeAddr(t)
+	// With a user, the client authenticates while it connects; without, the
+	// first read is what waits: both must give up in time.
+	for _, args := range [][]string{
+		{"members", "-endpoints", addr, "-timeout", "1s", "/svc/api/"},
+		{"watch", "-endpoints", addr, "-timeout", "1s", "-user", "root:s3cret", "/svc/api/"},
+	} {
+		start := time.Now()
+		code, stdout, stderr := runCmd(t, args...)
+		elapsed := time.Since(start)
+		assert.Equal(t, 1, code)
+		assert.Less(t, elapsed, 4*time.Second)
+		assert.Empty(t, stdout)
+		assert.Contains(t, stderr, "no answer from etcd at "+addr+" within 1s")
+		assert.NotContains(t, stderr, "s3cret")
+	}
+}
+
+func TestTLSFlags(t *testing.T) {
+	setup(t, false)
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(notPEM, []byte("not a certificate"), 0o600))
+	missing := filepath.Join(dir, "missing.pem")
+	for _, tc := range []struct {
+		flags     []string
+		code      int
+		stderrHas string
+	}{
+		{[]string{"-cacert", missing}, 1, "-cacert: open " + missing},
+		{[]string{"-cacert", notPEM}, 1, "-cacert: no PEM certificate in " + notPEM},
+		{[]string{"-cert", missing, "-key", missing}, 1, "-cert/-key: open " + missing},
+		{[]string{"-cert", notPEM}, 2, "-cert and -key go together"},
+		{[]string{"-key", notPEM}, 2, "-cert and -key go together"},
+	} {
+		args := append([]string{"members", "-endpoints", addr}, tc.flags...)
+		code, _, stderr := runCmd(t, append(args, "/p")...)
+		assert.Equal(t, tc.code, code, tc.flags)
+		assert.Contains(t, stderr, tc.stderrHas, tc.flags)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	cluster := setup(t, true)
+	ctx := context.Background()
+	cli := cluster.Client(t)
+	_, err := cli.RoleAdd(ctx, "root")
+	require.NoError(t, err)
+	_, err = cli.UserAdd(ctx, "root", "s3cret")
+	require.NoError(t, err)
+	_, err = cli.UserGrantRole(ctx, "root", "root")
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, "/svc/auth/m", "v")
+	require.NoError(t, err)
+	_, err = cli.AuthEnable(ctx)
+	require.NoError(t, err)
+	ep := strings.Join(cluster.Endpoints(), ",")
+
+	code, out, _ := runCmd(t, "members", "-endpoints", ep, "-user", "root:s3cret", "/svc/auth/")
+	require.Equal(t, 0, code)
+	assert.Equal(t, []string{"*", "m", "v"}, rows(out)[1][:3])
+
+	t.Setenv("ETCDCTL_PASSWORD", "s3cret")
+	code, _, _ = runCmd(t, "members", "-endpoints", ep, "-user", "root", "/svc/auth/")
+	assert.Equal(t, 0, code, "password from ETCDCTL_PASSWORD")
+
+	code, _, stderr := runCmd(t, "members", "-endpoints", ep, "-user", "root:s3cret", "/svc/auth/")
+	assert.Equal(t, 2, code, "password given twice")
+	assert.NotContains(t, stderr, "s3cret")
+
+	t.Setenv("ETCDCTL_PASSWORD", "")
+	code, _, stderr = runCmd(t, "members", "-endpoints", ep, "-user", "root:wr0ng", "-timeout", "2s", "/svc/auth/")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "authentication failed")
+	assert.NotContains(t, stderr, "wr0ng")
+
+	code, _, stderr = runCmd(t, "members", "-endpoints", ep, "-password", "s3cret", "/svc/auth/")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "needs a user name")
+	assert.NotContains(t, stderr, "s3cret")
+}
+
+// fakeWatcher feeds watch changes that a real etcd cannot be made to produce
+// on demand: a RESYNC needs 10000 changes to pile up unread.
+type fakeWatcher struct {
+	biregister.Watcher // nil: calling anything not overridden panics
+	changes            chan biregister.Change
+	members            []biregister.Member
+}
+
+func (f *fakeWatcher) Changes() <-chan biregister.Change { return f.changes }
+func (f *fakeWatcher) Members() []biregister.Member      { return f.members }
+
+func TestWatchResync(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	f := &fakeWatcher{changes: make(chan biregister.Change, 10), members: []biregister.Member{{Name: "a", Value: "1", CreateRevision: 5}}}
+	f.changes <- biregister.Change{Op: biregister.OpPut, Name: "a", Value: "1", Revision: 7} // present at start
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- watch(ctx, f, &out) }()
+	waitOutput(t, &out, `(?m)^\*\s+a\s+1\s+5\n$`)
+
+	f.changes <- biregister.Change{Op: biregister.OpResync, Revision: 9}
+	waitOutput(t, &out, `(?m)^\S+ RESYNC rev 9: changes came too fast, the members are now:\nLEADER +NAME +VALUE +CREATE-REVISION\n\*\s+a\s+1\s+5\n$`)
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(waitFor):
+		t.Fatal("watch did not return after cancel")
+	}
+	assert.Equal(t, 2, strings.Count(out.String(), "LEADER"))
+	assert.NotContains(t, out.String(), "PUT")
+}
