@@ -5,6 +5,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // model is the obvious, slow version of a snapshot's two indexes.
@@ -147,5 +150,47 @@ func TestByNameCollisionLevel(t *testing.T) {
 	n, _ = n.delete("c", 0, trieMaxShift)
 	if n != nil {
 		t.Fatal("an empty collision node must vanish")
+	}
+}
+
+// groupOf returns a snapshot of n members under prefix "/g/".
+func groupOf(n int) *snapshot {
+	listed := make([]Member, n)
+	for i := range listed {
+		listed[i] = Member{Name: fmt.Sprintf("member-%07d", i), Value: "10.0.0.1:8080", CreateRevision: int64(i + 1)}
+	}
+	s, _ := newSnapshot(byName{}, byCreate{}, 0).replace(listed, int64(n))
+	return s
+}
+
+// BenchmarkSnapshotApply is the cost of one watch event on the cache, by
+// group size: it must not grow with the group (no copy, no scan).
+func BenchmarkSnapshotApply(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		base := groupOf(n)
+		leader := base.leader
+		events := map[string]func(rev int64) *clientv3.Event{
+			"value-change": func(rev int64) *clientv3.Event {
+				return &clientv3.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000500"), Value: []byte("10.0.0.2:8080"), CreateRevision: 501, ModRevision: rev}}
+			},
+			"join": func(rev int64) *clientv3.Event {
+				return &clientv3.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/g/newcomer"), Value: []byte("10.0.0.3:8080"), CreateRevision: rev, ModRevision: rev}}
+			},
+			"leader-leaves": func(rev int64) *clientv3.Event {
+				return &clientv3.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/g/" + leader.Name), ModRevision: rev}}
+			},
+		}
+		for _, kind := range []string{"value-change", "join", "leader-leaves"} {
+			b.Run(fmt.Sprintf("%s/%d", kind, n), func(b *testing.B) {
+				ev := []*clientv3.Event{events[kind](int64(n) + 1)}
+				b.ReportAllocs()
+				for b.Loop() {
+					next, _ := base.apply("/g/", ev, int64(n)+1)
+					if kind == "leader-leaves" && next.leader == leader {
+						b.Fatal("leader unchanged")
+					}
+				}
+			})
+		}
 	}
 }

@@ -62,6 +62,8 @@ type Watcher interface {
 
 	// EtcdClient returns the etcd client in use.
 	EtcdClient() *clientv3.Client
+	// Prefix returns the group's prefix, with its trailing '/'.
+	Prefix() string
 }
 
 // NewWatcher starts watching the group under prefix. It returns once the cache
@@ -406,6 +408,8 @@ func (w *watcher) Changes() <-chan Change { return w.feed.ch }
 func (w *watcher) Closed() <-chan struct{} { return w.done }
 
 func (w *watcher) EtcdClient() *clientv3.Client { return w.client }
+
+func (w *watcher) Prefix() string { return w.prefix }
 
 func (w *watcher) Close() {
 	w.closeOnce.Do(func() {

@@ -66,6 +66,7 @@ func TestWatcherCacheOrderAndPrefix(t *testing.T) {
 	}
 
 	w := newWatcher(t, etcd.Endpoints(), "/svc/api") // no trailing slash: added
+	assert.Equal(t, "/svc/api/", w.Prefix())
 
 	assert.Equal(t, []string{"b", "a", "c"}, w.GetNames())
 	assert.Equal(t, []string{"vb", "va", "vc"}, w.GetValues())
