@@ -1,6 +1,8 @@
 # Every target needs only Go: the tests and the demo start etcd in-process.
 GO ?= go
 PKGS := ./...
+# Pinned, fetched through the module proxy on first use.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: test bench lint demo cluster-demo
 
@@ -12,10 +14,11 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## lint: go vet and gofmt.
+## lint: go vet, gofmt and staticcheck.
 lint:
 	$(GO) vet $(PKGS)
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) run $(STATICCHECK) $(PKGS)
 
 ## demo: one service registering itself on an in-process etcd.
 demo:
