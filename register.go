@@ -79,7 +79,8 @@ type register struct {
 	// Owned by the loop.
 	lease    clientv3.LeaseID
 	value    string
-	inFlight int // keepalives sent and not answered yet
+	inFlight int  // keepalives sent and not answered yet
+	leading  bool // what the log last said of leadership
 
 	keepAlives chan keepAliveResult
 	attempts   sync.WaitGroup // the keepalives and revokes in flight
@@ -290,6 +291,21 @@ func (r *register) run() {
 			}
 		case req := <-r.requests:
 			req.reply <- req.do(req.ctx)
+		}
+		r.logLeadership()
+	}
+}
+
+// logLeadership logs when leadership was gained or lost since the last look.
+// The loop looks at least every ttl/3, so a lapse of the lease is logged
+// within that, while AmILeader itself turns false on time.
+func (r *register) logLeadership() {
+	if leading := r.AmILeader(); leading != r.leading {
+		r.leading = leading
+		if leading {
+			r.logger.Info("biregister: leadership gained", "key", r.key, "revision", r.revision.Load())
+		} else {
+			r.logger.Info("biregister: leadership lost", "key", r.key)
 		}
 	}
 }

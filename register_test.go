@@ -301,6 +301,8 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 		assert.Equal(t, "v", a.GetValueByName("a"))
 	}
 	assert.Contains(t, logs.String(), "registering again")
+	assert.Contains(t, logs.String(), "leadership lost")
+	assert.Contains(t, logs.String(), "leadership gained")
 }
 
 // While another live member holds the name, the Register keeps trying, with
