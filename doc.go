@@ -11,4 +11,18 @@
 // served from an immutable snapshot and never touch the network. Every change is
 // also delivered on [Watcher.Changes], in etcd revision order; a consumer that
 // falls behind gets one [OpResync] change instead of an unbounded backlog.
+//
+// [Register.AmILeader] is true only while this member's registration is the
+// oldest and its lease is certainly alive: the lease deadline counts from when
+// the last acknowledged keepalive was sent, so a leader cut off from etcd stops
+// leading before etcd can let anyone else lead. [Register.Fence] guards
+// leader-only writes for the cases no deadline can cover.
+//
+// The library heals itself: a Register whose lease or key is lost registers
+// again under the same name, and a Watcher whose watch breaks, is compacted or
+// finds etcd replaced behind its endpoints lists the group again and turns the
+// difference into changes.
+//
+// Package grpcresolver lets gRPC clients dial every member of a group, and the
+// command cmd/biregister shows a group's members and changes to an operator.
 package biregister
