@@ -1,6 +1,7 @@
 package biregister
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // DefaultBufferSize is the default capacity of the Changes channel.
@@ -47,7 +50,8 @@ func WithTLS(c *tls.Config) Option {
 	return func(cfg *config) { cfg.tls = c }
 }
 
-// WithAuth authenticates to etcd as username with password.
+// WithAuth authenticates to etcd as username with password; both must be
+// non-empty. The password appears in no log and no error.
 func WithAuth(username, password string) Option {
 	return func(cfg *config) {
 		cfg.username = username
@@ -95,6 +99,12 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 				return nil, "", fmt.Errorf("%w: empty etcd endpoint", ErrInvalidArgument)
 			}
 		}
+		// The etcd client ignores credentials that lack either part, and
+		// connects without any; etcd would then refuse every request with
+		// "user name is empty", or, without auth, accept them all.
+		if (cfg.username == "") != (cfg.password == "") {
+			return nil, "", fmt.Errorf("%w: WithAuth needs both a user name and a password", ErrInvalidArgument)
+		}
 	}
 	if cfg.dialTimeout <= 0 {
 		return nil, "", fmt.Errorf("%w: dial timeout %v", ErrInvalidArgument, cfg.dialTimeout)
@@ -130,15 +140,41 @@ func (cfg *config) newClient(endpoints []string) (*clientv3.Client, bool, error)
 		// connection is replaced instead of hanging every stream on it.
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: cfg.dialTimeout,
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			// gRPC's default reconnect backoff grows to 2 minutes; after an
-			// outage the library must be back within about a second.
-			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: cfg.dialTimeout,
-		})},
+		DialOptions: []grpc.DialOption{
+			grpc.WithConnectParams(grpc.ConnectParams{
+				// gRPC's default reconnect backoff grows to 2 minutes; after an
+				// outage the library must be back within about a second.
+				Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: cfg.dialTimeout,
+			}),
+			grpc.WithChainUnaryInterceptor(keepConnectionError),
+		},
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("biregister: connect to etcd: %w", err)
 	}
 	return c, true, nil
+}
+
+// keepConnectionError keeps the reason why a request found no connection in
+// the error it returns. gRPC dials lazily and a request waits for a
+// connection until its context ends; gRPC then says why it had none ("…
+// authentication handshake failed: tls: failed to verify certificate: x509:
+// …"), but the etcd client replaces every error of a request whose context
+// ended by the bare ctx.Err(). A TLS mistake would read "context deadline
+// exceeded". This interceptor runs inside the etcd client's own, on clients
+// the library creates, and turns such an error into ctx.Err() annotated with
+// gRPC's explanation: errors.Is(err, context.DeadlineExceeded) still holds,
+// and the etcd client, which sees no gRPC status in it, neither retries it
+// nor strips it.
+func keepConnectionError(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok || (st.Code() != codes.DeadlineExceeded && st.Code() != codes.Canceled) || st.Message() == ctx.Err().Error() {
+		return err
+	}
+	return fmt.Errorf("%w: %s", ctx.Err(), st.Message())
 }

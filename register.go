@@ -51,14 +51,23 @@ func NewRegister(etcdServs []string, prefix string, name, value string, ttl int6
 	if name == "" || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("%w: name %q must be non-empty and have no '/'", ErrInvalidArgument, name)
 	}
-	return newRegister(etcdServs, prefix, name, value, ttl, opts)
+	return asRegister(newRegister(etcdServs, prefix, name, value, ttl, opts))
 }
 
 // NewRegisterNoName is NewRegister with a name chosen by the library: the
 // current etcd revision as 20 zero-padded digits, so that names sort in the
 // order the members registered. Concurrent calls always get distinct names.
 func NewRegisterNoName(etcdServs []string, prefix string, value string, ttl int64, opts ...Option) (Register, error) {
-	return newRegister(etcdServs, prefix, "", value, ttl, opts)
+	return asRegister(newRegister(etcdServs, prefix, "", value, ttl, opts))
+}
+
+// asRegister keeps a failed constructor's nil from becoming a non-nil
+// interface holding a nil pointer.
+func asRegister(r *register, err error) (Register, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 type register struct {

@@ -54,7 +54,7 @@ func TestRegisterNameTaken(t *testing.T) {
 	a := newRegister(t, etcd.Endpoints(), "/taken", "a", "first", 5)
 	dup, err := biregister.NewRegister(etcd.Endpoints(), "/taken", "a", "second", 5)
 	require.ErrorIs(t, err, biregister.ErrNameTaken)
-	assert.Nil(t, dup)
+	assert.True(t, dup == nil, "a failed constructor returns a nil interface")
 	assert.Equal(t, "first", a.GetValueByName("a"))
 	assert.True(t, a.AmILeader())
 }
@@ -157,7 +157,7 @@ func TestValueTooLarge(t *testing.T) {
 	huge := strings.Repeat("x", 3<<20) // above etcd's 1.5 MiB request limit
 	r, err := biregister.NewRegister(etcd.Endpoints(), "/big", "a", huge, 5)
 	require.Error(t, err)
-	assert.Nil(t, r)
+	assert.True(t, r == nil, "a failed constructor returns a nil interface")
 	ok := newRegister(t, etcd.Endpoints(), "/big", "a", "small", 5)
 	assert.Error(t, ok.SetValue(context.Background(), huge))
 	assert.Equal(t, "small", ok.GetValueByName("a"))

@@ -48,7 +48,7 @@ func TestInvalidArguments(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.new()
 			require.ErrorIs(t, err, biregister.ErrInvalidArgument)
-			assert.Nil(t, got)
+			assert.True(t, got == nil, "a failed constructor returns a nil interface, got %#v", got)
 		})
 	}
 }

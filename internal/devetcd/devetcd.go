@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -29,6 +30,12 @@ const (
 	// to flap leaders.
 	tickMs     = 50
 	electionMs = 500
+
+	// bcryptCost is the cost at which a member hashes the passwords of its
+	// users: bcrypt's minimum, so that a login under -race takes
+	// milliseconds rather than most of a second (etcd's default is 10).
+	// These members guard no real secret.
+	bcryptCost = 4
 
 	// startTimeout bounds how long Start waits for its member to serve. A
 	// single member on loopback serves within a second; the rest is for a
@@ -45,6 +52,24 @@ type Member struct {
 	Dir       string
 	ClientURL url.URL
 	PeerURL   url.URL
+	// ClientTLS, if not nil, makes the member serve its client URL, which
+	// must then be an https URL, over TLS. The peer URL stays plain.
+	ClientTLS *ClientTLS
+}
+
+// ClientTLS is how a member secures its client port.
+type ClientTLS struct {
+	// CertFile and KeyFile are the member's certificate and key.
+	CertFile string
+	KeyFile  string
+	// TrustedCAFile, if not empty, makes the member require a client
+	// certificate signed by this CA: etcd does so as soon as it is given
+	// the file, whether or not ClientCertAuth is set.
+	TrustedCAFile string
+	// ClientCertAuth makes etcd, once auth is enabled, take the common
+	// name of a client's certificate as the user of a request that carries
+	// no token.
+	ClientCertAuth bool
 }
 
 // Config returns the configuration of m as one member of the cluster made
@@ -70,6 +95,15 @@ func Config(m Member, peers []Member, token, state string) *embed.Config {
 	cfg.ClusterState = state
 	cfg.TickMs = tickMs
 	cfg.ElectionMs = electionMs
+	cfg.BcryptCost = bcryptCost
+	if t := m.ClientTLS; t != nil {
+		cfg.ClientTLSInfo = transport.TLSInfo{
+			CertFile:       t.CertFile,
+			KeyFile:        t.KeyFile,
+			TrustedCAFile:  t.TrustedCAFile,
+			ClientCertAuth: t.ClientCertAuth,
+		}
+	}
 
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.EnableGRPCGateway = false
@@ -85,7 +119,7 @@ func Config(m Member, peers []Member, token, state string) *embed.Config {
 // among those: its flags changed between versions, and the caller can
 // redirect the output instead.
 func Args(m Member, peers []Member, token, state string) []string {
-	return []string{
+	args := []string{
 		"--name=" + m.Name,
 		"--data-dir=" + m.Dir,
 		"--listen-client-urls=" + m.ClientURL.String(),
@@ -97,7 +131,18 @@ func Args(m Member, peers []Member, token, state string) []string {
 		"--initial-cluster-state=" + state,
 		"--heartbeat-interval=" + strconv.Itoa(tickMs),
 		"--election-timeout=" + strconv.Itoa(electionMs),
+		"--bcrypt-cost=" + strconv.Itoa(bcryptCost),
 	}
+	if t := m.ClientTLS; t != nil {
+		args = append(args, "--cert-file="+t.CertFile, "--key-file="+t.KeyFile)
+		if t.TrustedCAFile != "" {
+			args = append(args, "--trusted-ca-file="+t.TrustedCAFile)
+		}
+		if t.ClientCertAuth {
+			args = append(args, "--client-cert-auth")
+		}
+	}
+	return args
 }
 
 // initialCluster returns the name=peerURL list that bootstraps peers.
@@ -116,6 +161,18 @@ func initialCluster(peers []Member) string {
 // A member of a multi-member cluster serves only once a quorum of its peers
 // is up, so the members of a new cluster must be started concurrently.
 func StartMember(ctx context.Context, cfg *embed.Config) (*embed.Etcd, error) {
+	return StartMemberWith(ctx, cfg, clientv3.Config{})
+}
+
+// StartMemberWith is StartMember for a member that does not answer a
+// plain, anonymous client: ready is the configuration of the client that
+// checks that the member serves (see WaitServingWith), with the TLS
+// settings and credentials the member asks for. Its Endpoints default to
+// the member's first advertised client URL.
+func StartMemberWith(ctx context.Context, cfg *embed.Config, ready clientv3.Config) (*embed.Etcd, error) {
+	if len(ready.Endpoints) == 0 {
+		ready.Endpoints = []string{cfg.AdvertiseClientUrls[0].String()}
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err
@@ -124,7 +181,7 @@ func StartMember(ctx context.Context, cfg *embed.Config) (*embed.Etcd, error) {
 		e.Close()
 		return nil, err
 	}
-	if err := WaitServing(ctx, cfg.AdvertiseClientUrls[0].String()); err != nil {
+	if err := WaitServingWith(ctx, ready); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -152,21 +209,42 @@ func waitReady(ctx context.Context, e *embed.Etcd) error {
 // after a restart, and one that any etcd version, in process or not, can
 // be asked for.
 func WaitServing(ctx context.Context, ep string) error {
-	cli, err := NewClient([]string{ep}, 0)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
+	return WaitServingWith(ctx, clientv3.Config{Endpoints: []string{ep}})
+}
+
+// WaitServingWith is WaitServing through a client made from cfg, for a
+// member that wants TLS or credentials. The credentials may be given
+// before auth is enabled: etcd then accepts requests without a token. The
+// client logs nothing, whatever cfg says.
+func WaitServingWith(ctx context.Context, cfg clientv3.Config) error {
+	cfg.Logger = zap.NewNop()
+	// No call made while creating the client may outlive ctx. Creating it
+	// authenticates, which needs a member that serves: one attempt must not
+	// use up the whole wait (see below).
+	cfg.Context = ctx
+	cfg.DialTimeout = time.Second
+	var cli *clientv3.Client
+	defer func() {
+		if cli != nil {
+			cli.Close()
+		}
+	}()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
-		// One attempt must not use up the whole wait: a Get sent while the
-		// member has no leader yet can hang until its context ends.
-		attempt, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := cli.Get(attempt, "devetcd/ready")
-		cancel()
+		var err error
+		if cli == nil {
+			cli, err = clientv3.New(cfg)
+		}
 		if err == nil {
-			return nil
+			// One attempt must not use up the whole wait: a Get sent while
+			// the member has no leader yet can hang until its context ends.
+			attempt, cancel := context.WithTimeout(ctx, time.Second)
+			_, err = cli.Get(attempt, "devetcd/ready")
+			cancel()
+			if err == nil {
+				return nil
+			}
 		}
 		retry.Reset(20 * time.Millisecond)
 		select {

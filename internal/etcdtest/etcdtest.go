@@ -16,6 +16,10 @@
 //
 // Each member's output then goes to etcd.log in its directory under
 // t.TempDir(), and a failure to start quotes the end of it.
+//
+// StartWith starts a secured cluster: TLS on the client port, with or
+// without client certificates, and etcd's authentication with users whose
+// roles may use one key prefix each. Both backends support it.
 package etcdtest
 
 import (
@@ -33,6 +37,7 @@ import (
 
 	"github.com/biregister/biregister/internal/devetcd"
 	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/testcerts"
 )
 
 const (
@@ -60,6 +65,9 @@ type Cluster struct {
 	// cluster with a different ID on the same URLs.
 	token string
 	wipes int
+
+	opts  Options
+	certs *testcerts.Set // nil without TLS
 }
 
 type member struct {
@@ -83,22 +91,50 @@ type server interface {
 // member with its own data directory under t.TempDir(). It waits until the
 // cluster has a leader and every member serves requests, and registers a
 // t.Cleanup that stops every member. Start fails the test on error.
+//
+// The members serve plain gRPC without authentication; StartWith starts
+// secured ones.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("etcdtest: cluster size %d, need at least 1", n)
 	}
+	return StartWith(t, Options{Members: n})
+}
+
+// StartWith starts a cluster as Start does, set up as opts say. With
+// authentication, the users and roles exist and auth is enabled by the
+// time it returns.
+func StartWith(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if err := opts.check(); err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	n := max(opts.Members, 1)
 	urls, err := devetcd.FreeURLs(2 * n)
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
-	c := &Cluster{bin: os.Getenv(binEnv), token: "etcdtest"}
+	c := &Cluster{bin: os.Getenv(binEnv), token: "etcdtest", opts: opts}
+	var clientTLS *devetcd.ClientTLS
+	if opts.TLS != PlainText {
+		c.certs = testcerts.New(t)
+		clientTLS = &devetcd.ClientTLS{CertFile: c.certs.ServerCertFile, KeyFile: c.certs.ServerKeyFile}
+		if opts.TLS == MutualTLS {
+			clientTLS.TrustedCAFile = c.certs.CAFile
+			clientTLS.ClientCertAuth = true
+		}
+	}
 	root := t.TempDir()
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("m%d", i)
 		dir := filepath.Join(root, name)
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatalf("etcdtest: %v", err)
+		}
+		clientURL := urls[2*i]
+		if clientTLS != nil {
+			clientURL.Scheme = "https"
 		}
 		c.members = append(c.members, &member{
 			Member: devetcd.Member{
@@ -107,8 +143,9 @@ func Start(t testing.TB, n int) *Cluster {
 				// with the 0700 mode it insists on, instead of warning
 				// about the mode of one made here.
 				Dir:       filepath.Join(dir, "data"),
-				ClientURL: urls[2*i],
+				ClientURL: clientURL,
 				PeerURL:   urls[2*i+1],
+				ClientTLS: clientTLS,
 			},
 			log: filepath.Join(dir, "etcd.log"),
 		})
@@ -143,29 +180,39 @@ func Start(t testing.TB, n int) *Cluster {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("etcdtest: start: %v", err)
 	}
+	if err := c.setUpAuth(ctx); err != nil {
+		t.Fatalf("etcdtest: set up auth: %v", err)
+	}
+	for _, m := range c.members {
+		m.front.Heal()
+	}
 	return c
 }
 
 // Endpoints returns the client URLs of all members, running or not, in
-// member order.
+// member order. They are https URLs if the members serve TLS.
 func (c *Cluster) Endpoints() []string {
 	eps := make([]string, len(c.members))
-	for i, m := range c.members {
-		eps[i] = m.front.Endpoint()
+	for i := range c.members {
+		eps[i] = c.Endpoint(i)
 	}
 	return eps
 }
 
 // Endpoint returns the client URL of member i.
 func (c *Cluster) Endpoint(i int) string {
-	return c.members[i].front.Endpoint()
+	return c.frontEndpoint(c.members[i].front.Endpoint())
 }
 
 // Client returns a new client for all endpoints of the cluster, with a
-// DialTimeout of 5 s. The client does not log, and t.Cleanup closes it.
+// DialTimeout of 5 s. It connects with TLS and presents the client
+// certificate if the members serve TLS, and authenticates as root if they
+// have auth enabled. The client does not log, and t.Cleanup closes it.
 func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	cli, err := newClient(c.Endpoints(), dialTimeout)
+	cfg := c.clientConfig(c.Endpoints())
+	cfg.DialTimeout = dialTimeout
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		t.Fatalf("etcdtest: client: %v", err)
 	}
@@ -207,6 +254,7 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 	if err := c.start(ctx, m, embed.ClusterStateFlagExisting); err != nil {
 		t.Fatalf("etcdtest: restart member %s: %v", m.Name, err)
 	}
+	m.front.Heal()
 }
 
 // Wipe replaces a single-member cluster by a new, empty one on the same
@@ -214,6 +262,14 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 // with a new cluster ID and the revision back at 1, as if etcd had been
 // replaced behind the same address. Wipe fails the test for clusters of
 // more than one member.
+//
+// A cluster started with Auth gets its users and roles again, and enables
+// auth, before any client can reach it. Beware that etcd's default "simple"
+// tokens carry the raft index they were issued at, and that etcd holds a
+// request with a token until it has applied that index: a client that
+// logged in to the old cluster at a higher index than the new one has
+// reached waits, request after request, until its context ends, as it
+// would against a real etcd replaced by a fresh one.
 func (c *Cluster) Wipe(t testing.TB) {
 	t.Helper()
 	c.mu.Lock()
@@ -233,6 +289,11 @@ func (c *Cluster) Wipe(t testing.TB) {
 	if err := c.start(ctx, m, embed.ClusterStateFlagNew); err != nil {
 		t.Fatalf("etcdtest: wipe member %s: %v", m.Name, err)
 	}
+	// The users, roles and the auth switch were data like any other.
+	if err := c.setUpAuth(ctx); err != nil {
+		t.Fatalf("etcdtest: wipe member %s: set up auth: %v", m.Name, err)
+	}
+	m.front.Heal()
 }
 
 func (c *Cluster) member(t testing.TB, i int) *member {
@@ -245,25 +306,28 @@ func (c *Cluster) member(t testing.TB, i int) *member {
 
 // start starts member m and waits until it serves requests. Both backends
 // take their settings from the same devetcd.Member, and wait for the same
-// linearizable read, so they differ only in where etcd runs.
+// linearizable read, so they differ only in where etcd runs. The member's
+// front stays as it was: the caller heals it once the member is set up.
 func (c *Cluster) start(ctx context.Context, m *member, state string) error {
 	peers := make([]devetcd.Member, len(c.members))
 	for i, p := range c.members {
 		peers[i] = p.Member
 	}
+	// The readiness check talks to the member directly, not through its
+	// front, which lets nothing through while the member is down.
+	ready := c.clientConfig([]string{m.ClientURL.String()})
 	var srv server
 	var err error
 	if c.bin != "" {
 		args := devetcd.Args(m.Member, peers, c.token, state)
-		srv, err = startProcess(ctx, c.bin, args, m.log, m.ClientURL)
+		srv, err = startProcess(ctx, c.bin, args, m.log, m.ClientURL, ready)
 	} else {
-		srv, err = devetcd.StartMember(ctx, devetcd.Config(m.Member, peers, c.token, state))
+		srv, err = devetcd.StartMemberWith(ctx, devetcd.Config(m.Member, peers, c.token, state), ready)
 	}
 	if err != nil {
 		return err
 	}
 	m.srv = srv
-	m.front.Heal()
 	return nil
 }
 

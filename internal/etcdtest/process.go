@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/biregister/biregister/internal/devetcd"
 )
 
@@ -37,10 +39,11 @@ type process struct {
 }
 
 // startProcess runs bin with args and returns once the member serves on its
-// client URL ep. The child's output goes to the end of logPath, so that a
-// member's log accumulates over its restarts and stays out of the test
-// output; on a failure the error quotes its tail.
-func startProcess(ctx context.Context, bin string, args []string, logPath string, ep url.URL) (*process, error) {
+// client URL ep, as a client made from ready (TLS settings, credentials)
+// finds. The child's output goes to the end of logPath, so that a member's
+// log accumulates over its restarts and stays out of the test output; on a
+// failure the error quotes its tail.
+func startProcess(ctx context.Context, bin string, args []string, logPath string, ep url.URL, ready clientv3.Config) (*process, error) {
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -60,7 +63,7 @@ func startProcess(ctx context.Context, bin string, args []string, logPath string
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
-	if err := p.waitServing(ctx, ep); err != nil {
+	if err := p.waitServing(ctx, ep, ready); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("%w\n--- end of %s ---\n%s", err, logPath, logTail(logPath))
 	}
@@ -70,7 +73,7 @@ func startProcess(ctx context.Context, bin string, args []string, logPath string
 // waitServing waits until the member serves on ep, and gives up as soon as
 // the child exits: a member that rejected a flag or found its port taken
 // will not serve, and waiting out ctx would only hide the reason.
-func (p *process) waitServing(ctx context.Context, ep url.URL) error {
+func (p *process) waitServing(ctx context.Context, ep url.URL, ready clientv3.Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -82,7 +85,8 @@ func (p *process) waitServing(ctx context.Context, ep url.URL) error {
 	}()
 	err := waitListening(ctx, ep.Host)
 	if err == nil {
-		err = devetcd.WaitServing(ctx, ep.String())
+		ready.Endpoints = []string{ep.String()}
+		err = devetcd.WaitServingWith(ctx, ready)
 	}
 	if err == nil {
 		return nil

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/biregister/biregister/internal/devetcd"
 )
 
@@ -20,7 +22,7 @@ func TestProcessExitBeforeServing(t *testing.T) {
 	}
 	log := filepath.Join(t.TempDir(), "etcd.log")
 	script := "echo starting; echo 'flag provided but not defined: -x' >&2; exit 2"
-	p, err := startProcess(testContext(t), "/bin/sh", []string{"-c", script}, log, urls[0])
+	p, err := startProcess(testContext(t), "/bin/sh", []string{"-c", script}, log, urls[0], clientv3.Config{})
 	if err == nil {
 		p.Close()
 		t.Fatal("start succeeded")
