@@ -39,7 +39,7 @@ const (
 
 	// secureRejectTTL is the ttl of constructors that are expected to
 	// fail: short, since a connection that never comes costs all of it.
-	secureRejectTTL = 2
+	secureRejectTTL = 1
 	// secureRejectSlack is how much longer than its ttl a failing
 	// constructor may take: it has to close its client, on a slow,
 	// race-instrumented machine.
