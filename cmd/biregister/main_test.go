@@ -348,3 +348,24 @@ func TestWatchResync(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(out.String(), "LEADER"))
 	assert.NotContains(t, out.String(), "PUT")
 }
+
+// TestMutualTLS reads a group from an etcd that requires client
+// certificates, with the etcdctl-style TLS flags.
+func TestMutualTLS(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	clearEnv(t)
+	cluster := etcdtest.StartWith(t, etcdtest.Options{Members: 1, TLS: etcdtest.MutualTLS})
+	certs := cluster.Certs()
+	_, err := cluster.Client(t).Put(context.Background(), "/svc/tls/m", "10.0.0.9:443")
+	require.NoError(t, err)
+
+	code, out, _ := runCmd(t, "members", "-endpoints", cluster.Endpoint(0),
+		"-cacert", certs.CAFile, "-cert", certs.ClientCertFile, "-key", certs.ClientKeyFile, "/svc/tls/")
+	require.Equal(t, 0, code)
+	assert.Equal(t, [][]string{{"LEADER", "NAME", "VALUE", "CREATE-REVISION"}, {"*", "m", "10.0.0.9:443", "2"}}, rows(out))
+
+	code, _, errOut := runCmd(t, "members", "-endpoints", cluster.Endpoint(0), "-timeout", "1s",
+		"-cacert", certs.CAFile, "/svc/tls/")
+	assert.Equal(t, 1, code, "without a client certificate")
+	assert.Contains(t, errOut, "tls")
+}
