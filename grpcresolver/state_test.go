@@ -75,7 +75,7 @@ func (f *fakeWatcher) Updated() <-chan struct{} {
 
 func (f *fakeWatcher) Closed() <-chan struct{} { return f.closed }
 
-func (w *fakeWatcher) Prefix() string { return w.prefix }
+func (f *fakeWatcher) Prefix() string { return f.prefix }
 
 // recorder is a resolver.ClientConn that records every state and error.
 type recorder struct {
