@@ -69,11 +69,25 @@ func (t byName) get(name string) (Member, bool) {
 
 // set returns the trie with m stored under m.Name.
 func (t byName) set(m Member) byName {
-	root, added := t.root.set(m, hashName(m.Name), 0)
+	root, added := t.root.set(m, hashName(m.Name), 0, false)
 	if added {
 		t.size++
 	}
 	t.root = root
+	return t
+}
+
+// buildByName returns the trie of members. Nothing shares it while it is
+// built, so nodes are changed in place instead of copied: a listing of a
+// large group makes no garbage.
+func buildByName(members []Member) byName {
+	var t byName
+	for _, m := range members {
+		var added bool
+		if t.root, added = t.root.set(m, hashName(m.Name), 0, true); added {
+			t.size++
+		}
+	}
 	return t
 }
 
@@ -87,20 +101,31 @@ func (t byName) delete(name string) byName {
 	return t
 }
 
-func (n *trieNode) set(m Member, hash uint64, shift uint) (*trieNode, bool) {
-	if n == nil {
-		n = &trieNode{}
+// set returns n with m stored under m.Name, and whether the name is new.
+// With owned, n belongs to a trie being built and is changed in place;
+// otherwise n and its arrays are copied, since published snapshots share them.
+func (n *trieNode) set(m Member, hash uint64, shift uint, owned bool) (*trieNode, bool) {
+	var c *trieNode
+	switch {
+	case n == nil:
+		c = &trieNode{}
+	case owned:
+		c = n
+	default:
+		copied := *n
+		c = &copied
+		c.members = slices.Clip(c.members)
+		c.children = slices.Clip(c.children)
 	}
-	c := *n
 	if shift >= trieMaxShift {
 		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == m.Name })
 		if i < 0 {
-			c.members = append(slices.Clip(c.members), m)
-			return &c, true
+			c.members = append(c.members, m)
+			return c, true
 		}
-		c.members = slices.Clone(c.members)
+		c.members = ownCopy(c.members, owned)
 		c.members[i] = m
-		return &c, false
+		return c, false
 	}
 	bit := slot(hash, shift)
 	switch {
@@ -108,29 +133,37 @@ func (n *trieNode) set(m Member, hash uint64, shift uint) (*trieNode, bool) {
 		i := index(c.memberMap, bit)
 		old := c.members[i]
 		if old.Name == m.Name {
-			c.members = slices.Clone(c.members)
+			c.members = ownCopy(c.members, owned)
 			c.members[i] = m
-			return &c, false
+			return c, false
 		}
 		// Two names share this slot: push both one level down.
-		child, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits)
-		child, _ = child.set(m, hash, shift+trieBits)
+		child, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, true)
+		child, _ = child.set(m, hash, shift+trieBits, true)
 		c.memberMap &^= bit
-		c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+		c.members = slices.Delete(ownCopy(c.members, owned), i, i+1)
 		c.childMap |= bit
-		c.children = slices.Insert(slices.Clone(c.children), index(c.childMap, bit), child)
-		return &c, true
+		c.children = slices.Insert(c.children, index(c.childMap, bit), child)
+		return c, true
 	case c.childMap&bit != 0:
 		i := index(c.childMap, bit)
-		child, added := c.children[i].set(m, hash, shift+trieBits)
-		c.children = slices.Clone(c.children)
+		child, added := c.children[i].set(m, hash, shift+trieBits, owned)
+		c.children = ownCopy(c.children, owned)
 		c.children[i] = child
-		return &c, added
+		return c, added
 	default:
 		c.memberMap |= bit
-		c.members = slices.Insert(slices.Clone(c.members), index(c.memberMap, bit), m)
-		return &c, true
+		c.members = slices.Insert(c.members, index(c.memberMap, bit), m)
+		return c, true
 	}
+}
+
+// ownCopy returns s itself when the caller owns it, else a copy to change.
+func ownCopy[S ~[]E, E any](s S, owned bool) S {
+	if owned {
+		return s
+	}
+	return slices.Clone(s)
 }
 
 // delete returns n without name, and whether it was there. A subtrie left

@@ -94,11 +94,7 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 // changed.
 func (s *snapshot) replace(listed []Member, revision int64) (*snapshot, []Change) {
 	slices.SortFunc(listed, func(a, b Member) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
-	var names byName
-	for _, m := range listed {
-		names = names.set(m)
-	}
-	next := newSnapshot(names, buildByCreate(listed), revision)
+	next := newSnapshot(buildByName(listed), buildByCreate(listed), revision)
 	var changes []Change
 	for m := range s.order.all() {
 		if n, ok := next.lookup(m.Name); !ok || n.CreateRevision != m.CreateRevision {

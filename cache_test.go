@@ -107,8 +107,7 @@ func TestIndexesAgainstModel(t *testing.T) {
 			for _, v := range versions {
 				checkAgainst(t, v.names, v.order, v.want)
 			}
-			rebuilt := buildByCreate(want.sorted())
-			checkAgainst(t, names, rebuilt, want)
+			checkAgainst(t, buildByName(want.sorted()), buildByCreate(want.sorted()), want)
 		})
 	}
 }
@@ -133,9 +132,9 @@ func TestByCreateInsertOutOfOrder(t *testing.T) {
 func TestByNameCollisionLevel(t *testing.T) {
 	var n *trieNode
 	for _, name := range []string{"a", "b", "c"} {
-		n, _ = n.set(Member{Name: name, Value: name}, 0, trieMaxShift)
+		n, _ = n.set(Member{Name: name, Value: name}, 0, trieMaxShift, false)
 	}
-	n, added := n.set(Member{Name: "b", Value: "b2"}, 0, trieMaxShift)
+	n, added := n.set(Member{Name: "b", Value: "b2"}, 0, trieMaxShift, false)
 	if added || len(n.members) != 3 || n.members[1].Value != "b2" {
 		t.Fatalf("replace in a collision node: %+v", n.members)
 	}
@@ -192,5 +191,22 @@ func BenchmarkSnapshotApply(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkSnapshotReplace is the cost of turning a fresh listing into the
+// cache (the initial sync, and every re-list), by group size.
+func BenchmarkSnapshotReplace(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		listed := make([]Member, n)
+		for i := range listed {
+			listed[i] = Member{Name: fmt.Sprintf("member-%07d", i), Value: "10.0.0.1:8080", CreateRevision: int64(i + 1)}
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				newSnapshot(byName{}, byCreate{}, 0).replace(slices.Clone(listed), int64(n))
+			}
+		})
 	}
 }
