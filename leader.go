@@ -49,7 +49,13 @@ func (r *register) AmILeader() bool {
 }
 
 func (r *register) Fence() clientv3.Cmp {
-	return clientv3.Compare(clientv3.CreateRevision(r.key), "=", r.revision.Load())
+	revision := r.revision.Load()
+	if revision == 0 {
+		// Not registered: "= 0" would hold for an absent key, so compare with
+		// a revision no key ever has.
+		revision = -1
+	}
+	return clientv3.Compare(clientv3.CreateRevision(r.key), "=", revision)
 }
 
 func (r *register) WaitLeader(ctx context.Context) error {
