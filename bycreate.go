@@ -7,8 +7,9 @@ import (
 	"sort"
 )
 
-// byCreate is a persistent B+tree of members in ascending create revision:
-// the leader is its first member. Every update copies only the path it
+// byCreate is a persistent B+tree of members in ascending create revision,
+// then name (keys created by one transaction share a revision): the leader is
+// its first member. Every update copies only the path it
 // changes, so a snapshot costs O(log n) per change, and the next leader is
 // found by walking down the left edge, never by a scan.
 //
@@ -17,19 +18,36 @@ import (
 // completely; a departure just shrinks its leaf, and nothing is rebalanced.
 // A full listing rebuilds the tree compactly (build).
 type byCreate struct {
-	root    *orderNode
-	size    int
-	lastRev int64 // at least the highest create revision in the tree
+	root *orderNode
+	size int
+	last orderKey // at least the key of the youngest member in the tree
 }
+
+// orderKey is a member's place in the order.
+type orderKey struct {
+	revision int64
+	name     string
+}
+
+func keyOf(m Member) orderKey { return orderKey{m.CreateRevision, m.Name} }
+
+func (k orderKey) compare(o orderKey) int {
+	if c := cmp.Compare(k.revision, o.revision); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.name, o.name)
+}
+
+func compareKey(m Member, k orderKey) int { return keyOf(m).compare(k) }
 
 // orderNode is a leaf (members) or an inner node (children). It is immutable
 // once a snapshot that reaches it has been published.
 type orderNode struct {
 	members  []Member
 	children []*orderNode
-	// lows[i] is a lower bound of the create revisions under children[i], and
-	// lows[i+1] an upper bound: enough to find the child a revision is in.
-	lows []int64
+	// lows[i] is a lower bound of the keys under children[i], and lows[i+1]
+	// an upper bound: enough to find the child a key is in.
+	lows []orderKey
 }
 
 // orderFanout is the size of a full node: large enough for a shallow tree
@@ -77,14 +95,14 @@ func (n *orderNode) each(yield func(Member) bool) bool {
 
 // insert returns the tree with m added.
 func (t byCreate) insert(m Member) byCreate {
-	if t.root != nil && m.CreateRevision <= t.lastRev {
-		// Not the youngest: cannot happen with events in revision order, but
-		// a rebuild keeps the tree right whatever comes.
+	if t.root != nil && keyOf(m).compare(t.last) <= 0 {
+		// Not the youngest: only keys created by one transaction, out of name
+		// order, come so. A rebuild keeps the tree right whatever comes.
 		members := slices.AppendSeq(make([]Member, 0, t.size+1), t.all())
-		i, _ := slices.BinarySearchFunc(members, m.CreateRevision, compareCreate)
+		i, _ := slices.BinarySearchFunc(members, keyOf(m), compareKey)
 		return buildByCreate(slices.Insert(members, i, m))
 	}
-	t.lastRev = m.CreateRevision
+	t.last = keyOf(m)
 	t.size++
 	if t.root == nil {
 		t.root = &orderNode{members: []Member{m}}
@@ -92,7 +110,7 @@ func (t byCreate) insert(m Member) byCreate {
 	}
 	root, split := t.root.push(m)
 	if split != nil {
-		root = &orderNode{children: []*orderNode{root, split}, lows: []int64{root.low(), m.CreateRevision}}
+		root = &orderNode{children: []*orderNode{root, split}, lows: []orderKey{root.low(), keyOf(m)}}
 	}
 	t.root = root
 	return t
@@ -115,23 +133,23 @@ func (n *orderNode) push(m Member) (*orderNode, *orderNode) {
 		return c, nil
 	}
 	if len(c.children) == orderFanout {
-		return c, &orderNode{children: []*orderNode{split}, lows: []int64{m.CreateRevision}}
+		return c, &orderNode{children: []*orderNode{split}, lows: []orderKey{keyOf(m)}}
 	}
 	c.children = append(c.children, split)
-	c.lows = append(slices.Clip(n.lows), m.CreateRevision)
+	c.lows = append(slices.Clip(n.lows), keyOf(m))
 	return c, nil
 }
 
-func (n *orderNode) low() int64 {
+func (n *orderNode) low() orderKey {
 	if n.leaf() {
-		return n.members[0].CreateRevision
+		return keyOf(n.members[0])
 	}
 	return n.lows[0]
 }
 
-// remove returns the tree without the member created at revision.
-func (t byCreate) remove(revision int64) byCreate {
-	root, removed := t.root.remove(revision)
+// remove returns the tree without m.
+func (t byCreate) remove(m Member) byCreate {
+	root, removed := t.root.remove(keyOf(m))
 	if !removed {
 		return t
 	}
@@ -143,12 +161,12 @@ func (t byCreate) remove(revision int64) byCreate {
 	return t
 }
 
-func (n *orderNode) remove(revision int64) (*orderNode, bool) {
+func (n *orderNode) remove(key orderKey) (*orderNode, bool) {
 	if n == nil {
 		return nil, false
 	}
 	if n.leaf() {
-		i, found := slices.BinarySearchFunc(n.members, revision, compareCreate)
+		i, found := slices.BinarySearchFunc(n.members, key, compareKey)
 		switch {
 		case !found:
 			return n, false
@@ -157,11 +175,11 @@ func (n *orderNode) remove(revision int64) (*orderNode, bool) {
 		}
 		return &orderNode{members: slices.Delete(slices.Clone(n.members), i, i+1)}, true
 	}
-	i := n.childFor(revision)
+	i := n.childFor(key)
 	if i < 0 {
 		return n, false
 	}
-	child, removed := n.children[i].remove(revision)
+	child, removed := n.children[i].remove(key)
 	if !removed {
 		return n, false
 	}
@@ -178,8 +196,7 @@ func (n *orderNode) remove(revision int64) (*orderNode, bool) {
 	return c, true
 }
 
-// update returns the tree with the member created at m.CreateRevision
-// replaced by m.
+// update returns the tree with the member at m's place replaced by m.
 func (t byCreate) update(m Member) byCreate {
 	if root, ok := t.root.update(m); ok {
 		t.root = root
@@ -192,7 +209,7 @@ func (n *orderNode) update(m Member) (*orderNode, bool) {
 		return nil, false
 	}
 	if n.leaf() {
-		i, found := slices.BinarySearchFunc(n.members, m.CreateRevision, compareCreate)
+		i, found := slices.BinarySearchFunc(n.members, keyOf(m), compareKey)
 		if !found {
 			return n, false
 		}
@@ -200,7 +217,7 @@ func (n *orderNode) update(m Member) (*orderNode, bool) {
 		c.members[i] = m
 		return c, true
 	}
-	i := n.childFor(m.CreateRevision)
+	i := n.childFor(keyOf(m))
 	if i < 0 {
 		return n, false
 	}
@@ -213,19 +230,19 @@ func (n *orderNode) update(m Member) (*orderNode, bool) {
 	return c, true
 }
 
-// childFor returns the child whose range holds revision, or -1.
-func (n *orderNode) childFor(revision int64) int {
-	return sort.Search(len(n.lows), func(i int) bool { return n.lows[i] > revision }) - 1
+// childFor returns the child whose range holds key, or -1.
+func (n *orderNode) childFor(key orderKey) int {
+	return sort.Search(len(n.lows), func(i int) bool { return n.lows[i].compare(key) > 0 }) - 1
 }
 
-// buildByCreate builds a compact tree of members, which must be in ascending
-// create revision.
+// buildByCreate builds a compact tree of members, which must be in order
+// (sortByCreate).
 func buildByCreate(members []Member) byCreate {
 	t := byCreate{size: len(members)}
 	if len(members) == 0 {
 		return t
 	}
-	t.lastRev = members[len(members)-1].CreateRevision
+	t.last = keyOf(members[len(members)-1])
 	var level []*orderNode
 	for chunk := range slices.Chunk(members, orderFanout) {
 		level = append(level, &orderNode{members: chunk})
@@ -233,7 +250,7 @@ func buildByCreate(members []Member) byCreate {
 	for len(level) > 1 {
 		var up []*orderNode
 		for chunk := range slices.Chunk(level, orderFanout) {
-			n := &orderNode{children: chunk, lows: make([]int64, len(chunk))}
+			n := &orderNode{children: chunk, lows: make([]orderKey, len(chunk))}
 			for i, c := range chunk {
 				n.lows[i] = c.low()
 			}
@@ -245,4 +262,7 @@ func buildByCreate(members []Member) byCreate {
 	return t
 }
 
-func compareCreate(m Member, revision int64) int { return cmp.Compare(m.CreateRevision, revision) }
+// sortByCreate puts members in the tree's order.
+func sortByCreate(members []Member) {
+	slices.SortFunc(members, func(a, b Member) int { return keyOf(a).compare(keyOf(b)) })
+}

@@ -1,8 +1,6 @@
 package biregister
 
 import (
-	"cmp"
-	"slices"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -66,7 +64,7 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 			case present && old.CreateRevision == m.CreateRevision:
 				order = order.update(m)
 			case present:
-				order = order.remove(old.CreateRevision).insert(m)
+				order = order.remove(old).insert(m)
 			default:
 				order = order.insert(m)
 			}
@@ -77,7 +75,7 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 				continue
 			}
 			names = names.delete(name)
-			order = order.remove(old.CreateRevision)
+			order = order.remove(old)
 			changes = append(changes, Change{Name: name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
 		}
 	}
@@ -93,7 +91,7 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 // recreated meanwhile gets a DELETE and a PUT, since its place in the order
 // changed.
 func (s *snapshot) replace(listed []Member, revision int64) (*snapshot, []Change) {
-	slices.SortFunc(listed, func(a, b Member) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
+	sortByCreate(listed)
 	next := newSnapshot(buildByName(listed), buildByCreate(listed), revision)
 	var changes []Change
 	for m := range s.order.all() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
 )
@@ -307,4 +308,36 @@ func TestWatcherUpdated(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("Close must wake whoever waits on Updated")
 	}
+}
+
+// Keys created by one transaction share a create revision: they are ordered
+// by name among themselves, in the listing and from the watch alike.
+func TestWatcherMembersOfOneTransaction(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ctx := context.Background()
+	txn := func(names ...string) {
+		t.Helper()
+		var ops []clientv3.Op
+		for _, n := range names {
+			ops = append(ops, clientv3.OpPut("/txn/"+n, "v-"+n))
+		}
+		_, err := cli.Txn(ctx).Then(ops...).Commit()
+		require.NoError(t, err)
+	}
+	txn("c", "a", "b")
+	w := newWatcher(t, etcd.Endpoints(), "/txn")
+	assert.Equal(t, []string{"a", "b", "c"}, w.GetNames())
+
+	txn("z", "x", "y")
+	require.Eventually(t, func() bool { return len(w.GetNames()) == 6 }, waitFor, time.Millisecond)
+	assert.Equal(t, []string{"a", "b", "c", "x", "y", "z"}, w.GetNames())
+
+	_, err := cli.Delete(ctx, "/txn/b")
+	require.NoError(t, err)
+	_, err = cli.Delete(ctx, "/txn/a")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { n, _ := w.GetLeader(); return n == "c" }, waitFor, time.Millisecond)
+	assert.Equal(t, []string{"c", "x", "y", "z"}, w.GetNames())
+	assert.Equal(t, []string{"v-c", "v-x", "v-y", "v-z"}, w.GetValues())
 }
