@@ -1,7 +1,7 @@
 package biregister
 
 import (
-	"strings"
+	"bytes"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -35,15 +35,20 @@ func newSnapshot(names byName, order byCreate, revision int64) *snapshot {
 
 func (s *snapshot) lookup(name string) (Member, bool) { return s.names.get(name) }
 
-// memberName returns the member name of key under prefix, or false for a key
-// that is not a member: the prefix itself, or a key deeper than one level
-// (which belongs to a sub-group, not to this one).
-func memberName(prefix string, key []byte) (string, bool) {
-	name := strings.TrimPrefix(string(key), prefix)
-	if name == "" || len(name) == len(key) || strings.Contains(name, "/") {
-		return "", false
+// newMember returns the member kv holds, or false for a key that is not a
+// member: the prefix itself, or a key deeper than one level (which belongs to
+// a sub-group, not to this one). Name and value share one allocation, and the
+// prefix, the same for every member, is not kept.
+func newMember(prefix string, kv *mvccpb.KeyValue) (Member, bool) {
+	if len(kv.Key) <= len(prefix) || string(kv.Key[:len(prefix)]) != prefix {
+		return Member{}, false
 	}
-	return name, true
+	name := kv.Key[len(prefix):]
+	if bytes.IndexByte(name, '/') >= 0 {
+		return Member{}, false
+	}
+	both := string(name) + string(kv.Value)
+	return Member{Name: both[:len(name)], Value: both[len(name):], CreateRevision: kv.CreateRevision}, true
 }
 
 // apply returns the snapshot after events (one watch response, in revision
@@ -52,14 +57,14 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 	names, order := s.names, s.order
 	changes := make([]Change, 0, len(events))
 	for _, ev := range events {
-		name, ok := memberName(prefix, ev.Kv.Key)
+		m, ok := newMember(prefix, ev.Kv)
 		if !ok {
 			continue
 		}
+		name := m.Name
 		old, present := names.get(name)
 		switch ev.Type {
 		case mvccpb.PUT:
-			m := Member{Name: name, Value: string(ev.Kv.Value), CreateRevision: ev.Kv.CreateRevision}
 			switch {
 			case present && old.CreateRevision == m.CreateRevision:
 				order = order.update(m)

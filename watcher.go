@@ -169,8 +169,8 @@ func (w *watcher) list(ctx context.Context) ([]Member, *etcdserverpb.ResponseHea
 			header = resp.Header
 		}
 		for _, kv := range resp.Kvs {
-			if name, ok := memberName(w.prefix, kv.Key); ok {
-				members = append(members, Member{Name: name, Value: string(kv.Value), CreateRevision: kv.CreateRevision})
+			if m, ok := newMember(w.prefix, kv); ok {
+				members = append(members, m)
 			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
