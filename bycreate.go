@@ -48,6 +48,7 @@ type orderNode struct {
 	// lows[i] is a lower bound of the keys under children[i], and lows[i+1]
 	// an upper bound: enough to find the child a key is in.
 	lows []orderKey
+	edit *edit // the batch that made this node
 }
 
 // orderFanout is the size of a full node: large enough for a shallow tree
@@ -93,8 +94,8 @@ func (n *orderNode) each(yield func(Member) bool) bool {
 	return true
 }
 
-// insert returns the tree with m added.
-func (t byCreate) insert(m Member) byCreate {
+// insert returns the tree with m added; see edit for ed.
+func (t byCreate) insert(m Member, ed *edit) byCreate {
 	if t.root != nil && keyOf(m).compare(t.last) <= 0 {
 		// Not the youngest: only keys created by one transaction, out of name
 		// order, come so. A rebuild keeps the tree right whatever comes.
@@ -105,12 +106,12 @@ func (t byCreate) insert(m Member) byCreate {
 	t.last = keyOf(m)
 	t.size++
 	if t.root == nil {
-		t.root = &orderNode{members: []Member{m}}
+		t.root = &orderNode{members: []Member{m}, edit: ed}
 		return t
 	}
-	root, split := t.root.push(m)
+	root, split := t.root.push(m, ed)
 	if split != nil {
-		root = &orderNode{children: []*orderNode{root, split}, lows: []orderKey{root.low(), keyOf(m)}}
+		root = &orderNode{children: []*orderNode{root, split}, lows: []orderKey{root.low(), keyOf(m)}, edit: ed}
 	}
 	t.root = root
 	return t
@@ -118,26 +119,42 @@ func (t byCreate) insert(m Member) byCreate {
 
 // push appends m at the young end; a full node returns a new sibling for its
 // parent to take.
-func (n *orderNode) push(m Member) (*orderNode, *orderNode) {
+func (n *orderNode) push(m Member, ed *edit) (*orderNode, *orderNode) {
 	if n.leaf() {
 		if len(n.members) == orderFanout {
-			return n, &orderNode{members: []Member{m}}
+			return n, &orderNode{members: []Member{m}, edit: ed}
 		}
-		return &orderNode{members: append(slices.Clip(n.members), m)}, nil
+		c := n.writable(ed)
+		c.members = append(c.members, m)
+		return c, nil
 	}
 	last := len(n.children) - 1
-	child, split := n.children[last].push(m)
-	c := &orderNode{children: slices.Clone(n.children), lows: n.lows}
+	child, split := n.children[last].push(m, ed)
+	c := n.writable(ed)
 	c.children[last] = child
 	if split == nil {
 		return c, nil
 	}
 	if len(c.children) == orderFanout {
-		return c, &orderNode{children: []*orderNode{split}, lows: []orderKey{keyOf(m)}}
+		return c, &orderNode{children: []*orderNode{split}, lows: []orderKey{keyOf(m)}, edit: ed}
 	}
 	c.children = append(c.children, split)
-	c.lows = append(slices.Clip(n.lows), keyOf(m))
+	c.lows = append(c.lows, keyOf(m))
 	return c, nil
+}
+
+// writable returns n itself if ed made it, or else a copy that ed owns, with
+// arrays of its own: either may be changed at will. See edit.
+func (n *orderNode) writable(ed *edit) *orderNode {
+	if ed != nil && n.edit == ed {
+		return n
+	}
+	return &orderNode{
+		members:  slices.Clone(n.members),
+		children: slices.Clone(n.children),
+		lows:     slices.Clone(n.lows),
+		edit:     ed,
+	}
 }
 
 func (n *orderNode) low() orderKey {
@@ -147,9 +164,9 @@ func (n *orderNode) low() orderKey {
 	return n.lows[0]
 }
 
-// remove returns the tree without m.
-func (t byCreate) remove(m Member) byCreate {
-	root, removed := t.root.remove(keyOf(m))
+// remove returns the tree without m; see edit for ed.
+func (t byCreate) remove(m Member, ed *edit) byCreate {
+	root, removed := t.root.remove(keyOf(m), ed)
 	if !removed {
 		return t
 	}
@@ -161,7 +178,7 @@ func (t byCreate) remove(m Member) byCreate {
 	return t
 }
 
-func (n *orderNode) remove(key orderKey) (*orderNode, bool) {
+func (n *orderNode) remove(key orderKey, ed *edit) (*orderNode, bool) {
 	if n == nil {
 		return nil, false
 	}
@@ -173,38 +190,42 @@ func (n *orderNode) remove(key orderKey) (*orderNode, bool) {
 		case len(n.members) == 1:
 			return nil, true
 		}
-		return &orderNode{members: slices.Delete(slices.Clone(n.members), i, i+1)}, true
+		c := n.writable(ed)
+		c.members = slices.Delete(c.members, i, i+1)
+		return c, true
 	}
 	i := n.childFor(key)
 	if i < 0 {
 		return n, false
 	}
-	child, removed := n.children[i].remove(key)
+	child, removed := n.children[i].remove(key, ed)
 	if !removed {
 		return n, false
 	}
-	c := &orderNode{children: slices.Clone(n.children), lows: slices.Clone(n.lows)}
-	if child != nil {
-		c.children[i] = child
-		return c, true
-	}
-	if len(c.children) == 1 {
+	if child == nil && len(n.children) == 1 {
 		return nil, true
 	}
-	c.children = slices.Delete(c.children, i, i+1)
-	c.lows = slices.Delete(c.lows, i, i+1)
+	c := n.writable(ed)
+	switch {
+	case child == nil:
+		c.children = slices.Delete(c.children, i, i+1)
+		c.lows = slices.Delete(c.lows, i, i+1)
+	default:
+		c.children[i] = child
+	}
 	return c, true
 }
 
-// update returns the tree with the member at m's place replaced by m.
-func (t byCreate) update(m Member) byCreate {
-	if root, ok := t.root.update(m); ok {
+// update returns the tree with the member at m's place replaced by m; see
+// edit for ed.
+func (t byCreate) update(m Member, ed *edit) byCreate {
+	if root, ok := t.root.update(m, ed); ok {
 		t.root = root
 	}
 	return t
 }
 
-func (n *orderNode) update(m Member) (*orderNode, bool) {
+func (n *orderNode) update(m Member, ed *edit) (*orderNode, bool) {
 	if n == nil {
 		return nil, false
 	}
@@ -213,7 +234,7 @@ func (n *orderNode) update(m Member) (*orderNode, bool) {
 		if !found {
 			return n, false
 		}
-		c := &orderNode{members: slices.Clone(n.members)}
+		c := n.writable(ed)
 		c.members[i] = m
 		return c, true
 	}
@@ -221,11 +242,11 @@ func (n *orderNode) update(m Member) (*orderNode, bool) {
 	if i < 0 {
 		return n, false
 	}
-	child, ok := n.children[i].update(m)
+	child, ok := n.children[i].update(m, ed)
 	if !ok {
 		return n, false
 	}
-	c := &orderNode{children: slices.Clone(n.children), lows: n.lows}
+	c := n.writable(ed)
 	c.children[i] = child
 	return c, true
 }

@@ -23,6 +23,7 @@ type trieNode struct {
 	childMap  uint32 // hash slots that hold a subtrie
 	members   []Member
 	children  []*trieNode
+	edit      *edit // the batch that made this node
 }
 
 const (
@@ -67,9 +68,9 @@ func (t byName) get(name string) (Member, bool) {
 	return Member{}, false
 }
 
-// set returns the trie with m stored under m.Name.
-func (t byName) set(m Member) byName {
-	root, added := t.root.set(m, hashName(m.Name), 0, false)
+// set returns the trie with m stored under m.Name; see edit for ed.
+func (t byName) set(m Member, ed *edit) byName {
+	root, added := t.root.set(m, hashName(m.Name), 0, ed)
 	if added {
 		t.size++
 	}
@@ -77,23 +78,20 @@ func (t byName) set(m Member) byName {
 	return t
 }
 
-// buildByName returns the trie of members. Nothing shares it while it is
-// built, so nodes are changed in place instead of copied: a listing of a
-// large group makes no garbage.
+// buildByName returns the trie of members, built in place: nothing shares it
+// while it is built, so a listing of a large group makes no garbage.
 func buildByName(members []Member) byName {
 	var t byName
+	ed := new(edit)
 	for _, m := range members {
-		var added bool
-		if t.root, added = t.root.set(m, hashName(m.Name), 0, true); added {
-			t.size++
-		}
+		t = t.set(m, ed)
 	}
 	return t
 }
 
-// delete returns the trie without name.
-func (t byName) delete(name string) byName {
-	root, removed := t.root.delete(name, hashName(name), 0)
+// delete returns the trie without name; see edit for ed.
+func (t byName) delete(name string, ed *edit) byName {
+	root, removed := t.root.delete(name, hashName(name), 0, ed)
 	if removed {
 		t.size--
 		t.root = root
@@ -101,29 +99,39 @@ func (t byName) delete(name string) byName {
 	return t
 }
 
-// set returns n with m stored under m.Name, and whether the name is new.
-// With owned, n belongs to a trie being built and is changed in place;
-// otherwise n and its arrays are copied, since published snapshots share them.
-func (n *trieNode) set(m Member, hash uint64, shift uint, owned bool) (*trieNode, bool) {
-	var c *trieNode
+// edit marks the nodes that one batch of changes made. No published snapshot
+// reaches them until the batch ends, so the batch changes them in place
+// instead of copying them again: a burst of events costs one copy of each
+// path it touches, not one per event. A nil edit copies every node it changes.
+type edit struct{ _ int } // not zero-sized: every edit has an address of its own
+
+// writable returns n itself if ed made it, or else a copy that ed owns, with
+// arrays of its own: either may be changed at will.
+func (n *trieNode) writable(ed *edit) *trieNode {
 	switch {
 	case n == nil:
-		c = &trieNode{}
-	case owned:
-		c = n
-	default:
-		copied := *n
-		c = &copied
-		c.members = slices.Clip(c.members)
-		c.children = slices.Clip(c.children)
+		return &trieNode{edit: ed}
+	case ed != nil && n.edit == ed:
+		return n
 	}
+	return &trieNode{
+		memberMap: n.memberMap,
+		childMap:  n.childMap,
+		members:   slices.Clone(n.members),
+		children:  slices.Clone(n.children),
+		edit:      ed,
+	}
+}
+
+// set returns n with m stored under m.Name, and whether the name is new.
+func (n *trieNode) set(m Member, hash uint64, shift uint, ed *edit) (*trieNode, bool) {
+	c := n.writable(ed)
 	if shift >= trieMaxShift {
 		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == m.Name })
 		if i < 0 {
 			c.members = append(c.members, m)
 			return c, true
 		}
-		c.members = ownCopy(c.members, owned)
 		c.members[i] = m
 		return c, false
 	}
@@ -133,22 +141,20 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, owned bool) (*trieNode
 		i := index(c.memberMap, bit)
 		old := c.members[i]
 		if old.Name == m.Name {
-			c.members = ownCopy(c.members, owned)
 			c.members[i] = m
 			return c, false
 		}
 		// Two names share this slot: push both one level down.
-		child, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, true)
-		child, _ = child.set(m, hash, shift+trieBits, true)
+		child, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, ed)
+		child, _ = child.set(m, hash, shift+trieBits, ed)
 		c.memberMap &^= bit
-		c.members = slices.Delete(ownCopy(c.members, owned), i, i+1)
+		c.members = slices.Delete(c.members, i, i+1)
 		c.childMap |= bit
 		c.children = slices.Insert(c.children, index(c.childMap, bit), child)
 		return c, true
 	case c.childMap&bit != 0:
 		i := index(c.childMap, bit)
-		child, added := c.children[i].set(m, hash, shift+trieBits, owned)
-		c.children = ownCopy(c.children, owned)
+		child, added := c.children[i].set(m, hash, shift+trieBits, ed)
 		c.children[i] = child
 		return c, added
 	default:
@@ -158,57 +164,50 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, owned bool) (*trieNode
 	}
 }
 
-// ownCopy returns s itself when the caller owns it, else a copy to change.
-func ownCopy[S ~[]E, E any](s S, owned bool) S {
-	if owned {
-		return s
-	}
-	return slices.Clone(s)
-}
-
 // delete returns n without name, and whether it was there. A subtrie left
 // with a single member and no subtries is folded into its parent, so the
 // trie keeps the shape it would have had without the deleted name.
-func (n *trieNode) delete(name string, hash uint64, shift uint) (*trieNode, bool) {
+func (n *trieNode) delete(name string, hash uint64, shift uint, ed *edit) (*trieNode, bool) {
 	if n == nil {
 		return nil, false
 	}
-	c := *n
 	if shift >= trieMaxShift {
-		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == name })
+		i := slices.IndexFunc(n.members, func(o Member) bool { return o.Name == name })
 		if i < 0 {
 			return n, false
 		}
-		c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+		c := n.writable(ed)
+		c.members = slices.Delete(c.members, i, i+1)
 		return c.orNil(), true
 	}
 	bit := slot(hash, shift)
 	switch {
-	case c.memberMap&bit != 0:
-		i := index(c.memberMap, bit)
-		if c.members[i].Name != name {
+	case n.memberMap&bit != 0:
+		i := index(n.memberMap, bit)
+		if n.members[i].Name != name {
 			return n, false
 		}
+		c := n.writable(ed)
 		c.memberMap &^= bit
-		c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+		c.members = slices.Delete(c.members, i, i+1)
 		return c.orNil(), true
-	case c.childMap&bit != 0:
-		i := index(c.childMap, bit)
-		child, removed := c.children[i].delete(name, hash, shift+trieBits)
+	case n.childMap&bit != 0:
+		i := index(n.childMap, bit)
+		child, removed := n.children[i].delete(name, hash, shift+trieBits, ed)
 		if !removed {
 			return n, false
 		}
+		c := n.writable(ed)
 		switch {
 		case child == nil:
 			c.childMap &^= bit
-			c.children = slices.Delete(slices.Clone(c.children), i, i+1)
+			c.children = slices.Delete(c.children, i, i+1)
 		case child.childMap == 0 && len(child.members) == 1:
 			c.childMap &^= bit
-			c.children = slices.Delete(slices.Clone(c.children), i, i+1)
+			c.children = slices.Delete(c.children, i, i+1)
 			c.memberMap |= bit
-			c.members = slices.Insert(slices.Clone(c.members), index(c.memberMap, bit), child.members[0])
+			c.members = slices.Insert(c.members, index(c.memberMap, bit), child.members[0])
 		default:
-			c.children = slices.Clone(c.children)
 			c.children[i] = child
 		}
 		return c.orNil(), true
@@ -217,9 +216,9 @@ func (n *trieNode) delete(name string, hash uint64, shift uint) (*trieNode, bool
 }
 
 // orNil returns nil for a node that holds nothing any more.
-func (n trieNode) orNil() *trieNode {
+func (n *trieNode) orNil() *trieNode {
 	if len(n.members) == 0 && len(n.children) == 0 {
 		return nil
 	}
-	return &n
+	return n
 }

@@ -51,37 +51,39 @@ func newMember(prefix string, kv *mvccpb.KeyValue) (Member, bool) {
 	return Member{Name: both[:len(name)], Value: both[len(name):], CreateRevision: kv.CreateRevision}, true
 }
 
-// apply returns the snapshot after events (one watch response, in revision
-// order) and the changes they make, in O(len(events) · log n).
+// apply returns the snapshot after events (one or more watch responses, in
+// revision order) and the changes they make. Each event costs O(log n), and
+// the nodes one call copies are changed in place by its later events, so a
+// burst applied at once copies each touched path only once.
 func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64) (*snapshot, []Change) {
 	names, order := s.names, s.order
+	ed := new(edit)
 	changes := make([]Change, 0, len(events))
 	for _, ev := range events {
 		m, ok := newMember(prefix, ev.Kv)
 		if !ok {
 			continue
 		}
-		name := m.Name
-		old, present := names.get(name)
+		old, present := names.get(m.Name)
 		switch ev.Type {
 		case mvccpb.PUT:
 			switch {
 			case present && old.CreateRevision == m.CreateRevision:
-				order = order.update(m)
+				order = order.update(m, ed)
 			case present:
-				order = order.remove(old).insert(m)
+				order = order.remove(old, ed).insert(m, ed)
 			default:
-				order = order.insert(m)
+				order = order.insert(m, ed)
 			}
-			names = names.set(m)
-			changes = append(changes, Change{Name: name, Op: OpPut, Value: m.Value, Revision: ev.Kv.ModRevision})
+			names = names.set(m, ed)
+			changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: ev.Kv.ModRevision})
 		case mvccpb.DELETE:
 			if !present {
 				continue
 			}
-			names = names.delete(name)
-			order = order.remove(old)
-			changes = append(changes, Change{Name: name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
+			names = names.delete(m.Name, ed)
+			order = order.remove(old, ed)
+			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
 		}
 	}
 	if len(changes) == 0 && revision == s.revision {

@@ -70,7 +70,21 @@ func TestIndexesAgainstModel(t *testing.T) {
 			var versions []version
 			revision := int64(0)
 			var keys []string // the names in want, in a reproducible order
+			var ed *edit      // the batch in progress, nil between batches
+			batchLeft := 0
 			for step := range 4 * size {
+				if batchLeft == 0 {
+					// A batch ends: what it built is published, and the next
+					// one must copy before it changes anything.
+					if step%(size/4+1) == 0 {
+						versions = append(versions, version{names, order, want.clone()})
+					}
+					ed, batchLeft = nil, 1
+					if rng.IntN(2) == 0 {
+						ed, batchLeft = new(edit), 1+rng.IntN(8)
+					}
+				}
+				batchLeft--
 				switch op := rng.IntN(10); {
 				case op < 5 || len(keys) == 0: // join
 					if rng.IntN(4) > 0 { // else in the same transaction as the last
@@ -78,31 +92,28 @@ func TestIndexesAgainstModel(t *testing.T) {
 					}
 					m := Member{Name: fmt.Sprintf("m%d", rng.IntN(2*size)), Value: fmt.Sprint(revision), CreateRevision: revision}
 					if old, ok := want[m.Name]; ok {
-						order = order.remove(old)
+						order = order.remove(old, ed)
 					} else {
 						keys = append(keys, m.Name)
 					}
-					names, order = names.set(m), order.insert(m)
+					names, order = names.set(m, ed), order.insert(m, ed)
 					want[m.Name] = m
 				case op < 8: // leave
 					i := rng.IntN(len(keys))
 					k := keys[i]
 					keys[i] = keys[len(keys)-1]
 					keys = keys[:len(keys)-1]
-					names, order = names.delete(k), order.remove(want[k])
+					names, order = names.delete(k, ed), order.remove(want[k], ed)
 					delete(want, k)
 				default: // new value, same registration
 					k := keys[rng.IntN(len(keys))]
 					m := want[k]
 					m.Value += "'"
-					names, order = names.set(m), order.update(m)
+					names, order = names.set(m, ed), order.update(m, ed)
 					want[k] = m
 				}
 				if size <= 100 || step%(size/10) == 0 {
 					checkAgainst(t, names, order, want)
-				}
-				if step%(size/4+1) == 0 {
-					versions = append(versions, version{names, order, want.clone()})
 				}
 			}
 			checkAgainst(t, names, order, want)
@@ -118,7 +129,7 @@ func TestIndexesAgainstModel(t *testing.T) {
 func TestByCreateInsertOutOfOrder(t *testing.T) {
 	var order byCreate
 	for _, rev := range []int64{10, 20, 30, 15, 5} {
-		order = order.insert(Member{Name: fmt.Sprint(rev), CreateRevision: rev})
+		order = order.insert(Member{Name: fmt.Sprint(rev), CreateRevision: rev}, nil)
 	}
 	var revs []int64
 	for m := range order.all() {
@@ -134,21 +145,21 @@ func TestByCreateInsertOutOfOrder(t *testing.T) {
 func TestByNameCollisionLevel(t *testing.T) {
 	var n *trieNode
 	for _, name := range []string{"a", "b", "c"} {
-		n, _ = n.set(Member{Name: name, Value: name}, 0, trieMaxShift, false)
+		n, _ = n.set(Member{Name: name, Value: name}, 0, trieMaxShift, nil)
 	}
-	n, added := n.set(Member{Name: "b", Value: "b2"}, 0, trieMaxShift, false)
+	n, added := n.set(Member{Name: "b", Value: "b2"}, 0, trieMaxShift, nil)
 	if added || len(n.members) != 3 || n.members[1].Value != "b2" {
 		t.Fatalf("replace in a collision node: %+v", n.members)
 	}
-	n, removed := n.delete("a", 0, trieMaxShift)
+	n, removed := n.delete("a", 0, trieMaxShift, nil)
 	if !removed || len(n.members) != 2 {
 		t.Fatalf("delete from a collision node: %+v", n.members)
 	}
-	if _, removed := n.delete("zz", 0, trieMaxShift); removed {
+	if _, removed := n.delete("zz", 0, trieMaxShift, nil); removed {
 		t.Fatal("deleted an absent name")
 	}
-	n, _ = n.delete("b", 0, trieMaxShift)
-	n, _ = n.delete("c", 0, trieMaxShift)
+	n, _ = n.delete("b", 0, trieMaxShift, nil)
+	n, _ = n.delete("c", 0, trieMaxShift, nil)
 	if n != nil {
 		t.Fatal("an empty collision node must vanish")
 	}

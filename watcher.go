@@ -223,14 +223,9 @@ func (w *watcher) follow() {
 				return
 			}
 			unanswered = 0
-			if err := resp.Err(); err != nil {
-				w.logger.Warn("biregister: watch failed, listing again", "err", err)
+			if !w.applyResponses(takeWaiting(resp, events)) {
 				return
 			}
-			if w.rewound(&resp.Header) {
-				return
-			}
-			w.applyResponse(resp)
 		case header := <-w.headers:
 			if w.rewound(header) {
 				return
@@ -284,18 +279,72 @@ func (w *watcher) rewound(header *etcdserverpb.ResponseHeader) bool {
 	return false
 }
 
-func (w *watcher) applyResponse(resp clientv3.WatchResponse) {
+// maxBatch bounds how many watch responses go into one snapshot: enough to
+// absorb a burst, few enough that a snapshot is published often meanwhile.
+const maxBatch = 256
+
+// takeWaiting returns first and the responses already waiting behind it.
+// Nothing waits for more: a lone event is applied at once, while under a
+// burst the responses that piled up meanwhile make one batch.
+func takeWaiting(first clientv3.WatchResponse, events clientv3.WatchChan) []clientv3.WatchResponse {
+	batch := []clientv3.WatchResponse{first}
+	for len(batch) < maxBatch {
+		select {
+		case resp, ok := <-events:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, resp)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// applyResponses applies the good responses of batch as one snapshot; it
+// returns false if one of them ends the watch (an error, or an etcd that is
+// not the one the cache follows), after applying those before it.
+func (w *watcher) applyResponses(batch []clientv3.WatchResponse) bool {
+	for i := range batch {
+		if err := batch[i].Err(); err != nil {
+			w.logger.Warn("biregister: watch failed, listing again", "err", err)
+			w.apply(batch[:i])
+			return false
+		}
+		if w.rewound(&batch[i].Header) {
+			w.apply(batch[:i])
+			return false
+		}
+	}
+	w.apply(batch)
+	return true
+}
+
+func (w *watcher) apply(batch []clientv3.WatchResponse) {
+	if len(batch) == 0 {
+		return
+	}
 	cur := w.snap.Load()
 	revision := cur.revision
-	switch {
-	case len(resp.Events) > 0:
-		// Not resp.Header.Revision: a catching-up watch may send a batch whose
-		// header is ahead of events still to come.
-		revision = resp.Events[len(resp.Events)-1].Kv.ModRevision
-	case resp.IsProgressNotify():
-		revision = resp.Header.Revision
+	var events []*clientv3.Event
+	for _, resp := range batch {
+		switch {
+		case len(resp.Events) > 0:
+			// Not resp.Header.Revision: a catching-up watch may send a batch
+			// whose header is ahead of events still to come.
+			revision = resp.Events[len(resp.Events)-1].Kv.ModRevision
+		case resp.IsProgressNotify():
+			// A lagging member may report an older revision: never go back.
+			revision = max(revision, resp.Header.Revision)
+		}
+		if len(batch) == 1 {
+			events = resp.Events
+		} else {
+			events = append(events, resp.Events...)
+		}
 	}
-	next, changes := cur.apply(w.prefix, resp.Events, revision)
+	next, changes := cur.apply(w.prefix, events, revision)
 	w.publish(next)
 	for _, c := range changes {
 		w.feed.push(c)
