@@ -1,9 +1,9 @@
 package biregister_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/biregister/biregister/internal/syncbuf"
 	"log/slog"
 	"slices"
 	"strings"
@@ -247,30 +247,12 @@ func TestFence(t *testing.T) {
 	assert.True(t, resp.Succeeded, "the new registration's fence holds")
 }
 
-// syncBuffer is an io.Writer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A key deleted or a lease revoked from outside: the Register puts itself
 // back under the same name, and says so in its log.
 func TestReRegisterAfterOutsideDelete(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	a := newRegister(t, etcd.Endpoints(), "/rereg", "a", "v", 3, biregister.WithLogger(logger))
 	ctx := context.Background()
@@ -310,7 +292,7 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 func TestReRegisterWhileNameTaken(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	a := newRegister(t, etcd.Endpoints(), "/squat", "a", "mine", 3,
 		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 

@@ -1,11 +1,10 @@
 package biregister_test
 
 import (
-	"bytes"
 	"context"
+	"github.com/biregister/biregister/internal/syncbuf"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,29 +69,10 @@ func startSecureEtcd(t *testing.T, opts etcdtest.Options) *etcdtest.Cluster {
 	return etcdtest.StartWith(t, opts)
 }
 
-// secureLogSink is an io.Writer that the logger's goroutines and the test may use
-// at once.
-type secureLogSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *secureLogSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *secureLogSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 // secureLogger returns a logger that writes everything, Debug included, to a
 // new sink.
-func secureLogger() (*slog.Logger, *secureLogSink) {
-	sink := &secureLogSink{}
+func secureLogger() (*slog.Logger, *syncbuf.Buffer) {
+	sink := &syncbuf.Buffer{}
 	return slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug})), sink
 }
 

@@ -3,6 +3,7 @@ package grpcresolver
 import (
 	"errors"
 	"fmt"
+	"github.com/biregister/biregister/internal/syncbuf"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -130,25 +131,8 @@ func (r *recorder) nextError(t *testing.T) error {
 	return err
 }
 
-// logBuffer collects log output from any goroutine.
-type logBuffer struct {
-	mu   sync.Mutex
-	text strings.Builder
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.text.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.text.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
+// debugLogger logs everything, Debug included, to b.
+func debugLogger(b *syncbuf.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -174,14 +158,14 @@ func build(t *testing.T, w biregister.Watcher, opts ...Option) *recorder {
 
 func TestResolverState(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	w := newFakeWatcher(
 		"10.0.0.1:1",
 		"garbage",
 		Endpoint{Addr: "10.0.0.2:2", Metadata: map[string]string{"zone": "a"}}.String(),
 		"10.0.0.1:1", // a second registration of the first address
 	)
-	rec := build(t, w, WithLogger(logs.logger()))
+	rec := build(t, w, WithLogger(debugLogger(&logs)))
 
 	assert.Equal(t, []Endpoint{
 		{Addr: "10.0.0.1:1"},

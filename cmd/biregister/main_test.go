@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"github.com/biregister/biregister/internal/syncbuf"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,25 +23,6 @@ import (
 // waitFor bounds every wait: generous, since it only turns a hang into a
 // failure.
 const waitFor = 15 * time.Second
-
-// syncBuffer is a bytes.Buffer that a running command writes while the test
-// reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // clearEnv hides the etcdctl variables of whoever runs the tests, so that
 // only the flags of each test count.
@@ -67,7 +47,7 @@ func setup(t *testing.T, withEtcd bool) *etcdtest.Cluster {
 // runCmd runs the command to completion.
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	code = run(context.Background(), args, &out, &errOut)
 	t.Logf("biregister %s -> %d\nstdout:\n%sstderr:\n%s", strings.Join(args, " "), code, out.String(), errOut.String())
 	return code, out.String(), errOut.String()
@@ -83,7 +63,7 @@ func rows(out string) [][]string {
 }
 
 // waitOutput polls buf until it matches re.
-func waitOutput(t *testing.T, buf *syncBuffer, re string) {
+func waitOutput(t *testing.T, buf *syncbuf.Buffer, re string) {
 	t.Helper()
 	pattern := regexp.MustCompile(re)
 	deadline := time.NewTimer(waitFor)
@@ -155,7 +135,7 @@ func TestWatch(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"watch", "-endpoints", strings.Join(eps, ","), "/svc/w"}, &out, &errOut)
@@ -331,7 +311,7 @@ func TestWatchResync(t *testing.T) {
 	f.changes <- biregister.Change{Op: biregister.OpPut, Name: "a", Value: "1", Revision: 7} // present at start
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() { done <- watch(ctx, f, &out) }()
 	waitOutput(t, &out, `(?m)^\*\s+a\s+1\s+5\n$`)
