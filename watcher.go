@@ -21,8 +21,8 @@ const (
 	// notification: one message that proves the stream is alive and that etcd
 	// was not replaced or rewound behind the same address.
 	probeInterval = 5 * time.Second
-	// stalledProbes is how many probes in a row may go unanswered before the
-	// watch counts as stalled and is replaced.
+	// stalledProbes is how many probe intervals a progress request may go
+	// unanswered before one read checks the watch.
 	stalledProbes = 2
 )
 
@@ -211,7 +211,7 @@ func (w *watcher) follow() {
 		defer ticker.Stop()
 		probe = ticker.C
 	}
-	unanswered := 0
+	requested, unanswered := false, 0
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -222,7 +222,7 @@ func (w *watcher) follow() {
 			if !ok {
 				return
 			}
-			unanswered = 0
+			requested, unanswered = false, 0
 			if !w.applyResponses(takeWaiting(resp, events)) {
 				return
 			}
@@ -231,16 +231,26 @@ func (w *watcher) follow() {
 				return
 			}
 		case <-probe:
-			if unanswered == stalledProbes {
-				w.logger.Warn("biregister: watch stalled, listing again")
+			if !requested {
+				// The client resumes a broken stream by itself and says
+				// nothing; a progress request is answered on whatever stream
+				// now serves us.
+				probeCtx, cancelProbe := context.WithTimeout(ctx, w.timeout)
+				_ = w.client.RequestProgress(probeCtx)
+				cancelProbe()
+				requested = true
+				continue
+			}
+			if unanswered++; unanswered < stalledProbes {
+				continue
+			}
+			// etcd defers its answer while nothing was written since the
+			// watch's start revision, which is the normal state of an idle
+			// store: one read tells that from a broken or replaced etcd.
+			unanswered = 0
+			if !w.confirm() {
 				return
 			}
-			unanswered++
-			// The client resumes a broken stream by itself and says nothing; a
-			// progress request is answered on whatever stream now serves us.
-			probeCtx, cancelProbe := context.WithTimeout(ctx, w.timeout)
-			_ = w.client.RequestProgress(probeCtx)
-			cancelProbe()
 		}
 	}
 }
@@ -259,24 +269,33 @@ func (w *watcher) observe(header *etcdserverpb.ResponseHeader) {
 // the cache follows: another cluster, or one restored to an older revision.
 // The client would resume its watch there at a revision that may never come.
 func (w *watcher) rewound(header *etcdserverpb.ResponseHeader) bool {
-	revision := w.snap.Load().revision
-	if (header.ClusterId == 0 || header.ClusterId == w.clusterID) && header.Revision >= revision {
+	if (header.ClusterId == 0 || header.ClusterId == w.clusterID) && header.Revision >= w.snap.Load().revision {
 		return false
 	}
 	// A member that lags behind the one the watch came from answers with an
 	// older revision too; only a linearizable read tells them apart.
+	return !w.confirm()
+}
+
+// confirm reads etcd's cluster id and revision with one linearizable read and
+// reports whether the watch still follows the etcd the cache was read from.
+func (w *watcher) confirm() bool {
+	revision := w.snap.Load().revision
 	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 	resp, err := w.client.Get(ctx, w.prefix, clientv3.WithCountOnly())
 	cancel()
-	if err != nil {
-		return w.ctx.Err() == nil
-	}
-	if resp.Header.ClusterId != w.clusterID || resp.Header.Revision < revision {
+	switch {
+	case err != nil:
+		if w.ctx.Err() == nil {
+			w.logger.Warn("biregister: watch stalled, listing again", "err", err)
+		}
+		return false
+	case resp.Header.ClusterId != w.clusterID || resp.Header.Revision < revision:
 		w.logger.Warn("biregister: etcd was replaced or rewound, listing again",
 			"cluster", resp.Header.ClusterId, "revision", resp.Header.Revision, "cachedRevision", revision)
-		return true
+		return false
 	}
-	return false
+	return true
 }
 
 // maxBatch bounds how many watch responses go into one snapshot: enough to
