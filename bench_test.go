@@ -395,30 +395,71 @@ func BenchmarkPropagation(b *testing.B) {
 // ---------------------------------------------------------------------------
 // 2. Graceful failover.
 
-func BenchmarkFailover(b *testing.B) {
-	eps := startBenchEtcd(b)
-	// Members alternate between two clients, as two processes would; the
-	// watcher of the floor and the probes have their own.
-	clients := [2]*clientv3.Client{benchClient(b, eps), benchClient(b, eps)}
-	other := benchClient(b, eps)
+// failoverPeer is one way of handing leadership over, set up once and
+// stepped through failovers: prepare readies the next failover (untimed) and
+// returns it.
+type failoverPeer struct {
+	name    string
+	prepare func(b *testing.B) *failoverStep
+	close   func()
+}
 
-	// The floor: a lease revoked → a raw watch sees its key's DELETE.
-	b.Run("raw-revoke-watch", func(b *testing.B) {
-		prefix := uniquePrefix("failover/raw")
-		ctx, cancel := context.WithCancel(context.Background()) // the loop may outlast benchWait
-		defer cancel()
-		wctx, wcancel := context.WithCancel(context.Background())
-		defer wcancel()
-		wch := other.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-		if resp := <-wch; !resp.Created {
-			b.Fatal("watch not created")
+// failoverStep is one prepared failover: trigger is what is timed from (the
+// leader leaving), done yields when the successor knows it leads.
+type failoverStep struct {
+	trigger func() error
+	done    <-chan time.Time
+	errs    <-chan error
+	// deleted, if not nil, yields when a raw watch saw the old leader's key
+	// deleted: it splits the failover into the leaving and the learning.
+	deleted <-chan time.Time
+	// after runs once the failover is complete (untimed).
+	after func()
+}
+
+// watchDelete returns a channel that yields when wch delivers the DELETE of
+// key. Only one such reader of wch may run at a time.
+func watchDelete(wch clientv3.WatchChan, key string) (<-chan time.Time, <-chan error) {
+	done, errs := make(chan time.Time, 1), make(chan error, 1)
+	go func() {
+		for resp := range wch {
+			for _, ev := range resp.Events {
+				if ev.Type == mvccpb.DELETE && string(ev.Kv.Key) == key {
+					done <- time.Now()
+					return
+				}
+			}
 		}
-		var lat benchutil.Latencies
-		b.ResetTimer()
-		b.StopTimer()
-		for i := 0; i < b.N; i++ {
-			c := clients[i%2]
-			key := fmt.Sprintf("%sm%06d", prefix, i)
+		errs <- errors.New("watch closed")
+	}()
+	return done, errs
+}
+
+// openWatch opens a raw watch on prefix and waits until etcd created it.
+func openWatch(b *testing.B, c *clientv3.Client, prefix string) (clientv3.WatchChan, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	wch := c.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	if resp := <-wch; !resp.Created {
+		cancel()
+		b.Fatal("watch not created")
+	}
+	return wch, cancel
+}
+
+// newFloorPeer: a lease revoked → a raw watch sees its key's DELETE.
+func newFloorPeer(b *testing.B, clients [2]*clientv3.Client, other *clientv3.Client) *failoverPeer {
+	prefix := uniquePrefix("failover/raw")
+	wch, cancelWatch := openWatch(b, other, prefix)
+	serial := 0
+	return &failoverPeer{
+		name:  "raw-revoke-watch",
+		close: cancelWatch,
+		prepare: func(b *testing.B) *failoverStep {
+			ctx, cancel := ctxWait()
+			defer cancel()
+			c := clients[serial%2]
+			key := fmt.Sprintf("%sm%06d", prefix, serial)
+			serial++
 			lease, err := c.Grant(ctx, benchTTL)
 			if err != nil {
 				b.Fatal(err)
@@ -426,157 +467,142 @@ func BenchmarkFailover(b *testing.B) {
 			if _, err := c.Put(ctx, key, "v", clientv3.WithLease(lease.ID)); err != nil {
 				b.Fatal(err)
 			}
-			done, errs := make(chan time.Time, 1), make(chan error, 1)
-			go func() {
-				for resp := range wch {
-					for _, ev := range resp.Events {
-						if ev.Type == mvccpb.DELETE && string(ev.Kv.Key) == key {
-							done <- time.Now()
-							return
-						}
-					}
-				}
-				errs <- errors.New("watch closed")
-			}()
-			time.Sleep(quietGap)
-			b.StartTimer()
-			start := time.Now()
-			if _, err := c.Revoke(ctx, lease.ID); err != nil {
-				b.Fatal(err)
+			done, errs := watchDelete(wch, key)
+			return &failoverStep{
+				trigger: func() error {
+					ctx, cancel := ctxWait()
+					defer cancel()
+					_, err := c.Revoke(ctx, lease.ID)
+					return err
+				},
+				done: done,
+				errs: errs,
 			}
-			end := awaitTime(b, done, errs)
-			b.StopTimer()
-			lat.Add(end.Sub(start))
-		}
-		lat.Report(b, "")
-	})
-
-	// biregister: the leader's Close() → the next member leads. The next
-	// member learns it by polling AmILeader in a tight loop, or by WaitLeader.
-	for _, mode := range []string{"AmILeader-poll", "WaitLeader"} {
-		b.Run("biregister-"+mode, func(b *testing.B) {
-			prefix := uniquePrefix("failover/biregister")
-			serial := 0
-			newMember := func() biregister.Register {
-				r, err := biregister.NewRegister(nil, prefix, fmt.Sprintf("m%06d", serial), "v", benchTTL, biregister.WithClient(clients[serial%2]))
-				if err != nil {
-					b.Fatal(err)
-				}
-				serial++
-				return r
-			}
-			ctx, cancel := context.WithCancel(context.Background()) // the loop may outlast benchWait
-			defer cancel()
-			leader := newMember()
-			defer func() { leader.Close() }()
-			if err := leader.WaitLeader(ctx); err != nil {
-				b.Fatal(err)
-			}
-			// A raw watch on the group tells when etcd deleted the old
-			// leader's key: the failover splits into "Close → DELETE seen"
-			// and "DELETE → the next member leads".
-			wctx, wcancel := context.WithCancel(context.Background())
-			defer wcancel()
-			wch := other.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-			if resp := <-wch; !resp.Created {
-				b.Fatal("watch not created")
-			}
-			var lat, deleted benchutil.Latencies
-			b.ResetTimer()
-			b.StopTimer()
-			for i := 0; i < b.N; i++ {
-				next := newMember()
-				probeWatcher(b, other, next, prefix)
-				settle(b, eps, nil)
-				if next.AmILeader() || !leader.AmILeader() {
-					b.Fatal("wrong leader before the failover")
-				}
-				done, errs := make(chan time.Time, 1), make(chan error, 1)
-				started := make(chan struct{})
-				if mode == "WaitLeader" {
-					go func() {
-						close(started)
-						if err := next.WaitLeader(ctx); err != nil {
-							errs <- err
-							return
-						}
-						done <- time.Now()
-					}()
-				} else {
-					go func() {
-						close(started)
-						for !next.AmILeader() {
-							if ctx.Err() != nil {
-								errs <- ctx.Err()
-								return
-							}
-							// Not a bare spin: on 2 cores a spinning reader
-							// takes a core from etcd and the library.
-							time.Sleep(10 * time.Microsecond)
-						}
-						done <- time.Now()
-					}()
-				}
-				<-started
-				deletedAt := make(chan time.Time, 1)
-				go func(key string) {
-					for resp := range wch {
-						for _, ev := range resp.Events {
-							if ev.Type == mvccpb.DELETE && string(ev.Kv.Key) == key {
-								deletedAt <- time.Now()
-								return
-							}
-						}
-					}
-				}(leader.MyKey())
-				time.Sleep(quietGap)
-				b.StartTimer()
-				start := time.Now()
-				leader.Close()
-				end := awaitTime(b, done, errs)
-				b.StopTimer()
-				lat.Add(end.Sub(start))
-				deleted.Add(awaitTime(b, deletedAt, nil).Sub(start))
-				leader = next
-			}
-			lat.Report(b, "")
-			deleted.Report(b, "raw-delete-seen")
-		})
+		},
 	}
+}
 
-	// concurrency.Election: the leader's Session.Close() → the next
-	// candidate's Campaign returns.
-	b.Run("concurrency-Election", func(b *testing.B) {
-		prefix := uniquePrefix("failover/election")
-		ctx, cancel := context.WithCancel(context.Background()) // the loop may outlast benchWait
-		defer cancel()
-		serial := 0
-		newSession := func() (*concurrency.Session, *concurrency.Election) {
-			s, err := concurrency.NewSession(clients[serial%2], concurrency.WithTTL(benchTTL))
-			if err != nil {
-				b.Fatal(err)
-			}
-			serial++
-			return s, concurrency.NewElection(s, prefix)
-		}
-		leader, election := newSession()
-		defer func() { leader.Close() }()
-		if err := election.Campaign(ctx, "v"); err != nil {
+// newBiregisterFailoverPeer: the leader's Close() → the next member leads. The next
+// member learns it by polling AmILeader (poll) or from WaitLeader.
+func newBiregisterFailoverPeer(b *testing.B, eps []string, clients [2]*clientv3.Client, other *clientv3.Client, poll bool) *failoverPeer {
+	prefix := uniquePrefix("failover/biregister")
+	serial := 0
+	newMember := func() biregister.Register {
+		r, err := biregister.NewRegister(nil, prefix, fmt.Sprintf("m%06d", serial), "v", benchTTL, biregister.WithClient(clients[serial%2]))
+		if err != nil {
 			b.Fatal(err)
 		}
-		// No candidate waits now: the watchers etcd has are someone else's.
-		time.Sleep(200 * time.Millisecond)
+		serial++
+		return r
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	leader := newMember()
+	wctx, waitCancel := ctxWait()
+	defer waitCancel()
+	if err := leader.WaitLeader(wctx); err != nil {
+		b.Fatal(err)
+	}
+	// A raw watch on the group tells when etcd deleted the old leader's key.
+	wch, cancelWatch := openWatch(b, other, prefix)
+	name := "biregister-WaitLeader"
+	if poll {
+		name = "biregister-AmILeader-poll"
+	}
+	return &failoverPeer{
+		name: name,
+		close: func() {
+			cancel()
+			cancelWatch()
+			leader.Close()
+		},
+		prepare: func(b *testing.B) *failoverStep {
+			next := newMember()
+			probeWatcher(b, other, next, prefix)
+			settle(b, eps, nil)
+			if next.AmILeader() || !leader.AmILeader() {
+				b.Fatal("wrong leader before the failover")
+			}
+			done, errs := make(chan time.Time, 1), make(chan error, 1)
+			started := make(chan struct{})
+			if poll {
+				go func() {
+					close(started)
+					for !next.AmILeader() {
+						if ctx.Err() != nil {
+							errs <- ctx.Err()
+							return
+						}
+						// Not a bare spin: on 2 cores a spinning reader takes
+						// a core from etcd and the library.
+						time.Sleep(10 * time.Microsecond)
+					}
+					done <- time.Now()
+				}()
+			} else {
+				go func() {
+					close(started)
+					if err := next.WaitLeader(ctx); err != nil {
+						errs <- err
+						return
+					}
+					done <- time.Now()
+				}()
+			}
+			<-started
+			deleted, _ := watchDelete(wch, leader.MyKey())
+			old := leader
+			return &failoverStep{
+				trigger: func() error { old.Close(); return nil },
+				done:    done,
+				errs:    errs,
+				deleted: deleted,
+				after:   func() { leader = next },
+			}
+		},
+	}
+}
+
+// newElectionPeer: the leader's Session.Close() → the next candidate's
+// Campaign returns.
+func newElectionPeer(b *testing.B, eps []string, clients [2]*clientv3.Client) *failoverPeer {
+	prefix := uniquePrefix("failover/election")
+	ctx, cancel := context.WithCancel(context.Background())
+	serial := 0
+	newSession := func() (*concurrency.Session, *concurrency.Election) {
+		s, err := concurrency.NewSession(clients[serial%2], concurrency.WithTTL(benchTTL))
+		if err != nil {
+			b.Fatal(err)
+		}
+		serial++
+		return s, concurrency.NewElection(s, prefix)
+	}
+	leader, election := newSession()
+	if err := election.Campaign(ctx, "v"); err != nil {
+		b.Fatal(err)
+	}
+	watchers := func() float64 {
 		m, err := benchutil.Scrape(eps[0])
 		if err != nil {
 			b.Fatal(err)
 		}
-		base := m.Sum("etcd_debugging_mvcc_watcher_total")
-		var lat benchutil.Latencies
-		b.ResetTimer()
-		b.StopTimer()
-		for i := 0; i < b.N; i++ {
-			// The last winner's watch is gone…
-			settle(b, eps, func(w float64) bool { return w == base })
+		return m.Sum("etcd_debugging_mvcc_watcher_total")
+	}
+	return &failoverPeer{
+		name: "concurrency-Election",
+		close: func() {
+			cancel()
+			leader.Close()
+		},
+		prepare: func(b *testing.B) *failoverStep {
+			// The candidate's watch on the leader's key must be in place and
+			// synced (it starts at a past revision) before the leader
+			// leaves. It cannot be seen from here: wait until etcd holds
+			// one watcher more than before and none is unsynced. (Should a
+			// watcher of someone else's end meanwhile, give up counting
+			// after 500 ms and rely on 250 ms — over two of etcd's 100 ms
+			// catch-up rounds — and no unsynced watcher.)
+			settle(b, eps, nil)
+			before := watchers()
 			next, nextElection := newSession()
 			done, errs := make(chan time.Time, 1), make(chan error, 1)
 			go func() {
@@ -586,21 +612,100 @@ func BenchmarkFailover(b *testing.B) {
 				}
 				done <- time.Now()
 			}()
-			// …and the new candidate's watch on the leader's key is in place
-			// and synced.
-			settle(b, eps, func(w float64) bool { return w == base+1 })
-			time.Sleep(quietGap)
-			b.StartTimer()
-			start := time.Now()
-			if err := leader.Close(); err != nil {
-				b.Fatal(err)
+			started := time.Now()
+			if err := benchutil.WaitWatchesSettled(eps[0], func(w float64) bool { return w >= before+1 }, 500*time.Millisecond); err != nil {
+				time.Sleep(250*time.Millisecond - time.Since(started))
+				settle(b, eps, nil)
 			}
-			end := awaitTime(b, done, errs)
+			old := leader
+			return &failoverStep{
+				trigger: old.Close,
+				done:    done,
+				errs:    errs,
+				after:   func() { leader = next },
+			}
+		},
+	}
+}
+
+// failoverStats are one peer's failover latencies.
+type failoverStats struct{ lat, deleted benchutil.Latencies }
+
+// timeFailover prepares one failover of p and times it; the timer runs only
+// from the trigger to the successor knowing.
+func timeFailover(b *testing.B, p *failoverPeer, st *failoverStats) {
+	step := p.prepare(b)
+	time.Sleep(quietGap)
+	b.StartTimer()
+	start := time.Now()
+	if err := step.trigger(); err != nil {
+		b.Fatal(err)
+	}
+	end := awaitTime(b, step.done, step.errs)
+	b.StopTimer()
+	st.lat.Add(end.Sub(start))
+	if step.deleted != nil {
+		st.deleted.Add(awaitTime(b, step.deleted, nil).Sub(start))
+	}
+	if step.after != nil {
+		step.after()
+	}
+}
+
+func BenchmarkFailover(b *testing.B) {
+	eps := startBenchEtcd(b)
+	// Members alternate between two clients, as two processes would; the
+	// raw watches and the probes have their own.
+	clients := [2]*clientv3.Client{benchClient(b, eps), benchClient(b, eps)}
+	other := benchClient(b, eps)
+	peers := []struct {
+		name string
+		mk   func(b *testing.B) *failoverPeer
+	}{
+		{"raw-revoke-watch", func(b *testing.B) *failoverPeer { return newFloorPeer(b, clients, other) }},
+		{"biregister-WaitLeader", func(b *testing.B) *failoverPeer { return newBiregisterFailoverPeer(b, eps, clients, other, false) }},
+		{"biregister-AmILeader-poll", func(b *testing.B) *failoverPeer { return newBiregisterFailoverPeer(b, eps, clients, other, true) }},
+		{"concurrency-Election", func(b *testing.B) *failoverPeer { return newElectionPeer(b, eps, clients) }},
+	}
+	for _, peer := range peers {
+		b.Run(peer.name, func(b *testing.B) {
+			p := peer.mk(b)
+			defer p.close()
+			var st failoverStats
+			b.ResetTimer()
 			b.StopTimer()
-			lat.Add(end.Sub(start))
-			leader = next
+			for i := 0; i < b.N; i++ {
+				timeFailover(b, p, &st)
+			}
+			st.lat.Report(b, "")
+			st.deleted.Report(b, "raw-delete-seen")
+		})
+	}
+	// The four take turns, failover by failover, so that whatever else the
+	// machine does falls on all of them alike: separate runs of the floor
+	// drift by ±40 % on this VM.
+	b.Run("interleaved", func(b *testing.B) {
+		var live []*failoverPeer
+		for _, peer := range peers {
+			p := peer.mk(b)
+			defer p.close()
+			live = append(live, p)
 		}
-		lat.Report(b, "")
+		st := make([]failoverStats, len(live))
+		b.ResetTimer()
+		b.StopTimer()
+		for i := 0; i < b.N; i++ {
+			j := i % len(live)
+			timeFailover(b, live[j], &st[j])
+		}
+		floor := st[0].lat.Quantile(0.5)
+		for j, p := range live {
+			st[j].lat.Report(b, p.name)
+			st[j].deleted.Report(b, p.name+"-raw-delete-seen")
+			if j > 0 && floor > 0 && st[j].lat.Len() > 0 {
+				b.ReportMetric(float64(st[j].lat.Quantile(0.5))/float64(floor), p.name+"/floor-p50-x")
+			}
+		}
 	})
 }
 
@@ -843,32 +948,45 @@ type scaleGroup struct {
 	prefix string
 	names  []string
 	keys   []string
-	kvSize float64 // mean key+value bytes per member
+	kvSize float64     // mean key+value bytes per member
+	twin   *scaleGroup // a group of the same size, made when first needed
+}
+
+// newScaleGroup fills a group of n members under prefix, one Put per member,
+// as members register: members written by one transaction would share a
+// create revision, which no group of Registers ever has.
+func newScaleGroup(b *testing.B, writer *clientv3.Client, prefix string, n int) *scaleGroup {
+	g := &scaleGroup{prefix: prefix, names: make([]string, n), keys: make([]string, n)}
+	var bytes int
+	for i := range g.names {
+		g.names[i] = fmt.Sprintf("m%07d", i)
+		g.keys[i] = g.prefix + g.names[i]
+		bytes += len(g.keys[i]) + len(scaleValue(i, 0))
+	}
+	g.kvSize = float64(bytes) / float64(n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := benchutil.Populate(ctx, writer, g.keys, func(i int) string { return scaleValue(i, 0) }, 1, populateWorkers); err != nil {
+		b.Fatalf("populate %s: %v", prefix, err)
+	}
+	fmt.Printf("# scale: %d members written under %s in %v\n", n, prefix, time.Since(start).Round(time.Millisecond))
+	return g
+}
+
+// twinOf returns g's twin, filling it on first use.
+func twinOf(b *testing.B, writer *clientv3.Client, g *scaleGroup) *scaleGroup {
+	if g.twin == nil {
+		g.twin = newScaleGroup(b, writer, strings.TrimSuffix(g.prefix, "/")+"-twin/", len(g.keys))
+	}
+	return g.twin
 }
 
 func BenchmarkScale(b *testing.B) {
 	eps := startBenchEtcd(b)
 	writer := benchClient(b, eps)
 	for _, n := range scaleSizes() {
-		g := &scaleGroup{prefix: fmt.Sprintf("/bench/scale/%d/", n), names: make([]string, n), keys: make([]string, n)}
-		var bytes int
-		for i := range g.names {
-			g.names[i] = fmt.Sprintf("m%07d", i)
-			g.keys[i] = g.prefix + g.names[i]
-			bytes += len(g.keys[i]) + len(scaleValue(i, 0))
-		}
-		g.kvSize = float64(bytes) / float64(n)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		start := time.Now()
-		// One Put per member, as members register: members written by one
-		// transaction would share a create revision, which no group of
-		// Registers ever has.
-		err := benchutil.Populate(ctx, writer, g.keys, func(i int) string { return scaleValue(i, 0) }, 1, populateWorkers)
-		cancel()
-		if err != nil {
-			b.Fatalf("populate %d: %v", n, err)
-		}
-		fmt.Printf("# scale: %d members written in %v\n", n, time.Since(start).Round(time.Millisecond))
+		g := newScaleGroup(b, writer, fmt.Sprintf("/bench/scale/%d/", n), n)
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) { scaleSuite(b, eps, writer, g) })
 	}
 }
@@ -955,6 +1073,7 @@ func scaleSuite(b *testing.B, eps []string, writer *clientv3.Client, g *scaleGro
 
 	b.Run("burst/biregister", func(b *testing.B) { burstBiregister(b, eps, writer, reader, g) })
 	b.Run("burst/raw-watch", func(b *testing.B) { burstRawWatch(b, writer, reader, g) })
+	b.Run("burst/interleaved", func(b *testing.B) { burstInterleaved(b, eps, writer, reader, g, twinOf(b, writer, g)) })
 
 	b.Run("leader-change/biregister", func(b *testing.B) { leaderChangeBiregister(b, eps, writer, reader, g) })
 	b.Run("leader-change/raw-watch", func(b *testing.B) { leaderChangeRawWatch(b, writer, reader, g) })
@@ -1075,12 +1194,27 @@ func currentRevision(b *testing.B, c *clientv3.Client) int64 {
 	return resp.Header.Revision
 }
 
-func burstBiregister(b *testing.B, eps []string, writer, reader *clientv3.Client, g *scaleGroup) {
+// burstSide receives the bursts of one group: a biregister Watcher or a raw
+// watch, set up and synced beforehand.
+type burstSide struct {
+	g *scaleGroup
+	// arm starts waiting for the burst bu, whose writes all come after
+	// revision after; the channel yields when all of it has been received.
+	arm   func(bu *burst, after int64) <-chan burstDone
+	close func()
+}
+
+type burstDone struct {
+	at        time.Time // biregister: every member's last value in the cache; raw: every event received
+	changesAt time.Time // biregister: the burst's last change out of Changes
+	err       error
+}
+
+func newBiregisterBurstSide(b *testing.B, eps []string, writer, reader *clientv3.Client, g *scaleGroup) *burstSide {
 	w, err := biregister.NewWatcher(nil, g.prefix, 600, biregister.WithClient(reader))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer w.Close()
 	// The consumer of Changes, which counts the burst's changes; armed per
 	// burst with the revision the burst comes after.
 	type arm struct {
@@ -1117,100 +1251,160 @@ func burstBiregister(b *testing.B, eps []string, writer, reader *clientv3.Client
 	}()
 	probeWatcher(b, writer, w, g.prefix)
 	settle(b, eps, nil)
+	return &burstSide{
+		g: g,
+		close: func() {
+			w.Close()
+			<-consumerDone
+		},
+		arm: func(bu *burst, after int64) <-chan burstDone {
+			changesDone := make(chan time.Time, 1)
+			arms <- arm{after: after, done: changesDone}
+			done := make(chan burstDone, 1)
+			go func() {
+				// The cache is up to date once every member shows its last
+				// value; members confirmed stay confirmed (nothing writes
+				// them again).
+				next := 0
+				err := awaitCache(w, func() bool {
+					for next < len(bu.final) && w.GetValueByName(bu.final[next].name) == bu.final[next].value {
+						next++
+					}
+					return next == len(bu.final)
+				})
+				at := time.Now()
+				if err != nil {
+					done <- burstDone{err: err}
+					return
+				}
+				select {
+				case changesAt := <-changesDone:
+					done <- burstDone{at: at, changesAt: changesAt}
+				case <-time.After(benchWait):
+					done <- burstDone{err: fmt.Errorf("the burst's %d changes did not all come out of Changes (%d RESYNCs)", burstSize, resyncs.Load())}
+				}
+			}()
+			return done
+		},
+	}
+}
 
-	var cacheLat, changesLat, tailLat benchutil.Latencies
+func newRawBurstSide(b *testing.B, reader *clientv3.Client, g *scaleGroup) *burstSide {
+	ctx, cancel := context.WithCancel(context.Background())
+	wch := reader.Watch(ctx, g.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	if resp := <-wch; !resp.Created {
+		cancel()
+		b.Fatal("watch not created")
+	}
+	return &burstSide{
+		g:     g,
+		close: cancel,
+		arm: func(_ *burst, after int64) <-chan burstDone {
+			done := make(chan burstDone, 1)
+			go func() {
+				count := 0
+				for resp := range wch {
+					for _, ev := range resp.Events {
+						if ev.Kv.ModRevision > after {
+							count++
+						}
+					}
+					if count == burstSize {
+						done <- burstDone{at: time.Now()}
+						return
+					}
+				}
+				done <- burstDone{err: errors.New("watch closed")}
+			}()
+			return done
+		},
+	}
+}
+
+// burstStats are the timings of one side's bursts, each from just before
+// the first put.
+type burstStats struct {
+	all, changes, tail benchutil.Latencies
+}
+
+// timeBurst sends one burst to side's group and records how long it took
+// to come out of side. The timer runs only while the burst is under way.
+func timeBurst(b *testing.B, writer *clientv3.Client, side *burstSide, st *burstStats) {
+	bu := newBurst(side.g)
+	done := side.arm(bu, currentRevision(b, writer))
+	b.StartTimer()
+	start := time.Now()
+	acked, err := bu.run(writer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var d burstDone
+	select {
+	case d = <-done:
+	case <-time.After(benchWait):
+		b.Fatal("burst not received in time")
+	}
+	b.StopTimer()
+	if d.err != nil {
+		b.Fatal(d.err)
+	}
+	st.all.Add(d.at.Sub(start))
+	st.tail.Add(d.at.Sub(acked))
+	if !d.changesAt.IsZero() {
+		st.changes.Add(d.changesAt.Sub(start))
+	}
+}
+
+func ms(d time.Duration) float64 { return benchutil.Micros(d) / 1000 }
+
+func burstBiregister(b *testing.B, eps []string, writer, reader *clientv3.Client, g *scaleGroup) {
+	side := newBiregisterBurstSide(b, eps, writer, reader, g)
+	defer side.close()
+	var st burstStats
 	b.ResetTimer()
 	b.StopTimer()
 	for i := 0; i < b.N; i++ {
-		bu := newBurst(g)
-		changesDone := make(chan time.Time, 1)
-		arms <- arm{after: currentRevision(b, writer), done: changesDone}
-		// The cache is up to date once every member shows its last value;
-		// members confirmed stay confirmed (nothing writes them again).
-		cacheDone := make(chan time.Time, 1)
-		errs := make(chan error, 2)
-		go func() {
-			next := 0
-			err := awaitCache(w, func() bool {
-				for next < len(bu.final) && w.GetValueByName(bu.final[next].name) == bu.final[next].value {
-					next++
-				}
-				return next == len(bu.final)
-			})
-			if err != nil {
-				errs <- err
-				return
-			}
-			cacheDone <- time.Now()
-		}()
-		b.StartTimer()
-		start := time.Now()
-		acked, err := bu.run(writer)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cacheAt := awaitTime(b, cacheDone, errs)
-		var changesAt time.Time
-		select {
-		case changesAt = <-changesDone:
-		case <-time.After(benchWait):
-			b.Fatalf("the burst's %d changes did not all come out (%d RESYNCs)", burstSize, resyncs.Load())
-		}
-		b.StopTimer()
-		cacheLat.Add(cacheAt.Sub(start))
-		changesLat.Add(changesAt.Sub(start))
-		tailLat.Add(cacheAt.Sub(acked))
+		timeBurst(b, writer, side, &st)
 	}
-	b.ReportMetric(benchutil.Micros(cacheLat.Mean())/1000, "cache-ms")
-	b.ReportMetric(benchutil.Micros(changesLat.Mean())/1000, "changes-ms")
-	b.ReportMetric(benchutil.Micros(tailLat.Mean())/1000, "tail-ms")
-	b.ReportMetric(float64(resyncs.Load()), "resyncs")
-	w.Close()
-	<-consumerDone
+	b.ReportMetric(ms(st.all.Mean()), "cache-ms")
+	b.ReportMetric(ms(st.changes.Mean()), "changes-ms")
+	b.ReportMetric(ms(st.tail.Mean()), "tail-ms")
 }
 
 func burstRawWatch(b *testing.B, writer, reader *clientv3.Client, g *scaleGroup) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	wch := reader.Watch(ctx, g.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	if resp := <-wch; !resp.Created {
-		b.Fatal("watch not created")
-	}
-	var eventsLat, tailLat benchutil.Latencies
+	side := newRawBurstSide(b, reader, g)
+	defer side.close()
+	var st burstStats
 	b.ResetTimer()
 	b.StopTimer()
 	for i := 0; i < b.N; i++ {
-		bu := newBurst(g)
-		after := currentRevision(b, writer)
-		done, errs := make(chan time.Time, 1), make(chan error, 1)
-		go func() {
-			count := 0
-			for resp := range wch {
-				for _, ev := range resp.Events {
-					if ev.Kv.ModRevision > after {
-						count++
-					}
-				}
-				if count == burstSize {
-					done <- time.Now()
-					return
-				}
-			}
-			errs <- errors.New("watch closed")
-		}()
-		b.StartTimer()
-		start := time.Now()
-		acked, err := bu.run(writer)
-		if err != nil {
-			b.Fatal(err)
-		}
-		end := awaitTime(b, done, errs)
-		b.StopTimer()
-		eventsLat.Add(end.Sub(start))
-		tailLat.Add(end.Sub(acked))
+		timeBurst(b, writer, side, &st)
 	}
-	b.ReportMetric(benchutil.Micros(eventsLat.Mean())/1000, "events-ms")
-	b.ReportMetric(benchutil.Micros(tailLat.Mean())/1000, "tail-ms")
+	b.ReportMetric(ms(st.all.Mean()), "events-ms")
+	b.ReportMetric(ms(st.tail.Mean()), "tail-ms")
+}
+
+// burstInterleaved takes turns, burst by burst, between a biregister Watcher
+// of g and a raw watch of g's twin (a group of the same size), both set up
+// for the whole run, so that whatever else the machine does falls on both
+// alike.
+func burstInterleaved(b *testing.B, eps []string, writer, reader *clientv3.Client, g, twin *scaleGroup) {
+	sides := [2]*burstSide{newBiregisterBurstSide(b, eps, writer, reader, g), newRawBurstSide(b, reader, twin)}
+	defer sides[0].close()
+	defer sides[1].close()
+	var st [2]burstStats
+	b.ResetTimer()
+	b.StopTimer()
+	for i := 0; i < b.N; i++ {
+		j := i % 2
+		timeBurst(b, writer, sides[j], &st[j])
+	}
+	b.ReportMetric(ms(st[0].all.Mean()), "biregister-cache-ms")
+	b.ReportMetric(ms(st[0].changes.Mean()), "biregister-changes-ms")
+	b.ReportMetric(ms(st[1].all.Mean()), "raw-events-ms")
+	if st[0].all.Len() > 0 && st[1].all.Len() > 0 {
+		b.ReportMetric(float64(st[0].all.Mean())/float64(st[1].all.Mean()), "biregister/raw-x")
+	}
 }
 
 // leaderChange times "the oldest member deleted → the cache shows the next
