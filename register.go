@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -86,32 +87,19 @@ type register struct {
 	changed       signal // the registration changed or its lease came back to life
 
 	// Owned by the loop.
-	lease    clientv3.LeaseID
-	value    string
-	inFlight int  // keepalives sent and not answered yet
-	leading  bool // what the log last said of leadership
+	lease   clientv3.LeaseID
+	value   string
+	leading bool               // what the log last said of leadership
+	streams []*keepAliveStream // the current one last
 
+	leases     pb.LeaseClient
 	keepAlives chan keepAliveResult
-	attempts   sync.WaitGroup // the keepalives and revokes in flight
+	attempts   sync.WaitGroup // the keepalive streams' goroutines and revokes in flight
 	requests   chan request
 	ctx        context.Context // ends the loop
 	cancel     context.CancelFunc
 	loopDone   chan struct{}
 	closeOnce  sync.Once
-}
-
-// maxKeepAlivesInFlight bounds the keepalives awaiting an answer. One goes out
-// every ttl/3 whether or not the previous one was answered: a keepalive stuck
-// on a connection that died must not hold back the next, which may find a
-// live one before the lease expires.
-const maxKeepAlivesInFlight = 3
-
-// keepAliveResult is the outcome of one keepalive of lease, sent at sent.
-type keepAliveResult struct {
-	lease clientv3.LeaseID
-	sent  time.Time
-	resp  *clientv3.LeaseKeepAliveResponse
-	err   error
 }
 
 // request is work on the registration that the loop does for another
@@ -139,7 +127,8 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		epoch:      time.Now(),
 		changed:    newSignal(),
 		value:      value,
-		keepAlives: make(chan keepAliveResult, maxKeepAlivesInFlight),
+		leases:     pb.NewLeaseClient(client.ActiveConnection()),
+		keepAlives: make(chan keepAliveResult, maxKeepAliveStreams),
 		requests:   make(chan request),
 		loopDone:   make(chan struct{}),
 	}
@@ -288,7 +277,6 @@ func (r *register) run() {
 		case <-timer.C:
 			timer.Reset(r.tick(&retry))
 		case result := <-r.keepAlives:
-			r.inFlight--
 			if next, ok := r.keepAliveDone(result, &retry); ok {
 				timer.Reset(next)
 			}
@@ -323,9 +311,7 @@ func (r *register) logLeadership() {
 // when to tick next.
 func (r *register) tick(retry *backoff) time.Duration {
 	if r.lease != 0 {
-		if r.inFlight < maxKeepAlivesInFlight {
-			r.sendKeepAlive()
-		}
+		r.sendKeepAlive()
 		return r.keepAliveInterval()
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
@@ -342,48 +328,35 @@ func (r *register) tick(retry *backoff) time.Duration {
 	return 0 // keep alive at once: its answer tells the watcher if etcd was replaced
 }
 
-// sendKeepAlive renews the lease in a goroutine of its own, which reports on
-// r.keepAlives.
-func (r *register) sendKeepAlive() {
-	r.inFlight++
-	r.attempts.Add(1)
-	lease, sent := r.lease, time.Now()
-	go func() {
-		defer r.attempts.Done()
-		// An answer is worth waiting for as long as it would still extend the
-		// lease: over a slow link a shorter wait would give up on every
-		// keepalive while etcd keeps renewing the lease, and nobody would lead.
-		ctx, cancel := context.WithTimeout(r.ctx, r.ttl-leaseMargin(r.ttl))
-		resp, err := r.client.KeepAliveOnce(ctx, lease)
-		cancel()
-		// Never blocks: the buffer holds one result per keepalive in flight.
-		r.keepAlives <- keepAliveResult{lease: lease, sent: sent, resp: resp, err: err}
-	}()
-}
-
 // keepAliveDone applies the outcome of a keepalive; it returns when to tick
 // next if that must change.
 func (r *register) keepAliveDone(result keepAliveResult, retry *backoff) (time.Duration, bool) {
-	if result.lease != r.lease {
-		return 0, false // about a lease given up since
-	}
+	wasCurrent := result.from == r.currentStream()
+	answered, ok := r.keepAliveAnswered(result)
 	switch {
-	case result.err == nil:
-		r.extendLease(result.sent, result.resp.TTL)
-		r.observe(result.resp.ResponseHeader)
-		retry.reset()
-		return 0, false
-	case errors.Is(result.err, rpctypes.ErrLeaseNotFound):
-		r.logger.Warn("biregister: lease lost, registering again", "key", r.key)
-		r.forget()
-		return 0, true
-	default:
-		if r.ctx.Err() != nil {
+	case !ok:
+		return 0, false // about a stream given up since
+	case result.err != nil:
+		if r.ctx.Err() != nil || !wasCurrent {
 			return 0, false
 		}
 		r.logger.Warn("biregister: keepalive failed, retrying", "key", r.key, "err", result.err)
 		return retry.next(), true
 	}
+	if result.resp.Header != nil {
+		r.observe(result.resp.Header)
+	}
+	switch {
+	case answered.lease != r.lease:
+		return 0, false // about a lease given up since
+	case result.resp.TTL <= 0:
+		r.logger.Warn("biregister: lease lost, registering again", "key", r.key)
+		r.forget()
+		return 0, true
+	}
+	r.extendLease(answered.sent, result.resp.TTL)
+	retry.reset()
+	return 0, false
 }
 
 // keepAliveInterval is how often the lease is renewed: three tries per ttl, as

@@ -3,7 +3,6 @@ package biregister_test
 import (
 	"context"
 	"fmt"
-	"github.com/biregister/biregister/internal/syncbuf"
 	"log/slog"
 	"slices"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/syncbuf"
 )
 
 func TestRegisterBasics(t *testing.T) {
@@ -319,4 +320,30 @@ func TestReRegisterWhileNameTaken(t *testing.T) {
 	require.Eventually(t, func() bool { return a.GetValueByName("a") == "mine" && a.MyRevision() != 0 }, waitFor, time.Millisecond)
 	t.Logf("name taken back %v after it was freed", time.Since(freed))
 	assert.Contains(t, logs.String(), biregister.ErrNameTaken.Error())
+}
+
+// An idle Register renews its lease over one long-lived stream: one message
+// per keepalive, not a stream per keepalive.
+func TestKeepAliveOneStream(t *testing.T) {
+	etcd := startEtcd(t)
+	const method = "LeaseKeepAlive"
+	count := func() (streams, messages float64) {
+		m, err := benchutil.Scrape(etcd.Endpoint(0))
+		require.NoError(t, err)
+		started := m.DeltaBy(benchutil.Metrics{}, "grpc_server_started_total", "grpc_method")
+		received := m.DeltaBy(benchutil.Metrics{}, "grpc_server_msg_received_total", "grpc_method")
+		return started[method], received[method]
+	}
+	streams0, messages0 := count()
+	r := newRegister(t, etcd.Endpoints(), "/svc/ka", "a", "v", 1)
+	revision := r.MyRevision()
+	// Six keepalives at ttl/3 take about 2 s.
+	require.Eventually(t, func() bool {
+		_, messages := count()
+		return messages-messages0 >= 6
+	}, waitFor, 50*time.Millisecond)
+	streams, _ := count()
+	assert.Equal(t, 1.0, streams-streams0, "LeaseKeepAlive streams opened")
+	assert.True(t, r.AmILeader())
+	assert.Equal(t, revision, r.MyRevision(), "the lease lasted: no registration again")
 }
