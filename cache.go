@@ -60,6 +60,9 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 	ed := new(edit)
 	changes := make([]Change, 0, len(events))
 	for _, ev := range events {
+		if ev.Kv.ModRevision <= s.revision {
+			continue // s holds it already
+		}
 		m, ok := newMember(prefix, ev.Kv)
 		if !ok {
 			continue

@@ -175,6 +175,25 @@ func groupOf(n int) *snapshot {
 	return s
 }
 
+// A watch started at the cache's own revision delivers that revision's
+// events again: they change nothing and make no Change.
+func TestApplySkipsEventsAlreadyHeld(t *testing.T) {
+	s := groupOf(3)
+	again := []*clientv3.Event{
+		{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000002"), Value: []byte("10.0.0.1:8080"), CreateRevision: 3, ModRevision: 3}},
+		{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000000"), ModRevision: 2}},
+	}
+	next, changes := s.apply("/g/", again, 3)
+	if next != s || len(changes) != 0 {
+		t.Fatalf("events at or below the snapshot's revision changed it: %v", changes)
+	}
+	newer := &clientv3.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000000"), ModRevision: 4}}
+	next, changes = s.apply("/g/", append(again, newer), 4)
+	if len(changes) != 1 || changes[0].Op != OpDelete || next.leader.Name != "member-0000001" {
+		t.Fatalf("changes %v, leader %q", changes, next.leader.Name)
+	}
+}
+
 // BenchmarkSnapshotApply is the cost of one watch event on the cache, by
 // group size: it must not grow with the group (no copy, no scan).
 func BenchmarkSnapshotApply(b *testing.B) {

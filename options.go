@@ -30,6 +30,9 @@ type config struct {
 	password    string
 	logger      *slog.Logger
 	bufferSize  int
+	// probeInterval is how often an idle Watcher checks its watch; only
+	// tests change it.
+	probeInterval time.Duration
 }
 
 // WithClient makes the Watcher or Register use an existing etcd client instead
@@ -76,8 +79,9 @@ func WithBufferSize(n int) Option {
 // every constructor.
 func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*config, string, error) {
 	cfg := &config{
-		dialTimeout: time.Duration(ttl) * time.Second,
-		bufferSize:  DefaultBufferSize,
+		dialTimeout:   time.Duration(ttl) * time.Second,
+		bufferSize:    DefaultBufferSize,
+		probeInterval: probeInterval,
 	}
 	for _, opt := range opts {
 		if opt != nil {

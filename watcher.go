@@ -21,9 +21,6 @@ const (
 	// notification: one message that proves the stream is alive and that etcd
 	// was not replaced or rewound behind the same address.
 	probeInterval = 5 * time.Second
-	// stalledProbes is how many probe intervals a progress request may go
-	// unanswered before one read checks the watch.
-	stalledProbes = 2
 )
 
 // Watcher keeps a live, local cache of the members of a group.
@@ -122,7 +119,7 @@ func buildWatcher(client *clientv3.Client, prefix string, ttl int64, cfg *config
 		feed:    newFeed(cfg.bufferSize),
 		done:    make(chan struct{}),
 
-		probeInterval: probeInterval,
+		probeInterval: cfg.probeInterval,
 		headers:       make(chan *etcdserverpb.ResponseHeader, 1),
 	}
 	w.snap.Store(newSnapshot(byName{}, byCreate{}, 0))
@@ -181,57 +178,90 @@ func (w *watcher) list(ctx context.Context) ([]Member, *etcdserverpb.ResponseHea
 }
 
 // run owns the cache and the feed: it follows the watch and, whenever the
-// watch fails, lists the group again and resumes after the listed revision.
+// watch fails, lists the group again and watches from the listed revision.
 func (w *watcher) run() {
 	defer close(w.done)
 	defer close(w.feed.ch)
 	// A closed Watcher knows no members: readers must not act on a frozen view.
 	defer w.publish(newSnapshot(byName{}, byCreate{}, 0))
+	from := w.snap.Load().revision + 1
 	for {
-		w.follow()
+		unanswered := w.follow(from)
 		if w.ctx.Err() != nil {
 			return
 		}
+		if unanswered {
+			// etcd defers progress answers to a watch that starts beyond its
+			// current revision (server watchable_store.go, progressIfSync),
+			// as every watch of an idle store does; one that starts at the
+			// cache's own revision gets answers (that revision's events come
+			// again and are skipped). Not so from the start: such a watch is
+			// "unsynced" at first and gets its first events up to 100 ms
+			// late. If even that watch got no answer, another watch on the
+			// client's stream holds them back, or the stream stalled: one
+			// read tells.
+			if from > w.snap.Load().revision || w.confirm() {
+				from = w.snap.Load().revision
+				w.logger.Debug("biregister: progress request unanswered, watching again", "revision", from)
+				continue
+			}
+		}
 		w.relist()
+		from = w.snap.Load().revision + 1
 	}
 }
 
-// follow applies watch responses until the watch fails, stalls or follows an
-// etcd that was replaced or rewound, or until the Watcher closes.
-func (w *watcher) follow() {
+// follow applies watch responses, from revision from on, until the watch
+// fails, stalls or follows an etcd that was replaced or rewound, or until the
+// Watcher closes. It returns true if the watch only left a progress request
+// unanswered: the cache is still good, a new watch may resume from it.
+func (w *watcher) follow(from int64) (unanswered bool) {
 	// WithRequireLeader cancels the watch when its member loses the cluster's
 	// leader, instead of leaving it silently serving nothing.
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
 	defer cancel()
-	from := w.snap.Load().revision + 1
-	events := w.client.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	// Watch returns only once etcd has created the watch: bound that like
+	// any other request, so that a stalled stream is not waited on forever.
+	giveUp := time.AfterFunc(w.timeout, cancel)
+	events := w.client.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
+		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
+	if !giveUp.Stop() {
+		if w.ctx.Err() == nil {
+			w.logger.Warn("biregister: watch not created in time, listing again")
+		}
+		return false
+	}
 	var probe <-chan time.Time
 	if w.probeInterval > 0 {
 		ticker := time.NewTicker(w.probeInterval)
 		defer ticker.Stop()
 		probe = ticker.C
 	}
-	requested, unanswered := false, 0
+	heard, requested := false, false
 	for {
 		select {
 		case <-w.ctx.Done():
-			return
+			return false
 		case w.feed.pending() <- w.resyncChange():
 			w.feed.resynced()
 		case resp, ok := <-events:
 			if !ok {
-				return
+				return false
 			}
-			requested, unanswered = false, 0
+			heard = true
 			if !w.applyResponses(takeWaiting(resp, events)) {
-				return
+				return false
 			}
 		case header := <-w.headers:
 			if w.rewound(header) {
-				return
+				return false
 			}
 		case <-probe:
-			if !requested {
+			switch {
+			case heard:
+				// The stream spoke during the last interval: it is alive.
+				heard, requested = false, false
+			case !requested:
 				// The client resumes a broken stream by itself and says
 				// nothing; a progress request is answered on whatever stream
 				// now serves us.
@@ -239,17 +269,12 @@ func (w *watcher) follow() {
 				_ = w.client.RequestProgress(probeCtx)
 				cancelProbe()
 				requested = true
-				continue
-			}
-			if unanswered++; unanswered < stalledProbes {
-				continue
-			}
-			// etcd defers its answer while nothing was written since the
-			// watch's start revision, which is the normal state of an idle
-			// store: one read tells that from a broken or replaced etcd.
-			unanswered = 0
-			if !w.confirm() {
-				return
+			default:
+				// A whole interval without an answer: etcd defers it (see
+				// run), or the stream is stalled. A new watch tells: etcd
+				// answers its creation within the timeout, in a header
+				// checked like any other.
+				return true
 			}
 		}
 	}
@@ -352,7 +377,7 @@ func (w *watcher) apply(batch []clientv3.WatchResponse) {
 		case len(resp.Events) > 0:
 			// Not resp.Header.Revision: a catching-up watch may send a batch
 			// whose header is ahead of events still to come.
-			revision = resp.Events[len(resp.Events)-1].Kv.ModRevision
+			revision = max(revision, resp.Events[len(resp.Events)-1].Kv.ModRevision)
 		case resp.IsProgressNotify():
 			// A lagging member may report an older revision: never go back.
 			revision = max(revision, resp.Header.Revision)

@@ -1,0 +1,162 @@
+package biregister
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/etcdtest"
+	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
+)
+
+// waitFor bounds the waits of these tests: it only turns a hang into a failure.
+const waitFor = 15 * time.Second
+
+// testProbeInterval is short enough for a test, and long enough for etcd to
+// sync a new watch (it catches up every 100 ms) before the first probe.
+const testProbeInterval = 500 * time.Millisecond
+
+func withProbeInterval(d time.Duration) Option {
+	return func(cfg *config) { cfg.probeInterval = d }
+}
+
+// An idle Watcher on an idle store checks its stream with progress requests
+// that etcd answers: no reads.
+func TestIdleWatcherProbesWithoutReads(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 1)
+	if _, err := etcd.Client(t).Put(context.Background(), "/probe/a", "v"); err != nil {
+		t.Fatal(err)
+	}
+	received := func() map[string]float64 {
+		m, err := benchutil.Scrape(etcd.Endpoint(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.DeltaBy(benchutil.Metrics{}, "grpc_server_msg_received_total", "grpc_method")
+	}
+	before := received()
+	var logs syncbuf.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w, err := NewWatcher(etcd.Endpoints(), "/probe", 5, withProbeInterval(testProbeInterval), WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// The first watch starts after the store's revision, where etcd defers
+	// progress answers: one request, then a new watch from the cache's
+	// revision (a cancel, a creation), then the requests it answers.
+	deadline := time.Now().Add(40 * testProbeInterval)
+	for {
+		after := received()
+		if after["Watch"]-before["Watch"] >= 8 {
+			if reads := after["Range"] - before["Range"]; reads != 1 {
+				t.Fatalf("%v reads, want only the listing", reads)
+			}
+			if again := strings.Count(logs.String(), "watching again"); again != 1 {
+				t.Fatalf("watched again %d times, want once; logs:\n%s", again, logs.String())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %v Watch messages", after["Watch"]-before["Watch"])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := w.GetValueByName("a"); got != "v" {
+		t.Fatalf("GetValueByName(a) = %q", got)
+	}
+}
+
+// An idle Watcher whose stream stalls silently notices it, and catches up
+// once the network heals.
+func TestIdleWatcherStallNoticed(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 1)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	var logs syncbuf.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w, err := NewWatcher([]string{proxy.Endpoint()}, "/stall", 1, withProbeInterval(testProbeInterval), WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cli := etcd.Client(t)
+	put := func(name string) {
+		t.Helper()
+		if _, err := cli.Put(context.Background(), "/stall/"+name, "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a")
+	waitUntil(t, waitFor, func() bool { return w.GetValueByName("a") == "v" })
+
+	proxy.Stall()
+	put("b")
+	waitUntil(t, 20*testProbeInterval, func() bool { return strings.Contains(logs.String(), "watch stalled") })
+	proxy.Heal()
+	waitUntil(t, waitFor, func() bool { return w.GetValueByName("b") == "v" })
+}
+
+// A watch whose stream stalls before etcd created it is given up after the
+// Watcher's ttl, like any other request, instead of being waited on forever.
+func TestWatchCreationStalled(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 1)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	var logs syncbuf.Buffer
+	cfg, prefix, err := newConfig([]string{proxy.Endpoint()}, "/stall", 1, []Option{
+		WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, _, err := cfg.newClient([]string{proxy.Endpoint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	resp, err := client.Get(context.Background(), prefix) // connected
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := buildWatcher(client, prefix, 1, cfg)
+	w.snap.Store(newSnapshot(byName{}, byCreate{}, resp.Header.Revision))
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	defer w.cancel()
+
+	proxy.Stall()
+	defer proxy.Heal()
+	resumed := make(chan bool, 1)
+	go func() { resumed <- w.follow(resp.Header.Revision + 1) }()
+	select {
+	case ok := <-resumed:
+		if ok {
+			t.Fatal("follow resumed on a watch that was never created")
+		}
+	case <-time.After(waitFor):
+		w.cancel()
+		<-resumed
+		t.Fatal("follow still waits for the watch to be created")
+	}
+	if !strings.Contains(logs.String(), "watch not created in time") {
+		t.Fatalf("logs: %s", logs.String())
+	}
+}
+
+// waitUntil fails the test if ok does not hold within d.
+func waitUntil(t *testing.T, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
