@@ -1694,8 +1694,10 @@ func BenchmarkIdleLoad(b *testing.B) {
 		b.Run(k.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				closeAll := k.start(b, func(int) *clientv3.Client { return shared }, uniquePrefix("idle"))
-				// Let the start-up traffic pass; from now on they only idle.
-				time.Sleep(2 * time.Second)
+				// Let the start-up traffic pass, a Watcher's one new watch
+				// after its first progress request included (three probe
+				// intervals: see watcher.go, run); from now on they only idle.
+				time.Sleep(17 * time.Second)
 				m0, err := benchutil.Scrape(eps[0])
 				if err != nil {
 					b.Fatal(err)

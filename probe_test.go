@@ -58,8 +58,9 @@ func TestIdleWatcherProbesWithoutReads(t *testing.T) {
 			if reads := after["Range"] - before["Range"]; reads != 1 {
 				t.Fatalf("%v reads, want only the listing", reads)
 			}
-			if again := strings.Count(logs.String(), "watching again"); again != 1 {
-				t.Fatalf("watched again %d times, want once; logs:\n%s", again, logs.String())
+			// Once at most: etcd 3.4 answers even the first watch.
+			if again := strings.Count(logs.String(), "watching again"); again > 1 {
+				t.Fatalf("watched again %d times, want once at most; logs:\n%s", again, logs.String())
 			}
 			break
 		}
