@@ -101,9 +101,9 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 // recreated meanwhile gets a DELETE and a PUT, since its place in the order
 // changed.
 func (s *snapshot) replace(listed []Member, revision int64) (*snapshot, []Change) {
-	sortByCreate(listed)
+	listed = sortByCreate(listed)
 	next := newSnapshot(buildByName(listed), buildByCreate(listed), revision)
-	var changes []Change
+	changes := make([]Change, 0, len(listed))
 	for m := range s.order.all() {
 		if n, ok := next.lookup(m.Name); !ok || n.CreateRevision != m.CreateRevision {
 			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: m.Value, Revision: revision})

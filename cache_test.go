@@ -18,7 +18,7 @@ func (m model) sorted() []Member {
 	for _, v := range m {
 		all = append(all, v)
 	}
-	sortByCreate(all)
+	slices.SortFunc(all, func(a, b Member) int { return keyOf(a).compare(keyOf(b)) })
 	return all
 }
 
@@ -163,6 +163,51 @@ func TestByNameCollisionLevel(t *testing.T) {
 	if n != nil {
 		t.Fatal("an empty collision node must vanish")
 	}
+}
+
+// sortByCreate agrees with the obvious comparison sort, for listings in
+// name order (etcd's) and in any other order, ties included.
+func TestSortByCreate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 2, 50, 1000} {
+		listing := make([]Member, n)
+		for i := range listing {
+			// Few revisions for many members: plenty of ties.
+			listing[i] = Member{Name: fmt.Sprintf("m%05d", i), CreateRevision: 1 + rng.Int64N(int64(n/3+1))}
+		}
+		want := slices.Clone(listing)
+		slices.SortFunc(want, func(a, b Member) int { return keyOf(a).compare(keyOf(b)) })
+		if got := sortByCreate(slices.Clone(listing)); !slices.Equal(got, want) {
+			t.Fatalf("n=%d, name order: got %v, want %v", n, got, want)
+		}
+		rng.Shuffle(n, func(i, j int) { listing[i], listing[j] = listing[j], listing[i] })
+		if got := sortByCreate(listing); !slices.Equal(got, want) {
+			t.Fatalf("n=%d, shuffled: got %v, want %v", n, got, want)
+		}
+	}
+}
+
+// BenchmarkSortByCreate: a listing of 1,000 members in name order, by
+// sortByCreate and by a comparison sort of the members.
+func BenchmarkSortByCreate(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	listing := make([]Member, 1000)
+	for i := range listing {
+		listing[i] = Member{Name: fmt.Sprintf("member-%07d", i), Value: "10.0.0.1:8080", CreateRevision: rng.Int64N(1_000_000)}
+	}
+	work := make([]Member, len(listing))
+	b.Run("sortByCreate", func(b *testing.B) {
+		for b.Loop() {
+			copy(work, listing)
+			sortByCreate(work)
+		}
+	})
+	b.Run("comparison-sort", func(b *testing.B) {
+		for b.Loop() {
+			copy(work, listing)
+			slices.SortFunc(work, func(a, b Member) int { return keyOf(a).compare(keyOf(b)) })
+		}
+	})
 }
 
 // groupOf returns a snapshot of n members under prefix "/g/".
