@@ -1027,6 +1027,8 @@ func scaleSuite(b *testing.B, eps []string, writer *clientv3.Client, g *scaleGro
 		b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(time.Millisecond), "ms/sync")
 	})
 
+	b.Run("sync/interleaved", func(b *testing.B) { syncInterleaved(b, eps, reader, g, syncTTL) })
+
 	b.Run("heap/biregister", func(b *testing.B) {
 		// An empty group's Watcher: what a Watcher costs whatever its size
 		// (the Changes buffer among it).
@@ -1192,6 +1194,57 @@ func currentRevision(b *testing.B, c *clientv3.Client) int64 {
 		b.Fatal(err)
 	}
 	return resp.Header.Revision
+}
+
+// syncInterleaved times a raw paginated Get and a Watcher's sync turn by
+// turn, each first every other time, each after etcd has settled from the
+// last: alone, a Watcher's sync shares the machine with etcd ending the
+// previous Watcher's watch, and a raw Get with nothing.
+func syncInterleaved(b *testing.B, eps []string, reader *clientv3.Client, g *scaleGroup, ttl int64) {
+	m, err := benchutil.Scrape(eps[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	watchers := m.Sum("etcd_debugging_mvcc_watcher_total")
+	ctx, cancel := context.WithCancel(context.Background()) // the loop may outlast benchWait
+	defer cancel()
+	var raw, lib benchutil.Latencies
+	timeRaw := func() {
+		start := time.Now()
+		kvs, err := listRaw(ctx, reader, g.prefix)
+		raw.Add(time.Since(start))
+		if err != nil || len(kvs) != len(g.keys) {
+			b.Fatalf("listed %d, want %d (%v)", len(kvs), len(g.keys), err)
+		}
+	}
+	timeWatcher := func() {
+		start := time.Now()
+		w, err := biregister.NewWatcher(nil, g.prefix, ttl, biregister.WithClient(reader))
+		lib.Add(time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := len(w.Members()); got != len(g.keys) {
+			b.Fatalf("synced %d members, want %d", got, len(g.keys))
+		}
+		// Closed once etcd created its watch: the client cancels on the
+		// server only the watches whose id it knows.
+		settle(b, eps, func(w float64) bool { return w == watchers+1 })
+		w.Close()
+		settle(b, eps, func(w float64) bool { return w == watchers })
+	}
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 {
+			timeRaw()
+			timeWatcher()
+		} else {
+			timeWatcher()
+			timeRaw()
+		}
+	}
+	b.ReportMetric(ms(lib.Mean()), "biregister-ms")
+	b.ReportMetric(ms(raw.Mean()), "raw-get-ms")
+	b.ReportMetric(float64(lib.Mean())/float64(raw.Mean()), "biregister/raw-x")
 }
 
 // burstSide receives the bursts of one group: a biregister Watcher or a raw
