@@ -68,14 +68,15 @@ func (t byName) get(name string) (Member, bool) {
 	return Member{}, false
 }
 
-// set returns the trie with m stored under m.Name; see edit for ed.
-func (t byName) set(m Member, ed *edit) byName {
-	root, added := t.root.set(m, hashName(m.Name), 0, ed)
-	if added {
+// set returns the trie with m stored under m.Name, and the member it
+// replaced, if any; see edit for ed. One walk does both, as an event needs.
+func (t byName) set(m Member, ed *edit) (byName, Member, bool) {
+	root, old, replaced := t.root.set(m, hashName(m.Name), 0, ed)
+	if !replaced {
 		t.size++
 	}
 	t.root = root
-	return t
+	return t, old, replaced
 }
 
 // buildByName returns the trie of members, whose names are distinct. It is
@@ -154,14 +155,15 @@ func (b trieBuilder) node(picked, scratch []int32, shift uint) *trieNode {
 	return n
 }
 
-// delete returns the trie without name; see edit for ed.
-func (t byName) delete(name string, ed *edit) byName {
-	root, removed := t.root.delete(name, hashName(name), 0, ed)
+// delete returns the trie without name, and the member it removed, if any;
+// see edit for ed.
+func (t byName) delete(name string, ed *edit) (byName, Member, bool) {
+	root, old, removed := t.root.delete(name, hashName(name), 0, ed)
 	if removed {
 		t.size--
 		t.root = root
 	}
-	return t
+	return t, old, removed
 }
 
 // edit marks the nodes that one batch of changes made. No published snapshot
@@ -188,17 +190,19 @@ func (n *trieNode) writable(ed *edit) *trieNode {
 	}
 }
 
-// set returns n with m stored under m.Name, and whether the name is new.
-func (n *trieNode) set(m Member, hash uint64, shift uint, ed *edit) (*trieNode, bool) {
+// set returns n with m stored under m.Name, and the member it replaced, if
+// any.
+func (n *trieNode) set(m Member, hash uint64, shift uint, ed *edit) (*trieNode, Member, bool) {
 	c := n.writable(ed)
 	if shift >= trieMaxShift {
 		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == m.Name })
 		if i < 0 {
 			c.members = append(c.members, m)
-			return c, true
+			return c, Member{}, false
 		}
+		old := c.members[i]
 		c.members[i] = m
-		return c, false
+		return c, old, true
 	}
 	bit := slot(hash, shift)
 	switch {
@@ -207,60 +211,63 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, ed *edit) (*trieNode, 
 		old := c.members[i]
 		if old.Name == m.Name {
 			c.members[i] = m
-			return c, false
+			return c, old, true
 		}
 		// Two names share this slot: push both one level down.
-		child, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, ed)
-		child, _ = child.set(m, hash, shift+trieBits, ed)
+		child, _, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, ed)
+		child, _, _ = child.set(m, hash, shift+trieBits, ed)
 		c.memberMap &^= bit
 		c.members = slices.Delete(c.members, i, i+1)
 		c.childMap |= bit
 		c.children = slices.Insert(c.children, index(c.childMap, bit), child)
-		return c, true
+		return c, Member{}, false
 	case c.childMap&bit != 0:
 		i := index(c.childMap, bit)
-		child, added := c.children[i].set(m, hash, shift+trieBits, ed)
+		child, old, replaced := c.children[i].set(m, hash, shift+trieBits, ed)
 		c.children[i] = child
-		return c, added
+		return c, old, replaced
 	default:
 		c.memberMap |= bit
 		c.members = slices.Insert(c.members, index(c.memberMap, bit), m)
-		return c, true
+		return c, Member{}, false
 	}
 }
 
-// delete returns n without name, and whether it was there. A subtrie left
-// with a single member and no subtries is folded into its parent, so the
-// trie keeps the shape it would have had without the deleted name.
-func (n *trieNode) delete(name string, hash uint64, shift uint, ed *edit) (*trieNode, bool) {
+// delete returns n without name, and the member it removed, if any. A
+// subtrie left with a single member and no subtries is folded into its
+// parent, so the trie keeps the shape it would have had without the deleted
+// name.
+func (n *trieNode) delete(name string, hash uint64, shift uint, ed *edit) (*trieNode, Member, bool) {
 	if n == nil {
-		return nil, false
+		return nil, Member{}, false
 	}
 	if shift >= trieMaxShift {
 		i := slices.IndexFunc(n.members, func(o Member) bool { return o.Name == name })
 		if i < 0 {
-			return n, false
+			return n, Member{}, false
 		}
+		old := n.members[i]
 		c := n.writable(ed)
 		c.members = slices.Delete(c.members, i, i+1)
-		return c.orNil(), true
+		return c.orNil(), old, true
 	}
 	bit := slot(hash, shift)
 	switch {
 	case n.memberMap&bit != 0:
 		i := index(n.memberMap, bit)
-		if n.members[i].Name != name {
-			return n, false
+		old := n.members[i]
+		if old.Name != name {
+			return n, Member{}, false
 		}
 		c := n.writable(ed)
 		c.memberMap &^= bit
 		c.members = slices.Delete(c.members, i, i+1)
-		return c.orNil(), true
+		return c.orNil(), old, true
 	case n.childMap&bit != 0:
 		i := index(n.childMap, bit)
-		child, removed := n.children[i].delete(name, hash, shift+trieBits, ed)
+		child, old, removed := n.children[i].delete(name, hash, shift+trieBits, ed)
 		if !removed {
-			return n, false
+			return n, Member{}, false
 		}
 		c := n.writable(ed)
 		switch {
@@ -275,9 +282,9 @@ func (n *trieNode) delete(name string, hash uint64, shift uint, ed *edit) (*trie
 		default:
 			c.children[i] = child
 		}
-		return c.orNil(), true
+		return c.orNil(), old, true
 	}
-	return n, false
+	return n, Member{}, false
 }
 
 // orNil returns nil for a node that holds nothing any more.

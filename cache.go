@@ -67,9 +67,11 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 		if !ok {
 			continue
 		}
-		old, present := names.get(m.Name)
 		switch ev.Type {
 		case mvccpb.PUT:
+			var old Member
+			var present bool
+			names, old, present = names.set(m, ed)
 			switch {
 			case present && old.CreateRevision == m.CreateRevision:
 				order = order.update(m, ed)
@@ -78,13 +80,13 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 			default:
 				order = order.insert(m, ed)
 			}
-			names = names.set(m, ed)
 			changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: ev.Kv.ModRevision})
 		case mvccpb.DELETE:
-			if !present {
+			var old Member
+			var present bool
+			if names, old, present = names.delete(m.Name, ed); !present {
 				continue
 			}
-			names = names.delete(m.Name, ed)
 			order = order.remove(old, ed)
 			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
 		}

@@ -96,20 +96,23 @@ func TestIndexesAgainstModel(t *testing.T) {
 					} else {
 						keys = append(keys, m.Name)
 					}
-					names, order = names.set(m, ed), order.insert(m, ed)
+					names, _, _ = names.set(m, ed)
+					order = order.insert(m, ed)
 					want[m.Name] = m
 				case op < 8: // leave
 					i := rng.IntN(len(keys))
 					k := keys[i]
 					keys[i] = keys[len(keys)-1]
 					keys = keys[:len(keys)-1]
-					names, order = names.delete(k, ed), order.remove(want[k], ed)
+					names, _, _ = names.delete(k, ed)
+					order = order.remove(want[k], ed)
 					delete(want, k)
 				default: // new value, same registration
 					k := keys[rng.IntN(len(keys))]
 					m := want[k]
 					m.Value += "'"
-					names, order = names.set(m, ed), order.update(m, ed)
+					names, _, _ = names.set(m, ed)
+					order = order.update(m, ed)
 					want[k] = m
 				}
 				if size <= 100 || step%(size/10) == 0 {
@@ -145,21 +148,21 @@ func TestByCreateInsertOutOfOrder(t *testing.T) {
 func TestByNameCollisionLevel(t *testing.T) {
 	var n *trieNode
 	for _, name := range []string{"a", "b", "c"} {
-		n, _ = n.set(Member{Name: name, Value: name}, 0, trieMaxShift, nil)
+		n, _, _ = n.set(Member{Name: name, Value: name}, 0, trieMaxShift, nil)
 	}
-	n, added := n.set(Member{Name: "b", Value: "b2"}, 0, trieMaxShift, nil)
-	if added || len(n.members) != 3 || n.members[1].Value != "b2" {
+	n, old, replaced := n.set(Member{Name: "b", Value: "b2"}, 0, trieMaxShift, nil)
+	if !replaced || old.Value != "b" || len(n.members) != 3 || n.members[1].Value != "b2" {
 		t.Fatalf("replace in a collision node: %+v", n.members)
 	}
-	n, removed := n.delete("a", 0, trieMaxShift, nil)
-	if !removed || len(n.members) != 2 {
+	n, old, removed := n.delete("a", 0, trieMaxShift, nil)
+	if !removed || old.Value != "a" || len(n.members) != 2 {
 		t.Fatalf("delete from a collision node: %+v", n.members)
 	}
-	if _, removed := n.delete("zz", 0, trieMaxShift, nil); removed {
+	if _, _, removed := n.delete("zz", 0, trieMaxShift, nil); removed {
 		t.Fatal("deleted an absent name")
 	}
-	n, _ = n.delete("b", 0, trieMaxShift, nil)
-	n, _ = n.delete("c", 0, trieMaxShift, nil)
+	n, _, _ = n.delete("b", 0, trieMaxShift, nil)
+	n, _, _ = n.delete("c", 0, trieMaxShift, nil)
 	if n != nil {
 		t.Fatal("an empty collision node must vanish")
 	}
