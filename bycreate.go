@@ -8,11 +8,14 @@ import (
 	"strings"
 )
 
-// byCreate is a persistent B+tree of members in ascending create revision,
-// then name (keys created by one transaction share a revision): the leader is
-// its first member. Every update copies only the path it
+// byCreate is a persistent B+tree of the members' places (orderKey) in
+// ascending create revision, then name (keys created by one transaction share
+// a revision): the leader is its first. Every update copies only the path it
 // changes, so a snapshot costs O(log n) per change, and the next leader is
-// found by walking down the left edge, never by a scan.
+// found by walking down the left edge, never by a scan. It holds places, not
+// members: a member's new value changes its place in nothing, so the most
+// common event, a value change, leaves the tree alone, and the values live
+// in byName only.
 //
 // Members only ever join at the young end (a key created now has the highest
 // revision yet), so push appends along the right edge and nodes fill up
@@ -39,12 +42,10 @@ func (k orderKey) compare(o orderKey) int {
 	return cmp.Compare(k.name, o.name)
 }
 
-func compareKey(m Member, k orderKey) int { return keyOf(m).compare(k) }
-
-// orderNode is a leaf (members) or an inner node (children). It is immutable
+// orderNode is a leaf (keys) or an inner node (children). It is immutable
 // once a snapshot that reaches it has been published.
 type orderNode struct {
-	members  []Member
+	keys     []orderKey
 	children []*orderNode
 	// lows[i] is a lower bound of the keys under children[i], and lows[i+1]
 	// an upper bound: enough to find the child a key is in.
@@ -61,29 +62,29 @@ const orderFanout = 32
 
 func (n *orderNode) leaf() bool { return n.children == nil }
 
-func (t byCreate) first() (Member, bool) {
+func (t byCreate) first() (orderKey, bool) {
 	n := t.root
 	if n == nil {
-		return Member{}, false
+		return orderKey{}, false
 	}
 	for !n.leaf() {
 		n = n.children[0]
 	}
-	return n.members[0], true
+	return n.keys[0], true
 }
 
-// all yields the members in ascending create revision.
-func (t byCreate) all() iter.Seq[Member] {
-	return func(yield func(Member) bool) { t.root.each(yield) }
+// all yields the places in ascending create revision.
+func (t byCreate) all() iter.Seq[orderKey] {
+	return func(yield func(orderKey) bool) { t.root.each(yield) }
 }
 
-func (n *orderNode) each(yield func(Member) bool) bool {
+func (n *orderNode) each(yield func(orderKey) bool) bool {
 	if n == nil {
 		return true
 	}
 	if n.leaf() {
-		for _, m := range n.members {
-			if !yield(m) {
+		for _, k := range n.keys {
+			if !yield(k) {
 				return false
 			}
 		}
@@ -97,52 +98,52 @@ func (n *orderNode) each(yield func(Member) bool) bool {
 	return true
 }
 
-// insert returns the tree with m added; see edit for ed.
-func (t byCreate) insert(m Member, ed *edit) byCreate {
-	if t.root != nil && keyOf(m).compare(t.last) <= 0 {
+// insert returns the tree with k added; see edit for ed.
+func (t byCreate) insert(k orderKey, ed *edit) byCreate {
+	if t.root != nil && k.compare(t.last) <= 0 {
 		// Not the youngest: only keys created by one transaction, out of name
 		// order, come so. A rebuild keeps the tree right whatever comes.
-		members := slices.AppendSeq(make([]Member, 0, t.size+1), t.all())
-		i, _ := slices.BinarySearchFunc(members, keyOf(m), compareKey)
-		return buildByCreate(slices.Insert(members, i, m))
+		keys := slices.AppendSeq(make([]orderKey, 0, t.size+1), t.all())
+		i, _ := slices.BinarySearchFunc(keys, k, orderKey.compare)
+		return buildByCreate(slices.Insert(keys, i, k))
 	}
-	t.last = keyOf(m)
+	t.last = k
 	t.size++
 	if t.root == nil {
-		t.root = &orderNode{members: []Member{m}, edit: ed}
+		t.root = &orderNode{keys: []orderKey{k}, edit: ed}
 		return t
 	}
-	root, split := t.root.push(m, ed)
+	root, split := t.root.push(k, ed)
 	if split != nil {
-		root = &orderNode{children: []*orderNode{root, split}, lows: []orderKey{root.low(), keyOf(m)}, edit: ed}
+		root = &orderNode{children: []*orderNode{root, split}, lows: []orderKey{root.low(), k}, edit: ed}
 	}
 	t.root = root
 	return t
 }
 
-// push appends m at the young end; a full node returns a new sibling for its
+// push appends k at the young end; a full node returns a new sibling for its
 // parent to take.
-func (n *orderNode) push(m Member, ed *edit) (*orderNode, *orderNode) {
+func (n *orderNode) push(k orderKey, ed *edit) (*orderNode, *orderNode) {
 	if n.leaf() {
-		if len(n.members) == orderFanout {
-			return n, &orderNode{members: []Member{m}, edit: ed}
+		if len(n.keys) == orderFanout {
+			return n, &orderNode{keys: []orderKey{k}, edit: ed}
 		}
 		c := n.writable(ed)
-		c.members = append(c.members, m)
+		c.keys = append(c.keys, k)
 		return c, nil
 	}
 	last := len(n.children) - 1
-	child, split := n.children[last].push(m, ed)
+	child, split := n.children[last].push(k, ed)
 	c := n.writable(ed)
 	c.children[last] = child
 	if split == nil {
 		return c, nil
 	}
 	if len(c.children) == orderFanout {
-		return c, &orderNode{children: []*orderNode{split}, lows: []orderKey{keyOf(m)}, edit: ed}
+		return c, &orderNode{children: []*orderNode{split}, lows: []orderKey{k}, edit: ed}
 	}
 	c.children = append(c.children, split)
-	c.lows = append(c.lows, keyOf(m))
+	c.lows = append(c.lows, k)
 	return c, nil
 }
 
@@ -153,7 +154,7 @@ func (n *orderNode) writable(ed *edit) *orderNode {
 		return n
 	}
 	return &orderNode{
-		members:  slices.Clone(n.members),
+		keys:     slices.Clone(n.keys),
 		children: slices.Clone(n.children),
 		lows:     slices.Clone(n.lows),
 		edit:     ed,
@@ -162,14 +163,14 @@ func (n *orderNode) writable(ed *edit) *orderNode {
 
 func (n *orderNode) low() orderKey {
 	if n.leaf() {
-		return keyOf(n.members[0])
+		return n.keys[0]
 	}
 	return n.lows[0]
 }
 
-// remove returns the tree without m; see edit for ed.
-func (t byCreate) remove(m Member, ed *edit) byCreate {
-	root, removed := t.root.remove(keyOf(m), ed)
+// remove returns the tree without k; see edit for ed.
+func (t byCreate) remove(k orderKey, ed *edit) byCreate {
+	root, removed := t.root.remove(k, ed)
 	if !removed {
 		return t
 	}
@@ -186,15 +187,15 @@ func (n *orderNode) remove(key orderKey, ed *edit) (*orderNode, bool) {
 		return nil, false
 	}
 	if n.leaf() {
-		i, found := slices.BinarySearchFunc(n.members, key, compareKey)
+		i, found := slices.BinarySearchFunc(n.keys, key, orderKey.compare)
 		switch {
 		case !found:
 			return n, false
-		case len(n.members) == 1:
+		case len(n.keys) == 1:
 			return nil, true
 		}
 		c := n.writable(ed)
-		c.members = slices.Delete(c.members, i, i+1)
+		c.keys = slices.Delete(c.keys, i, i+1)
 		return c, true
 	}
 	i := n.childFor(key)
@@ -219,57 +220,21 @@ func (n *orderNode) remove(key orderKey, ed *edit) (*orderNode, bool) {
 	return c, true
 }
 
-// update returns the tree with the member at m's place replaced by m; see
-// edit for ed.
-func (t byCreate) update(m Member, ed *edit) byCreate {
-	if root, ok := t.root.update(m, ed); ok {
-		t.root = root
-	}
-	return t
-}
-
-func (n *orderNode) update(m Member, ed *edit) (*orderNode, bool) {
-	if n == nil {
-		return nil, false
-	}
-	if n.leaf() {
-		i, found := slices.BinarySearchFunc(n.members, keyOf(m), compareKey)
-		if !found {
-			return n, false
-		}
-		c := n.writable(ed)
-		c.members[i] = m
-		return c, true
-	}
-	i := n.childFor(keyOf(m))
-	if i < 0 {
-		return n, false
-	}
-	child, ok := n.children[i].update(m, ed)
-	if !ok {
-		return n, false
-	}
-	c := n.writable(ed)
-	c.children[i] = child
-	return c, true
-}
-
 // childFor returns the child whose range holds key, or -1.
 func (n *orderNode) childFor(key orderKey) int {
 	return sort.Search(len(n.lows), func(i int) bool { return n.lows[i].compare(key) > 0 }) - 1
 }
 
-// buildByCreate builds a compact tree of members, which must be in order
-// (sortByCreate).
-func buildByCreate(members []Member) byCreate {
-	t := byCreate{size: len(members)}
-	if len(members) == 0 {
+// buildByCreate builds a compact tree of keys, which must be in order.
+func buildByCreate(keys []orderKey) byCreate {
+	t := byCreate{size: len(keys)}
+	if len(keys) == 0 {
 		return t
 	}
-	t.last = keyOf(members[len(members)-1])
+	t.last = keys[len(keys)-1]
 	var level []*orderNode
-	for chunk := range slices.Chunk(members, orderFanout) {
-		level = append(level, &orderNode{members: chunk})
+	for chunk := range slices.Chunk(keys, orderFanout) {
+		level = append(level, &orderNode{keys: chunk})
 	}
 	for len(level) > 1 {
 		var up []*orderNode
@@ -284,6 +249,15 @@ func buildByCreate(members []Member) byCreate {
 	}
 	t.root = level[0]
 	return t
+}
+
+// keysOf returns the places of members.
+func keysOf(members []Member) []orderKey {
+	keys := make([]orderKey, len(members))
+	for i, m := range members {
+		keys[i] = keyOf(m)
+	}
+	return keys
 }
 
 // sortByCreate returns members in the tree's order, in members or in a new

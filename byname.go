@@ -2,6 +2,7 @@ package biregister
 
 import (
 	"hash/maphash"
+	"iter"
 	"math/bits"
 	"slices"
 )
@@ -66,6 +67,28 @@ func (t byName) get(name string) (Member, bool) {
 		n = n.children[index(n.childMap, bit)]
 	}
 	return Member{}, false
+}
+
+// all yields the members in no particular order.
+func (t byName) all() iter.Seq[Member] {
+	return func(yield func(Member) bool) { t.root.each(yield) }
+}
+
+func (n *trieNode) each(yield func(Member) bool) bool {
+	if n == nil {
+		return true
+	}
+	for _, m := range n.members {
+		if !yield(m) {
+			return false
+		}
+	}
+	for _, c := range n.children {
+		if !c.each(yield) {
+			return false
+		}
+	}
+	return true
 }
 
 // set returns the trie with m stored under m.Name, and the member it

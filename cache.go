@@ -2,6 +2,7 @@ package biregister
 
 import (
 	"bytes"
+	"iter"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,18 +23,33 @@ type Member struct {
 // as in one of a million.
 type snapshot struct {
 	names    byName        // name → member
-	order    byCreate      // ascending create revision
+	order    byCreate      // the members' places, ascending create revision
 	leader   Member        // order's first member, or the zero Member
 	revision int64         // the etcd revision this view reflects
 	replaced chan struct{} // closed when a newer snapshot is published
 }
 
 func newSnapshot(names byName, order byCreate, revision int64) *snapshot {
-	leader, _ := order.first()
+	var leader Member
+	if first, ok := order.first(); ok {
+		leader, _ = names.get(first.name)
+	}
 	return &snapshot{names: names, order: order, leader: leader, revision: revision, replaced: make(chan struct{})}
 }
 
 func (s *snapshot) lookup(name string) (Member, bool) { return s.names.get(name) }
+
+// members yields the members in ascending create revision.
+func (s *snapshot) members() iter.Seq[Member] {
+	return func(yield func(Member) bool) {
+		for k := range s.order.all() {
+			m, _ := s.names.get(k.name)
+			if !yield(m) {
+				return
+			}
+		}
+	}
+}
 
 // newMember returns the member kv holds, or false for a key that is not a
 // member: the prefix itself, or a key deeper than one level (which belongs to
@@ -74,11 +90,11 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 			names, old, present = names.set(m, ed)
 			switch {
 			case present && old.CreateRevision == m.CreateRevision:
-				order = order.update(m, ed)
+				// Same place: only byName holds values.
 			case present:
-				order = order.remove(old, ed).insert(m, ed)
+				order = order.remove(keyOf(old), ed).insert(keyOf(m), ed)
 			default:
-				order = order.insert(m, ed)
+				order = order.insert(keyOf(m), ed)
 			}
 			changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: ev.Kv.ModRevision})
 		case mvccpb.DELETE:
@@ -87,7 +103,7 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 			if names, old, present = names.delete(m.Name, ed); !present {
 				continue
 			}
-			order = order.remove(old, ed)
+			order = order.remove(keyOf(old), ed)
 			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
 		}
 	}
@@ -104,9 +120,9 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 // changed.
 func (s *snapshot) replace(listed []Member, revision int64) (*snapshot, []Change) {
 	listed = sortByCreate(listed)
-	next := newSnapshot(buildByName(listed), buildByCreate(listed), revision)
+	next := newSnapshot(buildByName(listed), buildByCreate(keysOf(listed)), revision)
 	changes := make([]Change, 0, len(listed))
-	for m := range s.order.all() {
+	for m := range s.members() {
 		if n, ok := next.lookup(m.Name); !ok || n.CreateRevision != m.CreateRevision {
 			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: m.Value, Revision: revision})
 		}

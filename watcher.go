@@ -454,8 +454,8 @@ func (w *watcher) publish(next *snapshot) {
 
 func (w *watcher) GetAll() map[string]string {
 	s := w.snap.Load()
-	all := make(map[string]string, s.order.size)
-	for m := range s.order.all() {
+	all := make(map[string]string, s.names.size)
+	for m := range s.names.all() {
 		all[m.Name] = m.Value
 	}
 	return all
@@ -464,8 +464,8 @@ func (w *watcher) GetAll() map[string]string {
 func (w *watcher) GetNames() []string {
 	s := w.snap.Load()
 	names := make([]string, 0, s.order.size)
-	for m := range s.order.all() {
-		names = append(names, m.Name)
+	for k := range s.order.all() {
+		names = append(names, k.name)
 	}
 	return names
 }
@@ -473,7 +473,7 @@ func (w *watcher) GetNames() []string {
 func (w *watcher) GetValues() []string {
 	s := w.snap.Load()
 	values := make([]string, 0, s.order.size)
-	for m := range s.order.all() {
+	for m := range s.members() {
 		values = append(values, m.Value)
 	}
 	return values
@@ -491,7 +491,7 @@ func (w *watcher) GetLeader() (name, val string) {
 
 func (w *watcher) Members() []Member {
 	s := w.snap.Load()
-	return slices.AppendSeq(make([]Member, 0, s.order.size), s.order.all())
+	return slices.AppendSeq(make([]Member, 0, s.order.size), s.members())
 }
 
 func (w *watcher) Updated() <-chan struct{} { return w.snap.Load().replaced }
