@@ -1027,7 +1027,7 @@ func scaleSuite(b *testing.B, eps []string, writer *clientv3.Client, g *scaleGro
 		b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(time.Millisecond), "ms/sync")
 	})
 
-	b.Run("sync/interleaved", func(b *testing.B) { syncInterleaved(b, eps, reader, g, syncTTL) })
+	b.Run("sync/interleaved", func(b *testing.B) { syncInterleaved(b, eps, writer, reader, g, syncTTL) })
 
 	b.Run("heap/biregister", func(b *testing.B) {
 		// An empty group's Watcher: what a Watcher costs whatever its size
@@ -1200,12 +1200,14 @@ func currentRevision(b *testing.B, c *clientv3.Client) int64 {
 // turn, each first every other time, each after etcd has settled from the
 // last: alone, a Watcher's sync shares the machine with etcd ending the
 // previous Watcher's watch, and a raw Get with nothing.
-func syncInterleaved(b *testing.B, eps []string, reader *clientv3.Client, g *scaleGroup, ttl int64) {
-	m, err := benchutil.Scrape(eps[0])
-	if err != nil {
-		b.Fatal(err)
+func syncInterleaved(b *testing.B, eps []string, writer, reader *clientv3.Client, g *scaleGroup, ttl int64) {
+	watchers := func() float64 {
+		m, err := benchutil.Scrape(eps[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m.Sum("etcd_debugging_mvcc_watcher_total")
 	}
-	watchers := m.Sum("etcd_debugging_mvcc_watcher_total")
 	ctx, cancel := context.WithCancel(context.Background()) // the loop may outlast benchWait
 	defer cancel()
 	var raw, lib benchutil.Latencies
@@ -1227,11 +1229,12 @@ func syncInterleaved(b *testing.B, eps []string, reader *clientv3.Client, g *sca
 		if got := len(w.Members()); got != len(g.keys) {
 			b.Fatalf("synced %d members, want %d", got, len(g.keys))
 		}
-		// Closed once etcd created its watch: the client cancels on the
-		// server only the watches whose id it knows.
-		settle(b, eps, func(w float64) bool { return w == watchers+1 })
+		// Closed once its watch is live: the client cancels on the server
+		// only the watches whose id it knows.
+		probeWatcher(b, writer, w, g.prefix)
+		live := watchers()
 		w.Close()
-		settle(b, eps, func(w float64) bool { return w == watchers })
+		settle(b, eps, func(w float64) bool { return w < live })
 	}
 	for i := 0; i < b.N; i++ {
 		if i%2 == 0 {
