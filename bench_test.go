@@ -1487,7 +1487,7 @@ func leaderChangeBiregister(b *testing.B, eps []string, writer, reader *clientv3
 		// The change is done once the cache names a leader other than the
 		// deleted one; the check below makes sure it is the oldest left.
 		old, _ := w.GetLeader()
-		want := w.Members()[1].Name
+		want := w.GetNames()[1]
 		done, errs := make(chan time.Time, 1), make(chan error, 1)
 		go func() {
 			if err := awaitCache(w, func() bool { l, _ := w.GetLeader(); return l != old && l != "" }); err != nil {
@@ -1509,8 +1509,8 @@ func leaderChangeBiregister(b *testing.B, eps []string, writer, reader *clientv3
 			b.Fatalf("leader %q was not in etcd", old)
 		}
 		lat.Add(end.Sub(start))
-		if l, _ := w.GetLeader(); l != want || len(w.Members()) != len(g.keys)-1 {
-			b.Fatalf("after deleting %q: leader %q (want %q), %d members (want %d)", old, l, want, len(w.Members()), len(g.keys)-1)
+		if l, _ := w.GetLeader(); l != want || len(w.GetNames()) != len(g.keys)-1 {
+			b.Fatalf("after deleting %q: leader %q (want %q), %d members (want %d)", old, l, want, len(w.GetNames()), len(g.keys)-1)
 		}
 		// Back at the end of the queue.
 		v := fmt.Sprintf("back %d", time.Now().UnixNano())

@@ -18,10 +18,11 @@ import (
 // acknowledged keepalive.
 //
 // A keepalive left unanswered for half an interval (on a healthy link answers
-// take milliseconds) makes the next one go out on a new stream, which may reach a live connection or another member, while
-// the old stream keeps its chance to answer until its oldest request could no
-// longer extend the lease. Only the registration loop touches these streams;
-// each has at most one goroutine of its own, living for one Recv.
+// take milliseconds) makes the next one go out on a new stream, which may
+// reach a live connection or another member, while the old stream keeps its
+// chance to answer until its oldest request could no longer extend the lease.
+// Only the registration loop touches these streams; each has at most one
+// goroutine of its own, living for one Recv.
 
 // maxKeepAliveStreams bounds the streams open at once: one in steady state,
 // one more per interval etcd leaves a keepalive unanswered.
