@@ -85,9 +85,8 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 		}
 		switch ev.Type {
 		case mvccpb.PUT:
-			var old Member
-			var present bool
-			names, old, present = names.set(m, ed)
+			next, old, present := names.set(m, ed)
+			names = next
 			switch {
 			case present && old.CreateRevision == m.CreateRevision:
 				// Same place: only byName holds values.
@@ -98,12 +97,11 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 			}
 			changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: ev.Kv.ModRevision})
 		case mvccpb.DELETE:
-			var old Member
-			var present bool
-			if names, old, present = names.delete(m.Name, ed); !present {
+			next, old, present := names.delete(m.Name, ed)
+			if !present {
 				continue
 			}
-			order = order.remove(keyOf(old), ed)
+			names, order = next, order.remove(keyOf(old), ed)
 			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
 		}
 	}
