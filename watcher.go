@@ -253,7 +253,7 @@ func (w *watcher) follow(from int64) (unanswered bool) {
 				return false
 			}
 		case header := <-w.headers:
-			if w.rewound(header) {
+			if w.rewound(header.GetClusterId(), header.GetRevision()) {
 				return false
 			}
 		case <-probe:
@@ -290,11 +290,13 @@ func (w *watcher) observe(header *etcdserverpb.ResponseHeader) {
 	}
 }
 
-// rewound reports whether the etcd behind the endpoints is no longer the one
-// the cache follows: another cluster, or one restored to an older revision.
-// The client would resume its watch there at a revision that may never come.
-func (w *watcher) rewound(header *etcdserverpb.ResponseHeader) bool {
-	if (header.ClusterId == 0 || header.ClusterId == w.clusterID) && header.Revision >= w.snap.Load().revision {
+// rewound reports whether the etcd that answered with clusterID and revision
+// is no longer the one the cache follows: another cluster, or one restored to
+// an older revision. The client would resume its watch there at a revision
+// that may never come. A cluster id of 0 says nothing (etcd's gRPC proxy
+// leaves it out of the responses it makes up itself).
+func (w *watcher) rewound(clusterID uint64, revision int64) bool {
+	if (clusterID == 0 || clusterID == w.clusterID) && revision >= w.snap.Load().revision {
 		return false
 	}
 	// A member that lags behind the one the watch came from answers with an
@@ -356,7 +358,9 @@ func (w *watcher) applyResponses(batch []clientv3.WatchResponse) bool {
 			w.apply(batch[:i])
 			return false
 		}
-		if w.rewound(&batch[i].Header) {
+		// The getters, not the fields: the header is a value in client 3.6
+		// and a pointer in 3.7.
+		if w.rewound(batch[i].Header.GetClusterId(), batch[i].Header.GetRevision()) {
 			w.apply(batch[:i])
 			return false
 		}
@@ -380,7 +384,7 @@ func (w *watcher) apply(batch []clientv3.WatchResponse) {
 			revision = max(revision, resp.Events[len(resp.Events)-1].Kv.ModRevision)
 		case resp.IsProgressNotify():
 			// A lagging member may report an older revision: never go back.
-			revision = max(revision, resp.Header.Revision)
+			revision = max(revision, resp.Header.GetRevision())
 		}
 		if len(batch) == 1 {
 			events = resp.Events
