@@ -1,3 +1,5 @@
+// Retrying a failing etcd operation: how long to wait between attempts.
+
 package biregister
 
 import (

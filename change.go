@@ -1,3 +1,5 @@
+// Changes: what a consumer of Watcher.Changes receives.
+
 package biregister
 
 // Op is the kind of a Change.
@@ -25,40 +27,3 @@ type Change struct {
 	// start and for OpResync it is the revision the cache was read at.
 	Revision int64
 }
-
-// feed delivers changes to the user's channel without ever blocking the
-// goroutine that owns the cache. When the channel is full it drops changes and
-// owes the consumer one OpResync, which the owner sends from its select loop
-// (see pending) as soon as there is room.
-type feed struct {
-	ch        chan Change
-	overflown bool
-}
-
-func newFeed(size int) *feed {
-	return &feed{ch: make(chan Change, size)}
-}
-
-// push delivers c, or records that the consumer must resync.
-func (f *feed) push(c Change) {
-	if f.overflown {
-		return
-	}
-	select {
-	case f.ch <- c:
-	default:
-		f.overflown = true
-	}
-}
-
-// pending returns the channel to send the owed OpResync on, or nil (a select
-// case that never fires) when nothing is owed.
-func (f *feed) pending() chan<- Change {
-	if f.overflown {
-		return f.ch
-	}
-	return nil
-}
-
-// resynced records that the owed OpResync was delivered.
-func (f *feed) resynced() { f.overflown = false }

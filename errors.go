@@ -1,3 +1,5 @@
+// The sentinel errors, matched with errors.Is.
+
 package biregister
 
 import "errors"
@@ -10,7 +12,4 @@ var (
 	ErrNameTaken = errors.New("biregister: name taken by a live member")
 	// ErrClosed is returned by an operation on a closed Watcher or Register.
 	ErrClosed = errors.New("biregister: closed")
-	// ErrNotRegistered is returned by an operation that needs the registration
-	// while the Register has lost it and is still registering again.
-	ErrNotRegistered = errors.New("biregister: not registered")
 )

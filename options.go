@@ -1,7 +1,9 @@
+// Options: what a user can set on a Watcher or a Register, the defaults, and
+// the checks of the arguments every constructor shares.
+
 package biregister
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -9,15 +11,14 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	grpcbackoff "google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // DefaultBufferSize is the default capacity of the Changes channel.
 const DefaultBufferSize = 10000
+
+// defaultProbeInterval is how long an idle Watcher's stream may stay silent
+// before the Watcher checks it (see probe.go).
+const defaultProbeInterval = 5 * time.Second
 
 // Option configures a Watcher or a Register.
 type Option func(*config)
@@ -81,7 +82,7 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 	cfg := &config{
 		dialTimeout:   time.Duration(ttl) * time.Second,
 		bufferSize:    DefaultBufferSize,
-		probeInterval: probeInterval,
+		probeInterval: defaultProbeInterval,
 	}
 	for _, opt := range opts {
 		if opt != nil {
@@ -123,62 +124,4 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 		prefix += "/"
 	}
 	return cfg, prefix, nil
-}
-
-// newClient returns the client to use and whether the library owns it.
-func (cfg *config) newClient(endpoints []string) (*clientv3.Client, bool, error) {
-	if cfg.client != nil {
-		return cfg.client, false, nil
-	}
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: cfg.dialTimeout,
-		TLS:         cfg.tls,
-		Username:    cfg.username,
-		Password:    cfg.password,
-		// The client's default zap logger writes retries to stderr; the library
-		// reports what matters through cfg.logger instead.
-		Logger: zap.NewNop(),
-		// gRPC pings an idle connection after this long (10 s is its floor) and
-		// drops it when the ping goes unanswered, so a silently stalled
-		// connection is replaced instead of hanging every stream on it.
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: cfg.dialTimeout,
-		DialOptions: []grpc.DialOption{
-			grpc.WithConnectParams(grpc.ConnectParams{
-				// gRPC's default reconnect backoff grows to 2 minutes; after an
-				// outage the library must be back within about a second.
-				Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: cfg.dialTimeout,
-			}),
-			grpc.WithChainUnaryInterceptor(keepConnectionError),
-		},
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("biregister: connect to etcd: %w", err)
-	}
-	return c, true, nil
-}
-
-// keepConnectionError keeps the reason why a request found no connection in
-// the error it returns. gRPC dials lazily and a request waits for a
-// connection until its context ends; gRPC then says why it had none ("…
-// authentication handshake failed: tls: failed to verify certificate: x509:
-// …"), but the etcd client replaces every error of a request whose context
-// ended by the bare ctx.Err(). A TLS mistake would read "context deadline
-// exceeded". This interceptor runs inside the etcd client's own, on clients
-// the library creates, and turns such an error into ctx.Err() annotated with
-// gRPC's explanation: errors.Is(err, context.DeadlineExceeded) still holds,
-// and the etcd client, which sees no gRPC status in it, neither retries it
-// nor strips it.
-func keepConnectionError(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	err := invoker(ctx, method, req, reply, cc, opts...)
-	if err == nil || ctx.Err() == nil {
-		return err
-	}
-	st, ok := status.FromError(err)
-	if !ok || (st.Code() != codes.DeadlineExceeded && st.Code() != codes.Canceled) || st.Message() == ctx.Err().Error() {
-		return err
-	}
-	return fmt.Errorf("%w: %s", ctx.Err(), st.Message())
 }

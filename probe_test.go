@@ -117,17 +117,17 @@ func TestWatchCreationStalled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, _, err := cfg.newClient([]string{proxy.Endpoint()})
+	client, releaseClient, err := cfg.newClient([]string{proxy.Endpoint()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	defer releaseClient()
 	resp, err := client.Get(context.Background(), prefix) // connected
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := buildWatcher(client, prefix, 1, cfg)
-	w.snap.Store(newSnapshot(byName{}, byCreate{}, resp.Header.Revision))
+	w := newWatcher(client, releaseClient, prefix, 1, cfg, cfg.probeInterval)
+	w.snap.Store(emptySnapshot(resp.Header.Revision))
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	defer w.cancel()
 

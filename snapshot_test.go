@@ -19,7 +19,7 @@ func (m model) sorted() []Member {
 	for _, v := range m {
 		all = append(all, v)
 	}
-	slices.SortFunc(all, func(a, b Member) int { return keyOf(a).compare(keyOf(b)) })
+	slices.SortFunc(all, func(a, b Member) int { return placeOf(a).compare(placeOf(b)) })
 	return all
 }
 
@@ -31,7 +31,7 @@ func (m model) clone() model {
 	return c
 }
 
-func checkAgainst(t *testing.T, names byName, order byCreate, want model) {
+func checkAgainst(t *testing.T, names nameTrie, order orderTree, want model) {
 	t.Helper()
 	if names.size != len(want) || order.size != len(want) {
 		t.Fatalf("sizes %d/%d, want %d", names.size, order.size, len(want))
@@ -53,7 +53,7 @@ func checkAgainst(t *testing.T, names byName, order byCreate, want model) {
 	if _, ok := names.get("absent"); ok {
 		t.Fatal("get of an absent name succeeded")
 	}
-	sorted := keysOf(want.sorted())
+	sorted := placesOf(want.sorted())
 	if got := slices.Collect(order.all()); !slices.Equal(got, sorted) {
 		t.Fatalf("order %v, want %v", got, sorted)
 	}
@@ -69,18 +69,18 @@ func TestIndexesAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, size := range []int{10, 300, 5000} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			var names byName
-			var order byCreate
+			var names nameTrie
+			var order orderTree
 			want := model{}
 			type version struct {
-				names byName
-				order byCreate
+				names nameTrie
+				order orderTree
 				want  model
 			}
 			var versions []version
 			revision := int64(0)
 			var keys []string // the names in want, in a reproducible order
-			var ed *edit      // the batch in progress, nil between batches
+			var b *batch      // the batch in progress, nil between batches
 			batchLeft := 0
 			for step := range 4 * size {
 				if batchLeft == 0 {
@@ -89,9 +89,9 @@ func TestIndexesAgainstModel(t *testing.T) {
 					if step%(size/4+1) == 0 {
 						versions = append(versions, version{names, order, want.clone()})
 					}
-					ed, batchLeft = nil, 1
+					b, batchLeft = nil, 1
 					if rng.IntN(2) == 0 {
-						ed, batchLeft = new(edit), 1+rng.IntN(8)
+						b, batchLeft = new(batch), 1+rng.IntN(8)
 					}
 				}
 				batchLeft--
@@ -102,26 +102,26 @@ func TestIndexesAgainstModel(t *testing.T) {
 					}
 					m := Member{Name: fmt.Sprintf("m%d", rng.IntN(2*size)), Value: fmt.Sprint(revision), CreateRevision: revision}
 					if old, ok := want[m.Name]; ok {
-						order = order.remove(keyOf(old), ed)
+						order = order.remove(placeOf(old), b)
 					} else {
 						keys = append(keys, m.Name)
 					}
-					names, _, _ = names.set(m, ed)
-					order = order.insert(keyOf(m), ed)
+					names, _, _ = names.set(m, b)
+					order = order.insert(placeOf(m), b)
 					want[m.Name] = m
 				case op < 8: // leave
 					i := rng.IntN(len(keys))
 					k := keys[i]
 					keys[i] = keys[len(keys)-1]
 					keys = keys[:len(keys)-1]
-					names, _, _ = names.delete(k, ed)
-					order = order.remove(keyOf(want[k]), ed)
+					names, _, _ = names.delete(k, b)
+					order = order.remove(placeOf(want[k]), b)
 					delete(want, k)
 				default: // new value, same registration
 					k := keys[rng.IntN(len(keys))]
 					m := want[k]
 					m.Value += "'"
-					names, _, _ = names.set(m, ed)
+					names, _, _ = names.set(m, b)
 					want[k] = m
 				}
 				if size <= 100 || step%(size/10) == 0 {
@@ -132,16 +132,16 @@ func TestIndexesAgainstModel(t *testing.T) {
 			for _, v := range versions {
 				checkAgainst(t, v.names, v.order, v.want)
 			}
-			checkAgainst(t, buildByName(want.sorted()), buildByCreate(keysOf(want.sorted())), want)
+			checkAgainst(t, buildNameTrie(want.sorted()), buildOrderTree(placesOf(want.sorted())), want)
 		})
 	}
 }
 
 // A member older than the youngest one still lands in its place.
 func TestByCreateInsertOutOfOrder(t *testing.T) {
-	var order byCreate
+	var order orderTree
 	for _, rev := range []int64{10, 20, 30, 15, 5} {
-		order = order.insert(orderKey{revision: rev, name: fmt.Sprint(rev)}, nil)
+		order = order.insert(place{revision: rev, name: fmt.Sprint(rev)}, nil)
 	}
 	var revs []int64
 	for k := range order.all() {
@@ -188,7 +188,7 @@ func TestSortByCreate(t *testing.T) {
 			listing[i] = Member{Name: fmt.Sprintf("m%05d", i), CreateRevision: 1 + rng.Int64N(int64(n/3+1))}
 		}
 		want := slices.Clone(listing)
-		slices.SortFunc(want, func(a, b Member) int { return keyOf(a).compare(keyOf(b)) })
+		slices.SortFunc(want, func(a, b Member) int { return placeOf(a).compare(placeOf(b)) })
 		if got := sortByCreate(slices.Clone(listing)); !slices.Equal(got, want) {
 			t.Fatalf("n=%d, name order: got %v, want %v", n, got, want)
 		}
@@ -217,7 +217,7 @@ func BenchmarkSortByCreate(b *testing.B) {
 	b.Run("comparison-sort", func(b *testing.B) {
 		for b.Loop() {
 			copy(work, listing)
-			slices.SortFunc(work, func(a, b Member) int { return keyOf(a).compare(keyOf(b)) })
+			slices.SortFunc(work, func(a, b Member) int { return placeOf(a).compare(placeOf(b)) })
 		}
 	})
 }
@@ -228,7 +228,7 @@ func groupOf(n int) *snapshot {
 	for i := range listed {
 		listed[i] = Member{Name: fmt.Sprintf("member-%07d", i), Value: "10.0.0.1:8080", CreateRevision: int64(i + 1)}
 	}
-	s, _ := newSnapshot(byName{}, byCreate{}, 0).replace(listed, int64(n))
+	s, _ := emptySnapshot(0).replace(listed, int64(n))
 	return s
 }
 
@@ -294,7 +294,7 @@ func BenchmarkSnapshotReplace(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				newSnapshot(byName{}, byCreate{}, 0).replace(slices.Clone(listed), int64(n))
+				emptySnapshot(0).replace(slices.Clone(listed), int64(n))
 			}
 		})
 	}

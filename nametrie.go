@@ -1,3 +1,5 @@
+// The name index of a snapshot: a persistent hash trie from name to member.
+
 package biregister
 
 import (
@@ -7,13 +9,13 @@ import (
 	"slices"
 )
 
-// byName is a persistent hash trie from name to member: every update returns
+// nameTrie is a persistent hash trie from name to member: every update returns
 // a new trie that shares all but the path it changed with the old one, so a
 // snapshot costs O(log n) per change instead of a copy of a map, and readers
 // of an older snapshot are never disturbed. Each level consumes 5 bits of the
 // name's hash; a level's members and subtries sit in two arrays indexed by the
 // population count of bitmaps, as in Steindorfer and Vinju's CHAMP layout.
-type byName struct {
+type nameTrie struct {
 	root *trieNode
 	size int
 }
@@ -24,7 +26,7 @@ type trieNode struct {
 	childMap  uint32 // hash slots that hold a subtrie
 	members   []Member
 	children  []*trieNode
-	edit      *edit // the batch that made this node
+	madeBy    *batch // the batch that made this node; see batch
 }
 
 const (
@@ -38,11 +40,14 @@ var nameSeed = maphash.MakeSeed()
 
 func hashName(name string) uint64 { return maphash.String(nameSeed, name) }
 
-func slot(hash uint64, shift uint) uint32 { return 1 << ((hash >> shift) & (1<<trieBits - 1)) }
+// slotBit returns the bitmap bit of the slot that hash picks at shift.
+func slotBit(hash uint64, shift uint) uint32 { return 1 << ((hash >> shift) & (1<<trieBits - 1)) }
 
-func index(bitmap, bit uint32) int { return bits.OnesCount32(bitmap & (bit - 1)) }
+// packedIndex returns where the entry of bit sits in the array that holds
+// one entry per bit set in bitmap.
+func packedIndex(bitmap, bit uint32) int { return bits.OnesCount32(bitmap & (bit - 1)) }
 
-func (t byName) get(name string) (Member, bool) {
+func (t nameTrie) get(name string) (Member, bool) {
 	hash := hashName(name)
 	n := t.root
 	for shift := uint(0); n != nil; shift += trieBits {
@@ -54,9 +59,9 @@ func (t byName) get(name string) (Member, bool) {
 			}
 			return Member{}, false
 		}
-		bit := slot(hash, shift)
+		bit := slotBit(hash, shift)
 		if n.memberMap&bit != 0 {
-			if m := n.members[index(n.memberMap, bit)]; m.Name == name {
+			if m := n.members[packedIndex(n.memberMap, bit)]; m.Name == name {
 				return m, true
 			}
 			return Member{}, false
@@ -64,13 +69,13 @@ func (t byName) get(name string) (Member, bool) {
 		if n.childMap&bit == 0 {
 			return Member{}, false
 		}
-		n = n.children[index(n.childMap, bit)]
+		n = n.children[packedIndex(n.childMap, bit)]
 	}
 	return Member{}, false
 }
 
 // all yields the members in no particular order.
-func (t byName) all() iter.Seq[Member] {
+func (t nameTrie) all() iter.Seq[Member] {
 	return func(yield func(Member) bool) { t.root.each(yield) }
 }
 
@@ -92,9 +97,9 @@ func (n *trieNode) each(yield func(Member) bool) bool {
 }
 
 // set returns the trie with m stored under m.Name, and the member it
-// replaced, if any; see edit for ed. One walk does both, as an event needs.
-func (t byName) set(m Member, ed *edit) (byName, Member, bool) {
-	root, old, replaced := t.root.set(m, hashName(m.Name), 0, ed)
+// replaced, if any; see batch for b. One walk does both, as an event needs.
+func (t nameTrie) set(m Member, b *batch) (nameTrie, Member, bool) {
+	root, old, replaced := t.root.set(m, hashName(m.Name), 0, b)
 	if !replaced {
 		t.size++
 	}
@@ -102,14 +107,14 @@ func (t byName) set(m Member, ed *edit) (byName, Member, bool) {
 	return t, old, replaced
 }
 
-// buildByName returns the trie of members, whose names are distinct. It is
+// buildNameTrie returns the trie of members, whose names are distinct. It is
 // built top-down, level by level, by a counting sort of the members on the
 // slot their hash picks: every node is made once, at its final size, where
 // setting the members one by one grows and copies nodes (a listing of 1,000
 // members: 3× faster, a third of the allocations).
-func buildByName(members []Member) byName {
+func buildNameTrie(members []Member) nameTrie {
 	if len(members) == 0 {
-		return byName{}
+		return nameTrie{}
 	}
 	hashes := make([]uint64, len(members))
 	picked := make([]int32, len(members))
@@ -117,8 +122,8 @@ func buildByName(members []Member) byName {
 		hashes[i] = hashName(m.Name)
 		picked[i] = int32(i)
 	}
-	b := trieBuilder{members: members, hashes: hashes}
-	return byName{root: b.node(picked, make([]int32, len(members)), 0), size: len(members)}
+	tb := trieBuilder{members: members, hashes: hashes}
+	return nameTrie{root: tb.node(picked, make([]int32, len(members)), 0), size: len(members)}
 }
 
 // trieBuilder builds a trie from members and the hashes of their names.
@@ -130,17 +135,17 @@ type trieBuilder struct {
 // node returns the node at shift that holds the members at the positions
 // picked (two or more, or any number at the bottom level), using scratch,
 // as long as picked, for its own work.
-func (b trieBuilder) node(picked, scratch []int32, shift uint) *trieNode {
+func (tb trieBuilder) node(picked, scratch []int32, shift uint) *trieNode {
 	if shift >= trieMaxShift {
 		n := &trieNode{members: make([]Member, len(picked))}
 		for j, i := range picked {
-			n.members[j] = b.members[i]
+			n.members[j] = tb.members[i]
 		}
 		return n
 	}
 	var starts [1<<trieBits + 1]int32 // where each slot's members begin in scratch
 	for _, i := range picked {
-		starts[(b.hashes[i]>>shift)&(1<<trieBits-1)+1]++
+		starts[(tb.hashes[i]>>shift)&(1<<trieBits-1)+1]++
 	}
 	n := &trieNode{}
 	var memberCount, childCount int
@@ -158,7 +163,7 @@ func (b trieBuilder) node(picked, scratch []int32, shift uint) *trieNode {
 	}
 	next := starts
 	for _, i := range picked {
-		d := (b.hashes[i] >> shift) & (1<<trieBits - 1)
+		d := (tb.hashes[i] >> shift) & (1<<trieBits - 1)
 		scratch[next[d]] = i
 		next[d]++
 	}
@@ -169,19 +174,19 @@ func (b trieBuilder) node(picked, scratch []int32, shift uint) *trieNode {
 		switch len(group) {
 		case 0:
 		case 1:
-			n.members = append(n.members, b.members[group[0]])
+			n.members = append(n.members, tb.members[group[0]])
 		default:
 			// picked is free now: it is the child's scratch.
-			n.children = append(n.children, b.node(group, picked[starts[d]:starts[d+1]], shift+trieBits))
+			n.children = append(n.children, tb.node(group, picked[starts[d]:starts[d+1]], shift+trieBits))
 		}
 	}
 	return n
 }
 
 // delete returns the trie without name, and the member it removed, if any;
-// see edit for ed.
-func (t byName) delete(name string, ed *edit) (byName, Member, bool) {
-	root, old, removed := t.root.delete(name, hashName(name), 0, ed)
+// see batch for b.
+func (t nameTrie) delete(name string, b *batch) (nameTrie, Member, bool) {
+	root, old, removed := t.root.delete(name, hashName(name), 0, b)
 	if removed {
 		t.size--
 		t.root = root
@@ -189,19 +194,13 @@ func (t byName) delete(name string, ed *edit) (byName, Member, bool) {
 	return t, old, removed
 }
 
-// edit marks the nodes that one batch of changes made. No published snapshot
-// reaches them until the batch ends, so the batch changes them in place
-// instead of copying them again: a burst of events costs one copy of each
-// path it touches, not one per event. A nil edit copies every node it changes.
-type edit struct{ _ int } // not zero-sized: every edit has an address of its own
-
-// writable returns n itself if ed made it, or else a copy that ed owns, with
+// writable returns n itself if b made it, or else a copy that b owns, with
 // arrays of its own: either may be changed at will.
-func (n *trieNode) writable(ed *edit) *trieNode {
+func (n *trieNode) writable(b *batch) *trieNode {
 	switch {
 	case n == nil:
-		return &trieNode{edit: ed}
-	case ed != nil && n.edit == ed:
+		return &trieNode{madeBy: b}
+	case b != nil && n.madeBy == b:
 		return n
 	}
 	return &trieNode{
@@ -209,14 +208,14 @@ func (n *trieNode) writable(ed *edit) *trieNode {
 		childMap:  n.childMap,
 		members:   slices.Clone(n.members),
 		children:  slices.Clone(n.children),
-		edit:      ed,
+		madeBy:    b,
 	}
 }
 
 // set returns n with m stored under m.Name, and the member it replaced, if
 // any.
-func (n *trieNode) set(m Member, hash uint64, shift uint, ed *edit) (*trieNode, Member, bool) {
-	c := n.writable(ed)
+func (n *trieNode) set(m Member, hash uint64, shift uint, b *batch) (*trieNode, Member, bool) {
+	c := n.writable(b)
 	if shift >= trieMaxShift {
 		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == m.Name })
 		if i < 0 {
@@ -227,31 +226,31 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, ed *edit) (*trieNode, 
 		c.members[i] = m
 		return c, old, true
 	}
-	bit := slot(hash, shift)
+	bit := slotBit(hash, shift)
 	switch {
 	case c.memberMap&bit != 0:
-		i := index(c.memberMap, bit)
+		i := packedIndex(c.memberMap, bit)
 		old := c.members[i]
 		if old.Name == m.Name {
 			c.members[i] = m
 			return c, old, true
 		}
 		// Two names share this slot: push both one level down.
-		child, _, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, ed)
-		child, _, _ = child.set(m, hash, shift+trieBits, ed)
+		child, _, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, b)
+		child, _, _ = child.set(m, hash, shift+trieBits, b)
 		c.memberMap &^= bit
 		c.members = slices.Delete(c.members, i, i+1)
 		c.childMap |= bit
-		c.children = slices.Insert(c.children, index(c.childMap, bit), child)
+		c.children = slices.Insert(c.children, packedIndex(c.childMap, bit), child)
 		return c, Member{}, false
 	case c.childMap&bit != 0:
-		i := index(c.childMap, bit)
-		child, old, replaced := c.children[i].set(m, hash, shift+trieBits, ed)
+		i := packedIndex(c.childMap, bit)
+		child, old, replaced := c.children[i].set(m, hash, shift+trieBits, b)
 		c.children[i] = child
 		return c, old, replaced
 	default:
 		c.memberMap |= bit
-		c.members = slices.Insert(c.members, index(c.memberMap, bit), m)
+		c.members = slices.Insert(c.members, packedIndex(c.memberMap, bit), m)
 		return c, Member{}, false
 	}
 }
@@ -260,7 +259,7 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, ed *edit) (*trieNode, 
 // subtrie left with a single member and no subtries is folded into its
 // parent, so the trie keeps the shape it would have had without the deleted
 // name.
-func (n *trieNode) delete(name string, hash uint64, shift uint, ed *edit) (*trieNode, Member, bool) {
+func (n *trieNode) delete(name string, hash uint64, shift uint, b *batch) (*trieNode, Member, bool) {
 	if n == nil {
 		return nil, Member{}, false
 	}
@@ -270,29 +269,29 @@ func (n *trieNode) delete(name string, hash uint64, shift uint, ed *edit) (*trie
 			return n, Member{}, false
 		}
 		old := n.members[i]
-		c := n.writable(ed)
+		c := n.writable(b)
 		c.members = slices.Delete(c.members, i, i+1)
 		return c.orNil(), old, true
 	}
-	bit := slot(hash, shift)
+	bit := slotBit(hash, shift)
 	switch {
 	case n.memberMap&bit != 0:
-		i := index(n.memberMap, bit)
+		i := packedIndex(n.memberMap, bit)
 		old := n.members[i]
 		if old.Name != name {
 			return n, Member{}, false
 		}
-		c := n.writable(ed)
+		c := n.writable(b)
 		c.memberMap &^= bit
 		c.members = slices.Delete(c.members, i, i+1)
 		return c.orNil(), old, true
 	case n.childMap&bit != 0:
-		i := index(n.childMap, bit)
-		child, old, removed := n.children[i].delete(name, hash, shift+trieBits, ed)
+		i := packedIndex(n.childMap, bit)
+		child, old, removed := n.children[i].delete(name, hash, shift+trieBits, b)
 		if !removed {
 			return n, Member{}, false
 		}
-		c := n.writable(ed)
+		c := n.writable(b)
 		switch {
 		case child == nil:
 			c.childMap &^= bit
@@ -301,7 +300,7 @@ func (n *trieNode) delete(name string, hash uint64, shift uint, ed *edit) (*trie
 			c.childMap &^= bit
 			c.children = slices.Delete(c.children, i, i+1)
 			c.memberMap |= bit
-			c.members = slices.Insert(c.members, index(c.memberMap, bit), child.members[0])
+			c.members = slices.Insert(c.members, packedIndex(c.memberMap, bit), child.members[0])
 		default:
 			c.children[i] = child
 		}

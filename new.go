@@ -1,0 +1,110 @@
+// The constructors: checking the arguments, connecting, registering, and
+// starting the loops.
+
+package biregister
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// NewWatcher starts watching the group under prefix. It returns once the cache
+// holds the group's current members, or with an error if etcd cannot be read
+// within ttl seconds.
+func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (Watcher, error) {
+	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
+	if err != nil {
+		return nil, err
+	}
+	client, releaseClient, err := cfg.newClient(endpoints)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
+	defer cancel()
+	w := newWatcher(client, releaseClient, prefix, ttl, cfg, cfg.probeInterval)
+	if err := w.start(ctx); err != nil {
+		releaseClient()
+		return nil, err
+	}
+	return w, nil
+}
+
+// NewRegister registers name with value under prefix, with a lease of ttl
+// seconds that it keeps alive until Close. It fails with ErrNameTaken if a live
+// member already holds name, and with another error if etcd cannot be reached
+// within about ttl seconds.
+func NewRegister(endpoints []string, prefix string, name, value string, ttl int64, opts ...Option) (Register, error) {
+	if name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("%w: name %q must be non-empty and have no '/'", ErrInvalidArgument, name)
+	}
+	return asRegister(newRegister(endpoints, prefix, name, value, ttl, opts))
+}
+
+// NewRegisterNoName is NewRegister with a name chosen by the library: the
+// current etcd revision as 20 zero-padded digits, so that names sort in the
+// order the members registered. Concurrent calls always get distinct names.
+func NewRegisterNoName(endpoints []string, prefix string, value string, ttl int64, opts ...Option) (Register, error) {
+	return asRegister(newRegister(endpoints, prefix, "", value, ttl, opts))
+}
+
+// asRegister keeps a failed constructor's nil from becoming a non-nil
+// interface holding a nil pointer.
+func asRegister(r *register, err error) (Register, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// newRegister registers, lists the group and starts both loops; an empty
+// name registers under the current revision.
+func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts []Option) (*register, error) {
+	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
+	if err != nil {
+		return nil, err
+	}
+	client, releaseClient, err := cfg.newClient(endpoints)
+	if err != nil {
+		return nil, err
+	}
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	r := &register{
+		// Not probed: the keepalive answers bring the same news (see probe.go).
+		watcher:    newWatcher(client, releaseClient, prefix, ttl, cfg, 0),
+		client:     client,
+		name:       name,
+		key:        prefix + name,
+		ttl:        time.Duration(ttl) * time.Second,
+		requests:   make(chan request),
+		loopDone:   make(chan struct{}),
+		ctx:        loopCtx,
+		cancel:     stopLoop,
+		leaseClock: newLeaseClock(),
+		changed:    newSignal(),
+		value:      value,
+	}
+	r.keepAlives = newKeepAliveStreams(loopCtx, client, r.ttl, &r.background)
+	// Register before listing, so the first snapshot already holds this member.
+	ctx, cancel := context.WithTimeout(context.Background(), r.ttl)
+	defer cancel()
+	if name == "" {
+		err = r.createNoName(ctx)
+	} else {
+		err = r.create(ctx)
+	}
+	if err == nil {
+		if err = r.watcher.start(ctx); err != nil {
+			r.revoke(context.Background())
+		}
+	}
+	if err != nil {
+		stopLoop()
+		releaseClient()
+		return nil, err
+	}
+	go r.run()
+	return r, nil
+}

@@ -1,0 +1,291 @@
+// The order index of a snapshot: a persistent B+tree of the members' places
+// in create order, the leader first.
+
+package biregister
+
+import (
+	"cmp"
+	"iter"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// orderTree is a persistent B+tree of the members' places in ascending
+// create revision, then name (keys created by one transaction share a
+// revision): the leader is its first. Every update copies only the path it
+// changes, so a snapshot costs O(log n) per change, and the next leader is
+// found by walking down the left edge, never by a scan. It holds places, not
+// members: a member's new value changes its place in nothing, so the most
+// common event, a value change, leaves the tree alone, and the values live
+// in the nameTrie only.
+//
+// Members only ever join at the young end (a key created now has the highest
+// revision yet), so push appends along the right edge and nodes fill up
+// completely; a departure just shrinks its leaf, and nothing is rebalanced.
+// A full listing rebuilds the tree compactly (buildOrderTree).
+type orderTree struct {
+	root *orderNode
+	size int
+	last place // at least the place of the youngest member in the tree
+}
+
+// place is a member's place in the order.
+type place struct {
+	revision int64
+	name     string
+}
+
+func placeOf(m Member) place { return place{m.CreateRevision, m.Name} }
+
+func (p place) compare(o place) int {
+	if c := cmp.Compare(p.revision, o.revision); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.name, o.name)
+}
+
+// orderNode is a leaf (places) or an inner node (children). It is immutable
+// once a snapshot that reaches it has been published.
+type orderNode struct {
+	places   []place
+	children []*orderNode
+	// lows[i] is a lower bound of the places under children[i], and
+	// lows[i+1] an upper bound: enough to find the child a place is in.
+	lows   []place
+	madeBy *batch // the batch that made this node; see batch
+}
+
+// orderFanout is the size of a full node: large enough for a shallow tree
+// (four levels hold 1,048,576 members), small enough that copying the nodes
+// on one path stays cheap. 32 rather than 64 makes an event 30 % cheaper in
+// BenchmarkSnapshotApply (2.1–3.5 µs against 3.0–5.0 µs from 1k to 100k
+// members), for no measurable cost to reads.
+const orderFanout = 32
+
+func (n *orderNode) leaf() bool { return n.children == nil }
+
+func (t orderTree) first() (place, bool) {
+	n := t.root
+	if n == nil {
+		return place{}, false
+	}
+	for !n.leaf() {
+		n = n.children[0]
+	}
+	return n.places[0], true
+}
+
+// all yields the places in ascending create revision.
+func (t orderTree) all() iter.Seq[place] {
+	return func(yield func(place) bool) { t.root.each(yield) }
+}
+
+func (n *orderNode) each(yield func(place) bool) bool {
+	if n == nil {
+		return true
+	}
+	if n.leaf() {
+		for _, p := range n.places {
+			if !yield(p) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, c := range n.children {
+		if !c.each(yield) {
+			return false
+		}
+	}
+	return true
+}
+
+// insert returns the tree with p added; see batch for b.
+func (t orderTree) insert(p place, b *batch) orderTree {
+	if t.root != nil && p.compare(t.last) <= 0 {
+		// Not the youngest: only keys created by one transaction, out of name
+		// order, come so. A rebuild keeps the tree right whatever comes.
+		places := slices.AppendSeq(make([]place, 0, t.size+1), t.all())
+		i, _ := slices.BinarySearchFunc(places, p, place.compare)
+		return buildOrderTree(slices.Insert(places, i, p))
+	}
+	t.last = p
+	t.size++
+	if t.root == nil {
+		t.root = &orderNode{places: []place{p}, madeBy: b}
+		return t
+	}
+	root, split := t.root.push(p, b)
+	if split != nil {
+		root = &orderNode{children: []*orderNode{root, split}, lows: []place{root.low(), p}, madeBy: b}
+	}
+	t.root = root
+	return t
+}
+
+// push appends p at the young end; a full node returns a new sibling for its
+// parent to take.
+func (n *orderNode) push(p place, b *batch) (*orderNode, *orderNode) {
+	if n.leaf() {
+		if len(n.places) == orderFanout {
+			return n, &orderNode{places: []place{p}, madeBy: b}
+		}
+		c := n.writable(b)
+		c.places = append(c.places, p)
+		return c, nil
+	}
+	last := len(n.children) - 1
+	child, split := n.children[last].push(p, b)
+	c := n.writable(b)
+	c.children[last] = child
+	if split == nil {
+		return c, nil
+	}
+	if len(c.children) == orderFanout {
+		return c, &orderNode{children: []*orderNode{split}, lows: []place{p}, madeBy: b}
+	}
+	c.children = append(c.children, split)
+	c.lows = append(c.lows, p)
+	return c, nil
+}
+
+// writable returns n itself if b made it, or else a copy that b owns, with
+// arrays of its own: either may be changed at will. See batch.
+func (n *orderNode) writable(b *batch) *orderNode {
+	if b != nil && n.madeBy == b {
+		return n
+	}
+	return &orderNode{
+		places:   slices.Clone(n.places),
+		children: slices.Clone(n.children),
+		lows:     slices.Clone(n.lows),
+		madeBy:   b,
+	}
+}
+
+func (n *orderNode) low() place {
+	if n.leaf() {
+		return n.places[0]
+	}
+	return n.lows[0]
+}
+
+// remove returns the tree without p; see batch for b.
+func (t orderTree) remove(p place, b *batch) orderTree {
+	root, removed := t.root.remove(p, b)
+	if !removed {
+		return t
+	}
+	for root != nil && !root.leaf() && len(root.children) == 1 {
+		root = root.children[0]
+	}
+	t.root = root
+	t.size--
+	return t
+}
+
+func (n *orderNode) remove(p place, b *batch) (*orderNode, bool) {
+	if n == nil {
+		return nil, false
+	}
+	if n.leaf() {
+		i, found := slices.BinarySearchFunc(n.places, p, place.compare)
+		switch {
+		case !found:
+			return n, false
+		case len(n.places) == 1:
+			return nil, true
+		}
+		c := n.writable(b)
+		c.places = slices.Delete(c.places, i, i+1)
+		return c, true
+	}
+	i := n.childFor(p)
+	if i < 0 {
+		return n, false
+	}
+	child, removed := n.children[i].remove(p, b)
+	if !removed {
+		return n, false
+	}
+	if child == nil && len(n.children) == 1 {
+		return nil, true
+	}
+	c := n.writable(b)
+	switch {
+	case child == nil:
+		c.children = slices.Delete(c.children, i, i+1)
+		c.lows = slices.Delete(c.lows, i, i+1)
+	default:
+		c.children[i] = child
+	}
+	return c, true
+}
+
+// childFor returns the child whose range holds p, or -1.
+func (n *orderNode) childFor(p place) int {
+	return sort.Search(len(n.lows), func(i int) bool { return n.lows[i].compare(p) > 0 }) - 1
+}
+
+// buildOrderTree builds a compact tree of places, which must be in order.
+func buildOrderTree(places []place) orderTree {
+	t := orderTree{size: len(places)}
+	if len(places) == 0 {
+		return t
+	}
+	t.last = places[len(places)-1]
+	var level []*orderNode
+	for chunk := range slices.Chunk(places, orderFanout) {
+		level = append(level, &orderNode{places: chunk})
+	}
+	for len(level) > 1 {
+		var up []*orderNode
+		for chunk := range slices.Chunk(level, orderFanout) {
+			n := &orderNode{children: chunk, lows: make([]place, len(chunk))}
+			for i, c := range chunk {
+				n.lows[i] = c.low()
+			}
+			up = append(up, n)
+		}
+		level = up
+	}
+	t.root = level[0]
+	return t
+}
+
+// placesOf returns the places of members.
+func placesOf(members []Member) []place {
+	places := make([]place, len(members))
+	for i, m := range members {
+		places[i] = placeOf(m)
+	}
+	return places
+}
+
+// sortByCreate returns members in the tree's order, in members or in a new
+// slice. A listing comes from etcd in key order, which is name order: then
+// each member's create revision and position pack into one integer, and
+// sorting those needs no comparison function, while members that share a
+// create revision (one transaction's) stay in name order. On 1,000 members
+// that takes a fifth of the time of sorting the members themselves (31 µs
+// against 167 µs in BenchmarkSortByCreate).
+func sortByCreate(members []Member) []Member {
+	const positionBits = 24
+	packable := len(members) < 1<<positionBits &&
+		slices.IsSortedFunc(members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	packed := make([]uint64, 0, len(members))
+	for i, m := range members {
+		if !packable || m.CreateRevision < 0 || m.CreateRevision >= 1<<(64-positionBits) {
+			slices.SortFunc(members, func(a, b Member) int { return placeOf(a).compare(placeOf(b)) })
+			return members
+		}
+		packed = append(packed, uint64(m.CreateRevision)<<positionBits|uint64(i))
+	}
+	slices.Sort(packed)
+	sorted := make([]Member, len(members))
+	for i, p := range packed {
+		sorted[i] = members[p&(1<<positionBits-1)]
+	}
+	return sorted
+}

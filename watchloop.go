@@ -1,0 +1,238 @@
+// The watch loop: the goroutine that owns a watcher's cache. It follows the
+// watch, applies what comes as new snapshots and changes, and lists the
+// group again whenever the watch cannot be trusted.
+
+package biregister
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// maxResponsesPerSnapshot bounds how many watch responses go into one
+// snapshot: enough to absorb a burst, few enough that a snapshot is
+// published often meanwhile.
+const maxResponsesPerSnapshot = 256
+
+// start lists the group (within ctx), queues its members as the first changes
+// and starts the goroutine that follows the group.
+func (w *watcher) start(ctx context.Context) error {
+	listed, header, err := w.list(ctx)
+	if err != nil {
+		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
+	}
+	w.adopt(listed, header)
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	go w.run()
+	return nil
+}
+
+// run owns the cache and the feed: it follows the watch and, whenever the
+// watch fails, lists the group again and watches from the listed revision.
+func (w *watcher) run() {
+	defer close(w.done)
+	defer close(w.feed.ch)
+	// A closed Watcher knows no members: readers must not act on a frozen view.
+	defer w.publish(emptySnapshot(0))
+	from := w.snap.Load().revision + 1
+	for {
+		unanswered := w.follow(from)
+		if w.ctx.Err() != nil {
+			return
+		}
+		if unanswered {
+			if next, ok := w.rewatchFrom(from); ok {
+				from = next
+				continue
+			}
+		}
+		w.relist()
+		from = w.snap.Load().revision + 1
+	}
+}
+
+// follow applies watch responses, from revision from on, until the watch
+// fails, stalls or follows an etcd that was replaced or rewound, or until the
+// Watcher closes. It returns true if the watch only left a progress request
+// unanswered: the cache is still good, a new watch may resume from it.
+func (w *watcher) follow(from int64) (unanswered bool) {
+	// WithRequireLeader cancels the watch when its member loses the cluster's
+	// leader, instead of leaving it silently serving nothing.
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
+	defer cancel()
+	// Watch returns only once etcd has created the watch: bound that like
+	// any other request, so that a stalled stream is not waited on forever.
+	giveUp := time.AfterFunc(w.timeout, cancel)
+	events := w.client.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
+		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
+	if !giveUp.Stop() {
+		if w.ctx.Err() == nil {
+			w.logger.Warn("biregister: watch not created in time, listing again")
+		}
+		return false
+	}
+	var ticks <-chan time.Time
+	if w.probeInterval > 0 {
+		ticker := time.NewTicker(w.probeInterval)
+		defer ticker.Stop()
+		ticks = ticker.C
+	}
+	var probe streamProbe
+	for {
+		select {
+		case <-w.ctx.Done():
+			return false
+		case w.feed.pending() <- w.resyncChange():
+			w.feed.resynced()
+		case resp, ok := <-events:
+			if !ok {
+				return false
+			}
+			probe.heard = true
+			if !w.applyResponses(takeWaiting(resp, events)) {
+				return false
+			}
+		case header := <-w.headers:
+			if w.otherEtcd(header.GetClusterId(), header.GetRevision()) {
+				return false
+			}
+		case <-ticks:
+			switch probe.tick() {
+			case probeRequest:
+				w.requestProgress(ctx)
+			case probeGiveUp:
+				return true
+			}
+		}
+	}
+}
+
+// takeWaiting returns first and the responses already waiting behind it.
+// Nothing waits for more: a lone event is applied at once, while under a
+// burst the responses that piled up meanwhile make one snapshot.
+func takeWaiting(first clientv3.WatchResponse, events clientv3.WatchChan) []clientv3.WatchResponse {
+	responses := []clientv3.WatchResponse{first}
+	for len(responses) < maxResponsesPerSnapshot {
+		select {
+		case resp, ok := <-events:
+			if !ok {
+				return responses
+			}
+			responses = append(responses, resp)
+		default:
+			return responses
+		}
+	}
+	return responses
+}
+
+// applyResponses applies the good responses as one snapshot; it returns false
+// if one of them ends the watch (an error, or an etcd that is not the one the
+// cache follows), after applying those before it.
+func (w *watcher) applyResponses(responses []clientv3.WatchResponse) bool {
+	for i := range responses {
+		if err := responses[i].Err(); err != nil {
+			w.logger.Warn("biregister: watch failed, listing again", "err", err)
+			w.apply(responses[:i])
+			return false
+		}
+		// The getters, not the fields: the header is a value in client 3.6
+		// and a pointer in 3.7.
+		if w.otherEtcd(responses[i].Header.GetClusterId(), responses[i].Header.GetRevision()) {
+			w.apply(responses[:i])
+			return false
+		}
+	}
+	w.apply(responses)
+	return true
+}
+
+// apply publishes the snapshot after responses and delivers their changes.
+func (w *watcher) apply(responses []clientv3.WatchResponse) {
+	if len(responses) == 0 {
+		return
+	}
+	cur := w.snap.Load()
+	revision := cur.revision
+	var events []*clientv3.Event
+	for _, resp := range responses {
+		switch {
+		case len(resp.Events) > 0:
+			// Not the header's revision: a catching-up watch may send a
+			// response whose header is ahead of events still to come.
+			revision = max(revision, resp.Events[len(resp.Events)-1].Kv.ModRevision)
+		case resp.IsProgressNotify():
+			// A lagging member may report an older revision: never go back.
+			revision = max(revision, resp.Header.GetRevision())
+		}
+		if len(responses) == 1 {
+			events = resp.Events
+		} else {
+			events = append(events, resp.Events...)
+		}
+	}
+	w.advance(cur.apply(w.prefix, events, revision))
+}
+
+// relist lists the group until it succeeds or the Watcher closes, and turns the
+// difference from the cache into changes, so no deletion made while the watch
+// was down goes unseen.
+func (w *watcher) relist() {
+	var delay backoff
+	for {
+		ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
+		listed, header, err := w.list(ctx)
+		cancel()
+		if err == nil {
+			w.adopt(listed, header)
+			return
+		}
+		if w.ctx.Err() != nil {
+			return
+		}
+		w.logger.Warn("biregister: listing failed, retrying", "err", err)
+		if !w.wait(delay.next()) {
+			return
+		}
+	}
+}
+
+// adopt makes a listing read at header's revision the cache, and delivers
+// the difference as changes.
+func (w *watcher) adopt(listed []Member, header *etcdserverpb.ResponseHeader) {
+	w.clusterID = header.ClusterId
+	w.advance(w.snap.Load().replace(listed, header.Revision))
+}
+
+// advance publishes next and delivers the changes that lead to it.
+func (w *watcher) advance(next *snapshot, changes []Change) {
+	w.publish(next)
+	for _, c := range changes {
+		w.feed.push(c)
+	}
+}
+
+// wait sleeps for d while still delivering an owed OpResync; it returns false
+// if the Watcher closed meanwhile.
+func (w *watcher) wait(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case w.feed.pending() <- w.resyncChange():
+			w.feed.resynced()
+		}
+	}
+}
+
+func (w *watcher) resyncChange() Change {
+	return Change{Op: OpResync, Revision: w.snap.Load().revision}
+}
