@@ -1,13 +1,48 @@
-# Every target needs only Go: the tests and the demo start etcd in-process.
+# Every target but test-etcd34 needs only Go: the tests and the demo start
+# etcd in-process.
 GO ?= go
 PKGS := ./...
 # Pinned, fetched through the module proxy on first use.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The newest etcd release line that users' modules may pick for us (Go's
+# minimal version selection): compat runs the whole suite against it. The
+# server modules move with the client, since etcd's server of one line does
+# not build against the API module of another.
+COMPAT_ETCD := v3.7.3
+COMPAT_MODULES := go.etcd.io/etcd/api/v3 go.etcd.io/etcd/client/pkg/v3 \
+	go.etcd.io/etcd/client/v3 go.etcd.io/etcd/pkg/v3 go.etcd.io/etcd/server/v3
+# An etcd 3.4 server binary, as Debian's etcd-server package installs it.
+ETCD34_BIN ?= /usr/bin/etcd
 
-.PHONY: test bench lint demo cluster-demo
+.PHONY: test test-etcd34 compat bench lint demo cluster-demo
 
 ## test: the whole suite, race detector on, against real embedded etcd.
 test:
+	$(GO) test -race -count=1 $(PKGS)
+
+## test-etcd34: the root package against a real etcd 3.4 server process.
+test-etcd34:
+	@version=$$($(ETCD34_BIN) --version 2>/dev/null | sed -n 's/^etcd Version: //p'); \
+	case "$$version" in \
+	3.4.*) echo "etcd server $$version at $(ETCD34_BIN)";; \
+	*) echo "test-etcd34: $(ETCD34_BIN) is not an etcd 3.4 server (version '$$version'); install Debian's etcd-server or set ETCD34_BIN" >&2; exit 1;; \
+	esac
+	BIREGISTER_ETCD_BIN=$(ETCD34_BIN) BIREGISTER_REQUIRE_NETNS=1 $(GO) test -race -count=1 .
+
+## compat: go vet and the whole suite with etcd $(COMPAT_ETCD), in a copy of the tree.
+compat:
+	@set -e; \
+	dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	tar -cf - --exclude=./.git . | tar -xf - -C "$$dir"; \
+	cd "$$dir"; \
+	if ! $(GO) get $(addsuffix @$(COMPAT_ETCD),$(COMPAT_MODULES)); then \
+		echo "compat: cannot get etcd $(COMPAT_ETCD) (it needs Go 1.26; this is $$($(GO) env GOVERSION))" >&2; exit 1; \
+	fi; \
+	$(GO) mod tidy; \
+	got=$$($(GO) list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3); \
+	if [ "$$got" != "$(COMPAT_ETCD)" ]; then echo "compat: client is $$got, want $(COMPAT_ETCD)" >&2; exit 1; fi; \
+	echo "compat: etcd client and server $$got"; \
+	$(GO) vet $(PKGS); \
 	$(GO) test -race -count=1 $(PKGS)
 
 ## bench: the benchmarks (see BENCHMARKS.md).
