@@ -1,34 +1,17 @@
+// The examples of the package documentation. They run against the etcd at
+// etcdEndpoints, which TestMain (main_test.go) starts in this process.
+
 package biregister_test
 
 import (
 	"context"
 	"fmt"
-	"os"
-	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
-	"github.com/biregister/biregister/internal/devetcd"
 )
-
-// etcdEndpoints are those of the etcd the examples run against; TestMain
-// starts one in this process. In a real program they are your cluster's,
-// e.g. []string{"10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"}.
-var etcdEndpoints []string
-
-func TestMain(m *testing.M) {
-	srv, err := devetcd.Start("")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start etcd for the examples:", err)
-		os.Exit(1)
-	}
-	etcdEndpoints = srv.Endpoints()
-	code := m.Run()
-	srv.Close()
-	os.Exit(code)
-}
 
 func ExampleNewRegister() {
 	reg, err := biregister.NewRegister(etcdEndpoints, "/example/api/", "node-1", "10.0.0.1:8080", 5)

@@ -2,7 +2,6 @@ package biregister_test
 
 import (
 	"context"
-	"github.com/biregister/biregister/internal/leakcheck"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // faultTTL is the lease TTL of fault tests: short, so that expiry-driven

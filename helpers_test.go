@@ -1,12 +1,12 @@
 package biregister_test
 
 import (
-	"github.com/biregister/biregister/internal/leakcheck"
 	"testing"
 	"time"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // waitFor bounds every wait of the tests: generous, since it only turns a hang

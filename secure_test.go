@@ -2,7 +2,6 @@ package biregister_test
 
 import (
 	"context"
-	"github.com/biregister/biregister/internal/syncbuf"
 	"log/slog"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
 	"github.com/biregister/biregister/internal/testcerts"
 )
 

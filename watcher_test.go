@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/biregister/biregister/internal/leakcheck"
 	"io"
 	"net"
 	"os"
@@ -17,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 func TestInvalidArguments(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/biregister/biregister/grpcresolver"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
 )
 
 // The tests in this file run real gRPC servers on loopback, registered in a
@@ -315,7 +315,7 @@ func TestJoin(t *testing.T) {
 func TestInvalidValue(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	c := etcdtest.Start(t, 1)
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	plain, withMeta := startServer(t), startServer(t)
 	register(t, c, "plain", plain.addr)
 	register(t, c, "bad", "garbage")
@@ -367,22 +367,4 @@ func sum(n []int64) int64 {
 		s += v
 	}
 	return s
-}
-
-// logBuffer collects log output from any goroutine.
-type logBuffer struct {
-	mu   sync.Mutex
-	text strings.Builder
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.text.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.text.String()
 }

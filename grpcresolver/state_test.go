@@ -3,7 +3,6 @@ package grpcresolver
 import (
 	"errors"
 	"fmt"
-	"github.com/biregister/biregister/internal/syncbuf"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
 )
 
 // The tests in this file drive a resolver from an in-memory Watcher and

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"github.com/biregister/biregister/internal/syncbuf"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
 )
 
 // waitFor bounds every wait: generous, since it only turns a hang into a

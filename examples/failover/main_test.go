@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"github.com/biregister/biregister/internal/leakcheck"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // TestRun plays the whole story; run itself fails if a step does not

@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
-	"github.com/biregister/biregister/internal/leakcheck"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // TestRun runs the service until it has registered and found itself the

@@ -2,12 +2,13 @@ package etcdtest
 
 import (
 	"context"
-	"github.com/biregister/biregister/internal/leakcheck"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // TestMain checks that leakcheck.Options also suit goleak.VerifyTestMain.

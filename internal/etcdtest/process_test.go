@@ -1,7 +1,6 @@
 package etcdtest
 
 import (
-	"github.com/biregister/biregister/internal/leakcheck"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister/internal/devetcd"
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // TestProcessExitBeforeServing checks that a child that exits at once, as

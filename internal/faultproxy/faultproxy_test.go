@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/biregister/biregister/internal/leakcheck"
 	"io"
 	"net"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // waitTimeout bounds every wait for something that must happen. It only

@@ -1,0 +1,136 @@
+// Benchmark 4, reads: what each read of a Watcher or Register costs on a
+// group of 1,000 members, alone and from parallel readers (BenchmarkReads).
+
+package biregister_test
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/benchutil"
+)
+
+// The sinks of the sequential reads: a read whose result is stored nowhere
+// could be dropped by the compiler.
+var (
+	sinkString  string
+	sinkBool    bool
+	sinkStrings []string
+	sinkMap     map[string]string
+	sinkMembers []biregister.Member
+)
+
+// BenchmarkReads times each read of a Watcher, and a Register's AmILeader,
+// on a group of 1,000 members that the Register leads.
+func BenchmarkReads(b *testing.B) {
+	const members = 1000
+	eps := startBenchEtcd(b)
+	writer := benchClient(b, eps)
+	prefix := uniquePrefix("reads")
+	ctx, cancel := ctxWait()
+	defer cancel()
+	// The Register comes first: it is the oldest member, the leader.
+	reg, err := biregister.NewRegister(nil, prefix, "leader", endpointAddr(0), benchTTL, biregister.WithClient(benchClient(b, eps)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer reg.Close()
+	keys := make([]string, members-1)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%sm%06d", prefix, i+1)
+	}
+	if err := benchutil.Populate(ctx, writer, keys, func(i int) string { return endpointAddr(i + 1) }, 128, 4); err != nil {
+		b.Fatal(err)
+	}
+	w, err := biregister.NewWatcher(nil, prefix, benchTTL, biregister.WithClient(benchClient(b, eps)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	for _, x := range []biregister.Watcher{w, reg} {
+		if err := awaitCache(x, func() bool { return len(x.Members()) == members }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := reg.WaitLeader(ctx); err != nil {
+		b.Fatal(err)
+	}
+	names := w.GetNames()
+
+	// One sub-benchmark a read. Each read is written out in the function
+	// literal its sub-benchmark passes to readLoop, not called through the
+	// table: readLoop and that literal are inlined, so an iteration is the
+	// read and the store to a sink, nothing more (a call through a func value
+	// would add a few ns to reads of 2 to 30).
+	reads := []struct {
+		name string
+		run  func(b *testing.B)
+	}{
+		{"GetValueByName", func(b *testing.B) { readLoop(b, func(i int) { sinkString = w.GetValueByName(names[i%members]) }) }},
+		{"GetLeader", func(b *testing.B) { readLoop(b, func(int) { sinkString, _ = w.GetLeader() }) }},
+		{"AmILeader", func(b *testing.B) { readLoop(b, func(int) { sinkBool = reg.AmILeader() }) }},
+		{"GetNames", func(b *testing.B) { readLoop(b, func(int) { sinkStrings = w.GetNames() }) }},
+		{"GetValues", func(b *testing.B) { readLoop(b, func(int) { sinkStrings = w.GetValues() }) }},
+		{"GetAll", func(b *testing.B) { readLoop(b, func(int) { sinkMap = w.GetAll() }) }},
+		{"Members", func(b *testing.B) { readLoop(b, func(int) { sinkMembers = w.Members() }) }},
+		// Parallel readers: with -cpu 1,2 the ns/op shows whether they scale.
+		// Every reader keeps its last result in a variable of its own (one
+		// sink for all would be a cache line they fight over), and its loop
+		// is written out for the same reason as above: b.RunParallel calls
+		// the function once per reader, the loop runs inside it.
+		{"GetValueByName-parallel", func(b *testing.B) {
+			var seed atomic.Int64
+			readParallel(b, func(pb *testing.PB) {
+				i := int(seed.Add(7919))
+				var s string
+				for pb.Next() {
+					s = w.GetValueByName(names[i%members])
+					i++
+				}
+				runtime.KeepAlive(s)
+			})
+		}},
+		{"GetLeader-parallel", func(b *testing.B) {
+			readParallel(b, func(pb *testing.PB) {
+				var s string
+				for pb.Next() {
+					s, _ = w.GetLeader()
+				}
+				runtime.KeepAlive(s)
+			})
+		}},
+		{"AmILeader-parallel", func(b *testing.B) {
+			readParallel(b, func(pb *testing.PB) {
+				var ok bool
+				for pb.Next() {
+					ok = reg.AmILeader()
+				}
+				runtime.KeepAlive(ok)
+			})
+		}},
+	}
+	for _, r := range reads {
+		b.Run(r.name, r.run)
+	}
+	if !reg.AmILeader() || len(w.Members()) != members {
+		b.Fatal("the group changed during the reads")
+	}
+}
+
+// readLoop runs read b.N times, read(i) in iteration i. It is small enough to
+// be inlined, and the function literal it is given with it.
+func readLoop(b *testing.B, read func(i int)) {
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		read(i)
+	}
+}
+
+// readParallel runs reader in every parallel reader of b.
+func readParallel(b *testing.B, reader func(pb *testing.PB)) {
+	b.ReportAllocs()
+	b.RunParallel(reader)
+}
