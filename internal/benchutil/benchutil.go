@@ -1,4 +1,4 @@
-// Package benchutil holds the helpers of the benchmarks in bench_test.go:
+// Package benchutil holds the helpers of the benchmarks in bench_*_test.go:
 // latency percentiles, reading etcd's Prometheus metrics, counting goroutines
 // by origin and filling a group with many members quickly.
 //
