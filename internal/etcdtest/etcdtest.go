@@ -20,6 +20,10 @@
 // StartWith starts a secured cluster: TLS on the client port, with or
 // without client certificates, and etcd's authentication with users whose
 // roles may use one key prefix each. Both backends support it.
+//
+// Cluster.StartGRPCProxy puts etcd's gRPC proxy in front of a plain-text
+// cluster, built from etcd's grpcproxy package in process, or run as the
+// binary's "grpc-proxy start" command with the process backend.
 package etcdtest
 
 import (

@@ -31,18 +31,19 @@ const (
 	logTailBytes = 4 << 10
 )
 
-// process is a member running as a child process of an etcd binary.
+// process is a member, or a gRPC proxy, running as a child process of an
+// etcd binary.
 type process struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once the child has exited
 	err    error         // what Wait returned; read only after exited is closed
 }
 
-// startProcess runs bin with args and returns once the member serves on its
-// client URL ep, as a client made from ready (TLS settings, credentials)
-// finds. The child's output goes to the end of logPath, so that a member's
-// log accumulates over its restarts and stays out of the test output; on a
-// failure the error quotes its tail.
+// startProcess runs bin with args and returns once the child serves etcd's
+// API on its client URL ep, as a client made from ready (TLS settings,
+// credentials) finds. The child's output goes to the end of logPath, so that
+// a member's log accumulates over its restarts and stays out of the test
+// output; on a failure the error quotes its tail.
 func startProcess(ctx context.Context, bin string, args []string, logPath string, ep url.URL, ready clientv3.Config) (*process, error) {
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
