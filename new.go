@@ -14,6 +14,23 @@ import (
 // holds the group's current members, or with an error if etcd cannot be read
 // within ttl seconds.
 func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (Watcher, error) {
+	w, err := connectWatcher(endpoints, prefix, ttl, opts, true)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
+	defer cancel()
+	if err := w.start(ctx); err != nil {
+		w.releaseClient()
+		return nil, err
+	}
+	return w, nil
+}
+
+// connectWatcher checks the arguments, connects to etcd and returns a
+// watcher that is not started yet; probed says whether it checks its own
+// watch stream (see probe.go).
+func connectWatcher(endpoints []string, prefix string, ttl int64, opts []Option, probed bool) (*watcher, error) {
 	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
 	if err != nil {
 		return nil, err
@@ -22,14 +39,11 @@ func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (W
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
-	defer cancel()
-	w := newWatcher(client, releaseClient, prefix, ttl, cfg, cfg.probeInterval)
-	if err := w.start(ctx); err != nil {
-		releaseClient()
-		return nil, err
+	var probe probeTimes
+	if probed {
+		probe = cfg.probe
 	}
-	return w, nil
+	return newWatcher(client, releaseClient, prefix, ttl, cfg, probe), nil
 }
 
 // NewRegister registers name with value under prefix, with a lease of ttl
@@ -62,21 +76,17 @@ func asRegister(r *register, err error) (Register, error) {
 // newRegister registers, lists the group and starts both loops; an empty
 // name registers under the current revision.
 func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts []Option) (*register, error) {
-	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
-	if err != nil {
-		return nil, err
-	}
-	client, releaseClient, err := cfg.newClient(endpoints)
+	// Not probed: the keepalive answers bring the same news (see probe.go).
+	w, err := connectWatcher(endpoints, prefix, ttl, opts, false)
 	if err != nil {
 		return nil, err
 	}
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	r := &register{
-		// Not probed: the keepalive answers bring the same news (see probe.go).
-		watcher:    newWatcher(client, releaseClient, prefix, ttl, cfg, 0),
-		client:     client,
+		watcher:    w,
+		client:     w.client,
 		name:       name,
-		key:        prefix + name,
+		key:        w.prefix + name,
 		ttl:        time.Duration(ttl) * time.Second,
 		requests:   make(chan request),
 		loopDone:   make(chan struct{}),
@@ -86,7 +96,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		changed:    newSignal(),
 		value:      value,
 	}
-	r.keepAlives = newKeepAliveStreams(loopCtx, client, r.ttl, &r.background)
+	r.keepAlives = newKeepAliveStreams(loopCtx, w.client, r.ttl, &r.background)
 	// Register before listing, so the first snapshot already holds this member.
 	ctx, cancel := context.WithTimeout(context.Background(), r.ttl)
 	defer cancel()
@@ -96,13 +106,13 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		err = r.create(ctx)
 	}
 	if err == nil {
-		if err = r.watcher.start(ctx); err != nil {
+		if err = w.start(ctx); err != nil {
 			r.revoke(context.Background())
 		}
 	}
 	if err != nil {
 		stopLoop()
-		releaseClient()
+		w.releaseClient()
 		return nil, err
 	}
 	go r.run()

@@ -16,9 +16,10 @@ import (
 // DefaultBufferSize is the default capacity of the Changes channel.
 const DefaultBufferSize = 10000
 
-// defaultProbeInterval is how long an idle Watcher's stream may stay silent
-// before the Watcher checks it (see probe.go).
-const defaultProbeInterval = 5 * time.Second
+// defaultProbe is when an idle Watcher checks its watch stream (probe.go):
+// after 5 s of silence, or, where progress requests go unanswered, every 10
+// minutes, the interval of etcd's own progress notifications.
+var defaultProbe = probeTimes{interval: 5 * time.Second, quiet: 10 * time.Minute}
 
 // Option configures a Watcher or a Register.
 type Option func(*config)
@@ -31,9 +32,8 @@ type config struct {
 	password    string
 	logger      *slog.Logger
 	bufferSize  int
-	// probeInterval is how often an idle Watcher checks its watch; only
-	// tests change it.
-	probeInterval time.Duration
+	// probe says when an idle Watcher checks its watch; only tests change it.
+	probe probeTimes
 }
 
 // WithClient makes the Watcher or Register use an existing etcd client instead
@@ -80,9 +80,9 @@ func WithBufferSize(n int) Option {
 // every constructor.
 func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*config, string, error) {
 	cfg := &config{
-		dialTimeout:   time.Duration(ttl) * time.Second,
-		bufferSize:    DefaultBufferSize,
-		probeInterval: defaultProbeInterval,
+		dialTimeout: time.Duration(ttl) * time.Second,
+		bufferSize:  DefaultBufferSize,
+		probe:       defaultProbe,
 	}
 	for _, opt := range opts {
 		if opt != nil {

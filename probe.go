@@ -4,46 +4,138 @@
 // The etcd client resumes a broken watch stream by itself and says nothing,
 // also on an etcd that was replaced or restored behind the same address,
 // where the resumed watch may wait for a revision that never comes. A
-// Watcher whose stream stays silent for probeInterval therefore sends one
+// Watcher whose stream stays silent for a probe interval therefore sends one
 // progress request: its answer proves the stream alive, and its header tells
 // the etcd that answered. A Register's watcher is not probed: the keepalive
 // answers bring it the same news (observe), at no extra cost.
+//
+// Where progress requests go unanswered on a stream that a read finds
+// healthy (etcd's gRPC proxy answers none, etcd-io/etcd#19710; or another
+// watch on a shared stream holds the answers back), the Watcher goes quiet:
+// it waits for etcd's own progress notifications (every 10 minutes by
+// default), asks once per quiet interval whether requests are answered
+// again, and reads only when the stream said nothing for a whole quiet
+// interval.
 
 package biregister
 
 import (
 	"context"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// probeTimes says when an idle Watcher checks its watch stream.
+type probeTimes struct {
+	interval time.Duration // silence before a progress request; 0: never probe
+	quiet    time.Duration // between checks where progress requests go unanswered
+}
+
 // probeStep is what a watch stream needs at one tick of the probe interval.
 type probeStep int
 
 const (
-	probeNothing probeStep = iota // the stream spoke: it is alive
-	probeRequest                  // silent: send a progress request
-	probeGiveUp                   // a whole interval without an answer
+	probeNothing    probeStep = iota // nothing to do
+	probeRequest                     // send a progress request
+	probeUnanswered                  // a whole interval without an answer
+	probeAnswered                    // quiet, but a progress request was answered
+	probeRead                        // quiet, and silent for a whole quiet interval
 )
 
-// streamProbe follows the silence of one watch stream; follow owns it.
+// streamProbe follows the silence of one watch stream; follow owns it, and
+// tells it what the stream said (heard, progressed) between ticks.
 type streamProbe struct {
-	heard     bool // the stream spoke since the last tick
-	requested bool // a progress request waits for its answer
+	heard       bool      // the stream spoke since the last tick
+	progressed  bool      // ... with a progress notification
+	requested   bool      // a progress request waits for its answer
+	quiet       bool      // progress requests go unanswered here
+	lastHeard   time.Time // quiet: when the stream last spoke or a read confirmed it
+	lastRequest time.Time // quiet: when the last progress request went out
 }
 
-// tick returns what the stream needs now.
-func (p *streamProbe) tick() probeStep {
+// tick returns what the stream needs at now.
+func (p *streamProbe) tick(now time.Time, quietInterval time.Duration) probeStep {
+	heard, progressed := p.heard, p.progressed
+	p.heard, p.progressed = false, false
+	if heard {
+		p.lastHeard = now
+	}
+	if !p.quiet {
+		switch {
+		case heard:
+			p.requested = false
+			return probeNothing
+		case !p.requested:
+			p.requested = true
+			return probeRequest
+		}
+		return probeUnanswered
+	}
+	if p.requested {
+		p.requested = false
+		if progressed {
+			// Possibly one of etcd's own notifications instead of the
+			// answer: then the next request, unanswered, says so again.
+			return probeAnswered
+		}
+	}
 	switch {
-	case p.heard:
-		p.heard, p.requested = false, false
-		return probeNothing
-	case !p.requested:
-		p.requested = true
+	case now.Sub(p.lastHeard) >= quietInterval:
+		p.lastHeard = now
+		return probeRead
+	case now.Sub(p.lastRequest) >= quietInterval:
+		p.requested, p.lastRequest = true, now
 		return probeRequest
 	}
-	return probeGiveUp
+	return probeNothing
+}
+
+// goQuiet makes the probe wait a quiet interval before its next check.
+func (p *streamProbe) goQuiet(now time.Time) {
+	p.quiet, p.requested = true, false
+	p.lastHeard, p.lastRequest = now, now
+}
+
+// probeTick does what the stream needs at now; it returns false if the watch
+// must end, and then unanswered reports whether only a progress request
+// went unanswered on a watch that started beyond the cache's revision.
+func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, from int64) (ok, unanswered bool) {
+	switch p.tick(now, w.probe.quiet) {
+	case probeRequest:
+		w.requestProgress(ctx)
+	case probeUnanswered:
+		// etcd defers progress answers to a watch that starts beyond its
+		// current revision (server watchable_store.go, progressIfSync), as
+		// every watch of an idle store does; one that starts at the cache's
+		// own revision gets answers (that revision's events come again and
+		// are skipped). Not so from the start: such a watch is "unsynced"
+		// at first and gets its first events up to 100 ms late.
+		if from > w.snap.Load().revision {
+			return false, true
+		}
+		// Even that watch got no answer: the stream stalled, or nothing on
+		// it answers progress requests. One read tells.
+		if !w.confirm() {
+			return false, false
+		}
+		if !w.progressUnanswered {
+			w.logger.Info("biregister: progress requests go unanswered (etcd's gRPC proxy?), checking the watch every quiet interval",
+				"interval", w.probe.quiet)
+		}
+		w.progressUnanswered = true
+		p.goQuiet(now)
+	case probeAnswered:
+		w.progressUnanswered = false
+		p.quiet = false
+		w.logger.Debug("biregister: progress requests answered again")
+	case probeRead:
+		if !w.confirm() {
+			return false, false
+		}
+	}
+	return true, false
 }
 
 // requestProgress asks etcd for a progress notification on whatever stream
@@ -52,26 +144,6 @@ func (w *watcher) requestProgress(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
 	_ = w.client.RequestProgress(ctx)
-}
-
-// rewatchFrom decides what to do when a watch from revision from left a
-// progress request unanswered: watch again from the returned revision, or,
-// if ok is false, list the group again.
-//
-// etcd defers progress answers to a watch that starts beyond its current
-// revision (server watchable_store.go, progressIfSync), as every watch of an
-// idle store does; one that starts at the cache's own revision gets answers
-// (that revision's events come again and are skipped). Not so from the
-// start: such a watch is "unsynced" at first and gets its first events up to
-// 100 ms late. If even that watch got no answer, another watch on the
-// client's stream holds them back, or the stream stalled: one read tells.
-func (w *watcher) rewatchFrom(from int64) (int64, bool) {
-	revision := w.snap.Load().revision
-	if from > revision || w.confirm() {
-		w.logger.Debug("biregister: progress request unanswered, watching again", "revision", revision)
-		return revision, true
-	}
-	return 0, false
 }
 
 // observe hands the watch loop a response header that etcd sent on another

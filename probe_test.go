@@ -21,8 +21,12 @@ const waitFor = 15 * time.Second
 // sync a new watch (it catches up every 100 ms) before the first probe.
 const testProbeInterval = 500 * time.Millisecond
 
+// testQuietInterval stands for the 10 minutes between the checks of a quiet
+// Watcher.
+const testQuietInterval = 3 * time.Second
+
 func withProbeInterval(d time.Duration) Option {
-	return func(cfg *config) { cfg.probeInterval = d }
+	return func(cfg *config) { cfg.probe = probeTimes{interval: d, quiet: testQuietInterval} }
 }
 
 // An idle Watcher on an idle store checks its stream with progress requests
@@ -126,7 +130,7 @@ func TestWatchCreationStalled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWatcher(client, releaseClient, prefix, 1, cfg, cfg.probeInterval)
+	w := newWatcher(client, releaseClient, prefix, 1, cfg, cfg.probe)
 	w.snap.Store(emptySnapshot(resp.Header.Revision))
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	defer w.cancel()
@@ -159,5 +163,86 @@ func waitUntil(t *testing.T, d time.Duration, ok func() bool) {
 			t.Fatalf("condition not met within %v", d)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rangesServed returns how many Range requests member 0 of etcd has served.
+func rangesServed(t *testing.T, etcd *etcdtest.Cluster) float64 {
+	t.Helper()
+	m, err := benchutil.Scrape(etcd.Endpoint(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.DeltaBy(benchutil.Metrics{}, "grpc_server_started_total", "grpc_method")["Range"]
+}
+
+// quietWatcher returns a Watcher of prefix that reaches etcd through etcd's
+// gRPC proxy only, once it has gone quiet, and its debug log.
+func quietWatcher(t *testing.T, etcd *etcdtest.Cluster, prefix string) (Watcher, *syncbuf.Buffer) {
+	t.Helper()
+	proxy := etcd.StartGRPCProxy(t)
+	logs := new(syncbuf.Buffer)
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w, err := NewWatcher([]string{proxy.Endpoint()}, prefix, 5, withProbeInterval(testProbeInterval), WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	waitUntil(t, waitFor, func() bool { return strings.Contains(logs.String(), "progress requests go unanswered") })
+	return w, logs
+}
+
+// An idle Watcher behind etcd's gRPC proxy, which answers no progress
+// request, goes quiet instead of reading every few seconds: at most one read
+// per quiet interval, and it still follows the group.
+func TestIdleWatcherBehindGRPCProxyGoesQuiet(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 1)
+	cli := etcd.Client(t)
+	if _, err := cli.Put(context.Background(), "/quiet/a", "v"); err != nil {
+		t.Fatal(err)
+	}
+	w, logs := quietWatcher(t, etcd, "/quiet")
+
+	before := rangesServed(t, etcd)
+	const intervals = 4
+	window := time.Now().Add(intervals * testQuietInterval)
+	for time.Now().Before(window) {
+		if strings.Contains(logs.String(), "listing again") {
+			t.Fatalf("listed again; logs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if reads := rangesServed(t, etcd) - before; reads > intervals {
+		t.Fatalf("%v reads in %d quiet intervals, want one per interval at most; logs:\n%s", reads, intervals, logs.String())
+	}
+	if _, err := cli.Put(context.Background(), "/quiet/b", "v"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, waitFor, func() bool { return w.GetValueByName("b") == "v" })
+}
+
+// A quiet Watcher behind etcd's gRPC proxy still notices, within a quiet
+// interval, that etcd behind the proxy was replaced by a new cluster, where
+// the proxy resumes its watch silently, and lists the group again.
+func TestWatcherBehindGRPCProxyNoticesReplacedEtcd(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 1)
+	if _, err := etcd.Client(t).Put(context.Background(), "/replaced/old", "v"); err != nil {
+		t.Fatal(err)
+	}
+	w, logs := quietWatcher(t, etcd, "/replaced")
+
+	etcd.Wipe(t)
+	replaced := time.Now()
+	if _, err := etcd.Client(t).Put(context.Background(), "/replaced/new", "v"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 2*testQuietInterval+waitFor, func() bool {
+		return w.GetValueByName("new") == "v" && w.GetValueByName("old") == ""
+	})
+	t.Logf("replaced etcd noticed %v after the wipe (quiet interval %v)", time.Since(replaced), testQuietInterval)
+	if !strings.Contains(logs.String(), "etcd was replaced or rewound") {
+		t.Fatalf("logs:\n%s", logs.String())
 	}
 }

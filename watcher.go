@@ -66,7 +66,7 @@ type watcher struct {
 	prefix        string
 	timeout       time.Duration // bound of one etcd request
 	logger        *slog.Logger
-	probeInterval time.Duration                     // 0: the stream is not probed (see probe.go)
+	probe         probeTimes                        // see probe.go; zero for a Register's watcher
 	headers       chan *etcdserverpb.ResponseHeader // from any goroutine to the loop (see observe)
 	done          chan struct{}                     // closed when run has returned
 
@@ -74,8 +74,9 @@ type watcher struct {
 	snap atomic.Pointer[snapshot]
 
 	// Owned by the loop.
-	feed      *feed  // the loop sends; the user receives from feed.ch
-	clusterID uint64 // the cluster the cache was listed from
+	feed               *feed  // the loop sends; the user receives from feed.ch
+	clusterID          uint64 // the cluster the cache was listed from
+	progressUnanswered bool   // progress requests go unanswered on the stream (see probe.go)
 
 	// Set by start; Close cancels.
 	ctx       context.Context // ends the loop
@@ -85,14 +86,14 @@ type watcher struct {
 
 // newWatcher returns a watcher that is not started yet. releaseClient is
 // called by Close, or by the constructor if start fails.
-func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, ttl int64, cfg *config, probeInterval time.Duration) *watcher {
+func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, ttl int64, cfg *config, probe probeTimes) *watcher {
 	w := &watcher{
 		client:        client,
 		releaseClient: releaseClient,
 		prefix:        prefix,
 		timeout:       time.Duration(ttl) * time.Second,
 		logger:        cfg.logger.With("prefix", prefix),
-		probeInterval: probeInterval,
+		probe:         probe,
 		headers:       make(chan *etcdserverpb.ResponseHeader, 1),
 		done:          make(chan struct{}),
 		feed:          newFeed(cfg.bufferSize),

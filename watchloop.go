@@ -45,10 +45,9 @@ func (w *watcher) run() {
 			return
 		}
 		if unanswered {
-			if next, ok := w.rewatchFrom(from); ok {
-				from = next
-				continue
-			}
+			from = w.snap.Load().revision
+			w.logger.Debug("biregister: progress request unanswered, watching again", "revision", from)
+			continue
 		}
 		w.relist()
 		from = w.snap.Load().revision + 1
@@ -58,7 +57,8 @@ func (w *watcher) run() {
 // follow applies watch responses, from revision from on, until the watch
 // fails, stalls or follows an etcd that was replaced or rewound, or until the
 // Watcher closes. It returns true if the watch only left a progress request
-// unanswered: the cache is still good, a new watch may resume from it.
+// unanswered because it started beyond etcd's revision (see probeTick): the
+// cache is still good, a new watch may resume from it.
 func (w *watcher) follow(from int64) (unanswered bool) {
 	// WithRequireLeader cancels the watch when its member loses the cluster's
 	// leader, instead of leaving it silently serving nothing.
@@ -76,12 +76,15 @@ func (w *watcher) follow(from int64) (unanswered bool) {
 		return false
 	}
 	var ticks <-chan time.Time
-	if w.probeInterval > 0 {
-		ticker := time.NewTicker(w.probeInterval)
+	if w.probe.interval > 0 {
+		ticker := time.NewTicker(w.probe.interval)
 		defer ticker.Stop()
 		ticks = ticker.C
 	}
 	var probe streamProbe
+	if w.progressUnanswered {
+		probe.goQuiet(time.Now())
+	}
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -92,20 +95,21 @@ func (w *watcher) follow(from int64) (unanswered bool) {
 			if !ok {
 				return false
 			}
+			responses := takeWaiting(resp, events)
 			probe.heard = true
-			if !w.applyResponses(takeWaiting(resp, events)) {
+			for i := range responses {
+				probe.progressed = probe.progressed || responses[i].IsProgressNotify()
+			}
+			if !w.applyResponses(responses) {
 				return false
 			}
 		case header := <-w.headers:
 			if w.otherEtcd(header.GetClusterId(), header.GetRevision()) {
 				return false
 			}
-		case <-ticks:
-			switch probe.tick() {
-			case probeRequest:
-				w.requestProgress(ctx)
-			case probeGiveUp:
-				return true
+		case now := <-ticks:
+			if ok, unanswered := w.probeTick(ctx, &probe, now, from); !ok {
+				return unanswered
 			}
 		}
 	}
