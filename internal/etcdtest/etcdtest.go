@@ -24,6 +24,11 @@
 // Cluster.StartGRPCProxy puts etcd's gRPC proxy in front of a plain-text
 // cluster, built from etcd's grpcproxy package in process, or run as the
 // binary's "grpc-proxy start" command with the process backend.
+//
+// StartIsolated runs each member as a process in a network namespace of its
+// own, so that a test can cut a member off from its peers while it still
+// serves clients (IsolateFromPeers), or cut the test off from a member
+// (CutClient). It needs Linux, root, iproute2 and BIREGISTER_ETCD_BIN.
 package etcdtest
 
 import (
@@ -72,6 +77,7 @@ type Cluster struct {
 
 	opts  Options
 	certs *testcerts.Set // nil without TLS
+	net   *network       // nil unless StartIsolated made the cluster
 }
 
 type member struct {
@@ -81,8 +87,12 @@ type member struct {
 	// front is the loopback proxy that clients reach the member through: Stop
 	// resets every client connection at once, as the death of the process
 	// would. Without it, embed's Close serves nothing for up to 6 s while it
-	// waits for open watch streams to end, which no real crash does.
+	// waits for open watch streams to end, which no real crash does. It is
+	// nil for a member in a network namespace of its own (StartIsolated),
+	// which is a process that closes its connections itself.
 	front *faultproxy.Proxy
+	// netns is the network namespace the member runs in, or "".
+	netns string
 }
 
 // server is a running member: an *embed.Etcd or a *process. Close stops it
@@ -161,15 +171,30 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 		m.front = faultproxy.Start(t, m.ClientURL.String())
 	}
 
-	// A member of a multi-member cluster does not become ready until a
-	// quorum of its peers is up, so all members must start at once. Even
-	// so, a new member first asks each peer whether it is bootstrapped
-	// already, and a peer whose port is open but not yet served lets that
-	// ask run into a 1 s timeout: a 3-member cluster takes up to 2 s to
-	// start.
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	errs := make([]error, n)
+	if err := c.startMembers(ctx); err != nil {
+		t.Fatalf("etcdtest: start: %v", err)
+	}
+	if err := c.setUpAuth(ctx); err != nil {
+		t.Fatalf("etcdtest: set up auth: %v", err)
+	}
+	for _, m := range c.members {
+		m.healFront()
+	}
+	return c
+}
+
+// startMembers starts every member of a new cluster and waits until each
+// serves requests.
+//
+// A member of a multi-member cluster does not become ready until a quorum
+// of its peers is up, so all members must start at once. Even so, a new
+// member first asks each peer whether it is bootstrapped already, and a
+// peer whose port is open but not yet served lets that ask run into a 1 s
+// timeout: a 3-member cluster takes up to 2 s to start.
+func (c *Cluster) startMembers(ctx context.Context) error {
+	errs := make([]error, len(c.members))
 	var wg sync.WaitGroup
 	for i, m := range c.members {
 		wg.Add(1)
@@ -181,16 +206,7 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("etcdtest: start: %v", err)
-	}
-	if err := c.setUpAuth(ctx); err != nil {
-		t.Fatalf("etcdtest: set up auth: %v", err)
-	}
-	for _, m := range c.members {
-		m.front.Heal()
-	}
-	return c
+	return errors.Join(errs...)
 }
 
 // Endpoints returns the client URLs of all members, running or not, in
@@ -205,7 +221,13 @@ func (c *Cluster) Endpoints() []string {
 
 // Endpoint returns the client URL of member i.
 func (c *Cluster) Endpoint(i int) string {
-	return c.frontEndpoint(c.members[i].front.Endpoint())
+	m := c.members[i]
+	if m.front == nil {
+		// A member in a network namespace of its own is reached at its own
+		// address: the route to it is what CutClient cuts.
+		return m.ClientURL.String()
+	}
+	return c.frontEndpoint(m.front.Endpoint())
 }
 
 // Client returns a new client for all endpoints of the cluster, with a
@@ -258,7 +280,7 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 	if err := c.start(ctx, m, embed.ClusterStateFlagExisting); err != nil {
 		t.Fatalf("etcdtest: restart member %s: %v", m.Name, err)
 	}
-	m.front.Heal()
+	m.healFront()
 }
 
 // Wipe replaces a single-member cluster by a new, empty one on the same
@@ -297,7 +319,7 @@ func (c *Cluster) Wipe(t testing.TB) {
 	if err := c.setUpAuth(ctx); err != nil {
 		t.Fatalf("etcdtest: wipe member %s: set up auth: %v", m.Name, err)
 	}
-	m.front.Heal()
+	m.healFront()
 }
 
 func (c *Cluster) member(t testing.TB, i int) *member {
@@ -323,8 +345,14 @@ func (c *Cluster) start(ctx context.Context, m *member, state string) error {
 	var srv server
 	var err error
 	if c.bin != "" {
-		args := devetcd.Args(m.Member, peers, c.token, state)
-		srv, err = startProcess(ctx, c.bin, args, m.log, m.ClientURL, ready)
+		bin, args := c.bin, devetcd.Args(m.Member, peers, c.token, state)
+		if m.netns != "" {
+			// ip enters the namespace and then execs etcd in its own place,
+			// so the child is etcd itself: Close's SIGTERM and the kill on
+			// the test's death reach it.
+			bin, args = ipCmd, append([]string{"netns", "exec", m.netns, bin}, args...)
+		}
+		srv, err = startProcess(ctx, bin, args, m.log, m.ClientURL, ready)
 	} else {
 		srv, err = devetcd.StartMemberWith(ctx, devetcd.Config(m.Member, peers, c.token, state), ready)
 	}
@@ -349,9 +377,18 @@ func (m *member) stop() {
 	if m.srv == nil {
 		return
 	}
-	m.front.Cut()
+	if m.front != nil {
+		m.front.Cut()
+	}
 	m.srv.Close()
 	m.srv = nil
+}
+
+// healFront lets clients through the member's front again, if it has one.
+func (m *member) healFront() {
+	if m.front != nil {
+		m.front.Heal()
+	}
 }
 
 func newClient(eps []string, dialTimeout time.Duration) (*clientv3.Client, error) {
