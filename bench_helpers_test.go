@@ -16,7 +16,8 @@
 //	bench_scale_burst_test.go                          5. big groups: bursts of updates
 //	bench_scale_leader_test.go                         5. big groups: leader change
 //	bench_idle_test.go          BenchmarkFootprint,    6. footprint and load on etcd
-//	                            BenchmarkIdleLoad         at steady state
+//	                            BenchmarkIdleLoad,        at steady state, also
+//	                            BenchmarkIdleWatchersBehindGRPCProxy  behind etcd's gRPC proxy
 //
 // Every top-level benchmark starts one quiet single-member etcd in this process
 // (internal/devetcd, no proxy between client and server) and closes it at the
@@ -26,7 +27,7 @@
 //
 //	BIREGISTER_BENCH_SIZES=1000,10000  BenchmarkScale at these sizes (default 1000,10000,100000)
 //	BIREGISTER_BENCH_1M=1              BenchmarkScale also at 1,000,000 members (opt-in, slow)
-//	BIREGISTER_BENCH_IDLE=1            BenchmarkIdleLoad, idle windows (opt-in, ~1.5 min)
+//	BIREGISTER_BENCH_IDLE=1            BenchmarkIdleLoad and BenchmarkIdleWatchersBehindGRPCProxy, idle windows (opt-in)
 //	BIREGISTER_BENCH_IDLE_WINDOW=20s   its window
 
 package biregister_test

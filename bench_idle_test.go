@@ -1,7 +1,8 @@
 // Benchmark 6, steady state: what idle Registers, Watchers and
 // concurrency.Session + Election cost once settled — goroutines, watches and
-// watch streams (BenchmarkFootprint), and the messages they send etcd
-// (BenchmarkIdleLoad).
+// watch streams (BenchmarkFootprint), the messages they send etcd
+// (BenchmarkIdleLoad), and what idle Watchers cost behind etcd's gRPC proxy
+// (BenchmarkIdleWatchersBehindGRPCProxy).
 
 package biregister_test
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/etcdtest"
 )
 
 // idleInstances is how many instances each footprint or idle measurement
@@ -224,6 +226,64 @@ func BenchmarkIdleLoad(b *testing.B) {
 				for _, method := range methods {
 					b.ReportMetric(per5s(byMethod[method]), method+"-msgs/inst/5s")
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkIdleWatchersBehindGRPCProxy counts what idle Watchers cost etcd
+// when they reach it through etcd's gRPC proxy, which answers no progress
+// request, beside the same Watchers talking to etcd directly: Range requests
+// etcd serves per Watcher per 10 minutes (grpc_server_started_total), and
+// messages etcd receives per Watcher per second (grpc_server_msg_received_total,
+// all methods). Each Watcher has a client of its own, as separate processes
+// would. The servers are etcdtest's, so BIREGISTER_ETCD_BIN=/usr/bin/etcd
+// measures an etcd 3.4 server and its own "etcd grpc-proxy start". Opt-in
+// with BenchmarkIdleLoad's BIREGISTER_BENCH_IDLE=1; one op is one window of
+// BIREGISTER_BENCH_IDLE_WINDOW (a window of more than 10 minutes includes a
+// whole quiet interval).
+func BenchmarkIdleWatchersBehindGRPCProxy(b *testing.B) {
+	if !benchutil.EnvOn("BIREGISTER_BENCH_IDLE") {
+		b.Skip("idle windows take long: set BIREGISTER_BENCH_IDLE=1 (window: BIREGISTER_BENCH_IDLE_WINDOW, default 20s)")
+	}
+	window := benchutil.EnvDuration("BIREGISTER_BENCH_IDLE_WINDOW", 20*time.Second)
+	etcd := etcdtest.Start(b, 1)
+	proxy := etcd.StartGRPCProxy(b)
+	for _, topology := range []struct {
+		name     string
+		endpoint string
+	}{
+		{"direct", etcd.Endpoint(0)},
+		{"grpc-proxy", proxy.DirectEndpoint()},
+	} {
+		b.Run(topology.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				prefix := uniquePrefix("idle-proxy")
+				closeAll := startAll(b, func(int) (biregister.Watcher, error) {
+					return biregister.NewWatcher([]string{topology.endpoint}, prefix, benchTTL)
+				})
+				// A Watcher behind the proxy goes quiet after five probe
+				// intervals (two unanswered progress requests, a new watch,
+				// which costs a Range at the proxy, and a read: see
+				// probe.go); the direct ones have settled by then too.
+				time.Sleep(40 * time.Second)
+				m0, err := benchutil.Scrape(etcd.Endpoint(0))
+				if err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(window)
+				m1, err := benchutil.Scrape(etcd.Endpoint(0))
+				if err != nil {
+					b.Fatal(err)
+				}
+				closeAll()
+				perWatcher := func(v float64, per time.Duration) float64 {
+					return v / idleInstances / (float64(window) / float64(per))
+				}
+				started := m1.DeltaBy(m0, "grpc_server_started_total", "grpc_method")
+				received := m1.Sum("grpc_server_msg_received_total") - m0.Sum("grpc_server_msg_received_total")
+				b.ReportMetric(perWatcher(started["Range"], 10*time.Minute), "ranges/watcher/10min")
+				b.ReportMetric(perWatcher(received, time.Second), "msgs/watcher/s")
 			}
 		})
 	}

@@ -16,6 +16,10 @@ const listPageSize = 1000
 // list reads every member at one revision, page by page, and returns the
 // header of the first page.
 func (w *watcher) list(ctx context.Context) ([]Member, *etcdserverpb.ResponseHeader, error) {
+	// A member cut off from its cluster's leader would hold a linearizable
+	// read until ctx ends; with WithRequireLeader it refuses at once, and
+	// the client retries on another member.
+	ctx = clientv3.WithRequireLeader(ctx)
 	end := clientv3.GetPrefixRangeEnd(w.prefix)
 	key := w.prefix
 	var members []Member

@@ -21,11 +21,10 @@ import (
 // Watcher whose watch it held may still show an older state than the
 // majority. The member notices within an election timeout or two that it
 // has no leader, and cancels the watch 3 election timeouts later (about 2 s
-// in all with the tests' 500 ms); a listing that then lands on it is held,
-// as a member without a leader holds every linearizable read, until its
-// deadline, the Watcher's ttl (5 s here), before the next one goes
-// elsewhere.
-const partitionBound = 10 * time.Second
+// in all with the tests' 500 ms); the listing that follows refuses at once
+// on that member (it requires a leader too), and the client lists from
+// another.
+const partitionBound = 5 * time.Second
 
 // A member of a 3-member cluster cut off from its two peers while it still
 // serves our clients. A Watcher whose watch it holds reaches the majority's

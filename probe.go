@@ -174,7 +174,8 @@ func (w *watcher) otherEtcd(clusterID uint64, revision int64) bool {
 // reports whether the watch still follows the etcd the cache was read from.
 func (w *watcher) confirm() bool {
 	revision := w.snap.Load().revision
-	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
+	// WithRequireLeader: see list.
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(w.ctx), w.timeout)
 	resp, err := w.client.Get(ctx, w.prefix, clientv3.WithCountOnly())
 	cancel()
 	switch {
