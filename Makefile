@@ -49,7 +49,8 @@ compat:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## lint: go vet, gofmt and staticcheck.
+## lint: go vet (with its stdversion check: no standard library newer than
+## go.mod's go line), gofmt and staticcheck.
 lint:
 	$(GO) vet $(PKGS)
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
