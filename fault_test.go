@@ -134,6 +134,39 @@ func sampleLeaders(old, next biregister.Register, stop <-chan struct{}) *leaderS
 	return &s
 }
 
+// leaderSampler samples two candidates in the background (sampleLeaders).
+type leaderSampler struct {
+	stop    chan struct{}
+	sampled chan *leaderSample
+}
+
+// startSampling starts sampling old and next.
+func startSampling(old, next biregister.Register) *leaderSampler {
+	ls := &leaderSampler{stop: make(chan struct{}), sampled: make(chan *leaderSample, 1)}
+	go func() { ls.sampled <- sampleLeaders(old, next, ls.stop) }()
+	return ls
+}
+
+// result waits for the sample, at most waitFor, and then stops sampling.
+func (ls *leaderSampler) result() *leaderSample {
+	select {
+	case s := <-ls.sampled:
+		return s
+	case <-time.After(waitFor):
+		close(ls.stop)
+		return <-ls.sampled
+	}
+}
+
+// requireOneLeaderAtATime fails the test unless s shows the old candidate's
+// last lead strictly before the next one's first.
+func requireOneLeaderAtATime(t *testing.T, s *leaderSample) {
+	t.Helper()
+	require.False(t, s.overlap, "two leaders at the same moment")
+	require.False(t, s.firstNew.IsZero(), "the next candidate never led")
+	require.True(t, s.lastOld.Before(s.firstNew), "old leader's last true %v, new leader's first true %v", s.lastOld, s.firstNew)
+}
+
 // A leader cut off from etcd by a silent stall stops leading before anyone
 // else can: its last true comes strictly before its successor's first true.
 // With slowReplies, etcd's answers reach the leader late for a while first: the
@@ -159,18 +192,10 @@ func TestLeaderStallNeverTwoLeaders(t *testing.T) {
 				require.True(t, old.AmILeader(), "a slow link alone must not cost leadership")
 			}
 
-			stop := make(chan struct{})
-			sampled := make(chan *leaderSample, 1)
-			go func() { sampled <- sampleLeaders(old, next, stop) }()
+			sampler := startSampling(old, next)
 			stalled := time.Now()
 			proxy.Stall()
-			var s *leaderSample
-			select {
-			case s = <-sampled:
-			case <-time.After(waitFor):
-				close(stop)
-				s = <-sampled
-			}
+			s := sampler.result()
 
 			require.False(t, s.overlap, "two leaders at the same moment")
 			require.False(t, s.firstNew.IsZero())

@@ -171,22 +171,12 @@ func TestGRPCProxyLeaderStall(t *testing.T) {
 			})
 			require.True(t, old.AmILeader(), "keepalives through the proxy must keep the leader leading")
 
-			stop := make(chan struct{})
-			sampled := make(chan *leaderSample, 1)
-			go func() { sampled <- sampleLeaders(old, next, stop) }()
+			sampler := startSampling(old, next)
 			stalled := time.Now()
 			proxy.Front().Stall()
-			var s *leaderSample
-			select {
-			case s = <-sampled:
-			case <-time.After(waitFor):
-				close(stop)
-				s = <-sampled
-			}
+			s := sampler.result()
 
-			require.False(t, s.overlap, "two leaders at the same moment")
-			require.False(t, s.firstNew.IsZero(), "the successor never led")
-			require.True(t, s.lastOld.Before(s.firstNew), "old leader's last true %v, new leader's first true %v", s.lastOld, s.firstNew)
+			requireOneLeaderAtATime(t, s)
 			t.Logf("ttl %ds: old leader's last true %v after the stall began, successor's first true %v (gap %v)",
 				faultTTL, s.lastOld.Sub(stalled), s.firstNew.Sub(stalled), s.firstNew.Sub(s.lastOld))
 
@@ -220,18 +210,10 @@ func TestGRPCProxySlowLinkToEtcdLimit(t *testing.T) {
 	require.Eventually(t, old.AmILeader, waitFor, time.Millisecond)
 	steadyFor(t, faultTTL*time.Second, func() { require.False(t, next.AmILeader()) })
 
-	stop := make(chan struct{})
-	sampled := make(chan *leaderSample, 1)
-	go func() { sampled <- sampleLeaders(old, next, stop) }()
+	sampler := startSampling(old, next)
 	slowed := time.Now()
 	proxy.Back(0).DelayReplies(1500 * time.Millisecond)
-	var s *leaderSample
-	select {
-	case s = <-sampled:
-	case <-time.After(waitFor):
-		close(stop)
-		s = <-sampled
-	}
+	s := sampler.result()
 	if s.overlap {
 		t.Logf("limit holds: two leaders for %v (ttl %ds, etcd's replies to the proxy delayed 1.5 s)", s.lastOld.Sub(s.firstNew), faultTTL)
 	} else {

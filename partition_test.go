@@ -94,9 +94,7 @@ func testMemberCutOffFromPeers(t *testing.T, cutLeader bool) {
 	require.True(t, old.AmILeader())
 
 	makeRole(t, etcd, cut, cutLeader)
-	stop := make(chan struct{})
-	sampled := make(chan *leaderSample, 1)
-	go func() { sampled <- sampleLeaders(old, next, stop) }()
+	sampler := startSampling(old, next)
 	cutAt := time.Now()
 	etcd.IsolateFromPeers(t, cut)
 
@@ -130,16 +128,8 @@ func testMemberCutOffFromPeers(t *testing.T, cutLeader bool) {
 	t.Logf("Watcher equal to the majority %v after the cut (the majority's writes done after %v)", converged, written)
 	assert.LessOrEqual(t, converged, partitionBound, "the Watcher took too long to reach the majority's state")
 
-	var s *leaderSample
-	select {
-	case s = <-sampled:
-	case <-time.After(waitFor):
-		close(stop)
-		s = <-sampled
-	}
-	require.False(t, s.overlap, "two leaders at the same moment")
-	require.False(t, s.firstNew.IsZero(), "next never led")
-	require.True(t, s.lastOld.Before(s.firstNew), "old leader's last true %v, new leader's first true %v", s.lastOld, s.firstNew)
+	s := sampler.result()
+	requireOneLeaderAtATime(t, s)
 	t.Logf("gap between old leader's last true and new leader's first true: %v; takeover %v after the cut",
 		s.firstNew.Sub(s.lastOld), s.firstNew.Sub(cutAt))
 	// The Watcher follows the majority on: it sees old's key expire.
