@@ -9,10 +9,7 @@ package biregister_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,24 +29,8 @@ const listPage = 1000
 // time: enough to keep etcd's write batching busy.
 const populateWorkers = 256
 
-// scaleSizes returns the group sizes of BenchmarkScale: 1k, 10k and 100k, or
-// the comma-separated list in BIREGISTER_BENCH_SIZES; BIREGISTER_BENCH_1M=1
-// adds a million.
-func scaleSizes() []int {
-	sizes := []int{1000, 10000, 100000}
-	if env := os.Getenv("BIREGISTER_BENCH_SIZES"); env != "" {
-		sizes = sizes[:0]
-		for _, f := range strings.Split(env, ",") {
-			if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n >= 2 {
-				sizes = append(sizes, n)
-			}
-		}
-	}
-	if benchutil.EnvOn("BIREGISTER_BENCH_1M") && !slices.Contains(sizes, 1000000) {
-		sizes = append(sizes, 1000000)
-	}
-	return sizes
-}
+// scaleSizes returns the group sizes of BenchmarkScale (see benchutil.Sizes).
+func scaleSizes() []int { return benchutil.Sizes(1000, 10000, 100000) }
 
 // scaleValue is member i's value in generation gen: 20–40 bytes.
 func scaleValue(i int, gen int) string {
@@ -272,20 +253,12 @@ func syncInterleaved(b *testing.B, eps []string, writer, reader *clientv3.Client
 // held; build returns the function that releases it.
 func heapOf(b *testing.B, build func() (release func())) float64 {
 	b.StopTimer()
-	before := liveHeap()
+	before := benchutil.LiveHeap()
 	b.StartTimer()
 	release := build()
 	b.StopTimer()
-	after := liveHeap()
+	after := benchutil.LiveHeap()
 	release()
 	b.StartTimer()
 	return float64(after) - float64(before)
-}
-
-func liveHeap() uint64 {
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }

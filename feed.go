@@ -5,42 +5,106 @@ package biregister
 
 import "sync/atomic"
 
+// feedSlots is the capacity of the Changes channel itself: what a consumer
+// that keeps up needs. A feed allocates room for more only while its
+// consumer falls behind, up to the buffer size.
+const feedSlots = 64
+
 // feed delivers changes to the user's channel without ever blocking the
-// goroutine that owns the cache. When the channel is full it drops changes and
-// owes the consumer one OpResync, which the owner sends from its select loop
-// (see pending) as soon as there is room. Only the owner calls its methods.
+// goroutine that owns the cache. Changes that do not fit in the channel
+// wait in a queue, which grows only while the consumer is behind and is let
+// go once it caught up; the channel and the queue together hold at most the
+// buffer size (WithBufferSize). Beyond that the feed drops changes and owes
+// the consumer one OpResync, delivered after the queue. The owner moves the
+// queue into the channel from its select loop (see pending) as the consumer
+// makes room. Only the owner calls its methods.
 type feed struct {
 	ch        chan Change
-	overflown bool
+	queue     []Change // changes waiting for room in ch, oldest at queue[head]
+	head      int
+	size      int  // the most changes ch and queue hold together
+	overflown bool // changes were dropped: an OpResync is owed after the queue
 }
 
 func newFeed(size int) *feed {
-	return &feed{ch: make(chan Change, size)}
+	return &feed{ch: make(chan Change, min(size, feedSlots)), size: size}
 }
 
-// push delivers c, or records that the consumer must resync.
+// push delivers c, queues it, or records that the consumer must resync.
 func (f *feed) push(c Change) {
 	if f.overflown {
 		return
 	}
-	select {
-	case f.ch <- c:
-	default:
-		f.overflown = true
+	if f.head == len(f.queue) {
+		select {
+		case f.ch <- c:
+			return
+		default:
+		}
 	}
+	if len(f.ch)+len(f.queue)-f.head >= f.size {
+		f.overflown = true
+		return
+	}
+	if len(f.queue) == cap(f.queue) && f.head > 0 {
+		// Reuse the room of the changes already sent before growing.
+		n := copy(f.queue, f.queue[f.head:])
+		clear(f.queue[n:])
+		f.queue, f.head = f.queue[:n], 0
+	}
+	f.queue = append(f.queue, c)
 }
 
-// pending returns the channel to send the owed OpResync on, or nil (a select
-// case that never fires) when nothing is owed.
-func (f *feed) pending() chan<- Change {
+// room returns how many more changes the feed takes before it overflows.
+func (f *feed) room() int {
 	if f.overflown {
+		return 0
+	}
+	return f.size - (len(f.ch) + len(f.queue) - f.head)
+}
+
+// overflow records that changes were left out: the consumer must resync.
+func (f *feed) overflow() { f.overflown = true }
+
+// pending returns the channel to send next's change on, or nil (a select
+// case that never fires) when nothing waits.
+func (f *feed) pending() chan<- Change {
+	if f.head < len(f.queue) || f.overflown {
 		return f.ch
 	}
 	return nil
 }
 
-// resynced records that the owed OpResync was delivered.
-func (f *feed) resynced() { f.overflown = false }
+// next returns the change that waits first: the oldest queued, or else the
+// owed OpResync, at revision.
+func (f *feed) next(revision int64) Change {
+	if f.head < len(f.queue) {
+		return f.queue[f.head]
+	}
+	return Change{Op: OpResync, Revision: revision}
+}
+
+// sent records that next's change was delivered, and delivers what else
+// fits in the channel now.
+func (f *feed) sent(revision int64) {
+	for {
+		switch {
+		case f.head < len(f.queue):
+			f.queue[f.head] = Change{} // its strings are the consumer's now
+			if f.head++; f.head == len(f.queue) {
+				// Caught up: let the queue's memory go.
+				f.queue, f.head = nil, 0
+			}
+		default:
+			f.overflown = false
+		}
+		select {
+		case f.pending() <- f.next(revision):
+		default:
+			return
+		}
+	}
+}
 
 // signal wakes every goroutine waiting for the next change of some state,
 // without a lock held while they wait. Any goroutine may wait or notify.

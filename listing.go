@@ -1,51 +1,187 @@
-// Listing: reading every member of a group at one revision.
+// Listing: reading every member of a group at one revision, in responses of
+// bounded size, without making etcd count the group once per page.
 
 package biregister
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"slices"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// listPageSize bounds one range response of a listing, so that a group of
-// any size is read without one giant message.
-const listPageSize = 1000
+// listPageBytes is about the most one range response of a listing holds:
+// each page asks for as many members as fit in it at the mean size read so
+// far. etcd builds every response whole in memory, and the client decodes
+// it whole, so a bound keeps both small whatever the group's size; pages
+// much smaller would cost etcd more (see listRanges).
+const listPageBytes = 32 << 20
 
-// list reads every member at one revision, page by page, and returns the
-// header of the first page.
+// listFirstPage is how many members the first page of a listing asks for,
+// before any member's size is known: small enough for any sensible value.
+const listFirstPage = 1000
+
+// kvOverhead is about what a key-value costs in a range response beyond its
+// key and value: revisions, version, lease and field tags.
+const kvOverhead = 24
+
+// listSample is how many of the cache's names a re-listing sorts to choose
+// where its ranges begin.
+const listSample = 4096
+
+// list reads every member of the group at one revision and returns the
+// header of the first response; the cache's names plan a re-listing.
 func (w *watcher) list(ctx context.Context) ([]Member, *etcdserverpb.ResponseHeader, error) {
+	return listGroup(ctx, w.client, w.prefix, w.pageBytes, w.snap.Load(), w.logger)
+}
+
+// listGroup reads every member under prefix at one revision, in pages of
+// about pageBytes, planned by what s knows of the group (see plan), and
+// returns the header of the first response. A revision compacted before
+// the last page was read makes it start again at a new one.
+func listGroup(ctx context.Context, client *clientv3.Client, prefix string, pageBytes int, s *snapshot, logger *slog.Logger) ([]Member, *etcdserverpb.ResponseHeader, error) {
 	// A member cut off from its cluster's leader would hold a linearizable
 	// read until ctx ends; with WithRequireLeader it refuses at once, and
 	// the client retries on another member.
 	ctx = clientv3.WithRequireLeader(ctx)
-	end := clientv3.GetPrefixRangeEnd(w.prefix)
-	key := w.prefix
-	var members []Member
-	var header *etcdserverpb.ResponseHeader
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPageSize)}
-		if header != nil {
-			// Every page reads the first page's revision, so the listing is one
-			// consistent snapshot however long it takes.
-			opts = append(opts, clientv3.WithRev(header.Revision))
+		l := lister{client: client, prefix: prefix, pageBytes: pageBytes}
+		err := l.read(ctx, l.plan(s))
+		if !errors.Is(err, rpctypes.ErrCompacted) {
+			return l.members, l.header, err
 		}
-		resp, err := w.client.Get(ctx, key, opts...)
-		if err != nil {
-			return nil, nil, err
-		}
-		if header == nil {
-			header = resp.Header
-		}
-		for _, kv := range resp.Kvs {
-			if m, ok := newMember(w.prefix, kv); ok {
-				members = append(members, m)
-			}
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return members, header, nil
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		logger.Debug("biregister: listed revision compacted meanwhile, listing again", "revision", l.header.GetRevision())
 	}
+}
+
+// lister reads one listing: ranges of keys, page by page, every page at the
+// revision of the first.
+type lister struct {
+	client    *clientv3.Client
+	prefix    string
+	pageBytes int
+
+	header  *etcdserverpb.ResponseHeader // of the first page; nil before it
+	members []Member
+	// The size of the keys read, or before the first page the size of a
+	// sample of the cache's members: what sizes the next page.
+	bytes int
+	kvs   int
+}
+
+// read reads the ranges that begin at starts (in order; the first is the
+// prefix) and end at the next start, the last at the prefix's end: together
+// the whole group.
+func (l *lister) read(ctx context.Context, starts []string) error {
+	end := clientv3.GetPrefixRangeEnd(l.prefix)
+	for i, from := range starts {
+		to := end
+		if i+1 < len(starts) {
+			to = starts[i+1]
+		}
+		if err := l.readRange(ctx, from, to); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readRange reads the keys in [from, to). etcd counts the rest of the range
+// for every page with a limit, so a range holds about one page where the
+// cache tells how (plan), and a page whose range is known to fit in
+// pageBytes asks for it whole: then etcd counts nothing beyond what it
+// returns.
+func (l *lister) readRange(ctx context.Context, from, to string) error {
+	rest := int64(-1) // keys left in [from, to), once a page counted them
+	for {
+		limit := l.pageLimit()
+		switch {
+		case rest >= 0 && rest <= limit:
+			limit = 0
+		case rest >= 0:
+			// Pages of even size: the last asks for the rest whole.
+			pages := (rest + limit - 1) / limit
+			limit = (rest + pages - 1) / pages
+		}
+		opts := []clientv3.OpOption{clientv3.WithRange(to), clientv3.WithLimit(limit)}
+		if l.header != nil {
+			// Every page reads the first page's revision, so the listing is
+			// one consistent snapshot however long it takes.
+			opts = append(opts, clientv3.WithRev(l.header.Revision))
+		}
+		resp, err := l.client.Get(ctx, from, opts...)
+		if err != nil {
+			return err
+		}
+		if l.header == nil {
+			l.header = resp.Header
+			// The first page counts what its range holds: room for that.
+			l.members = slices.Grow(l.members, int(resp.Count))
+		}
+		var last []byte
+		if len(resp.Kvs) > 0 {
+			last = resp.Kvs[len(resp.Kvs)-1].Key
+		}
+		for i, kv := range resp.Kvs {
+			l.bytes += len(kv.Key) + len(kv.Value) + kvOverhead
+			if m, ok := newMember(l.prefix, kv); ok {
+				l.members = append(l.members, m)
+			}
+			// Copied into m: the collector may take it before the page ends.
+			resp.Kvs[i] = nil
+		}
+		l.kvs += len(resp.Kvs)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		rest = resp.Count - int64(len(resp.Kvs))
+		from = string(last) + "\x00"
+	}
+}
+
+// pageLimit returns how many keys the next page asks for: as many as fit in
+// pageBytes at the mean size read so far.
+func (l *lister) pageLimit() int64 {
+	if l.kvs == 0 {
+		return listFirstPage
+	}
+	return max(1, int64(l.pageBytes)*int64(l.kvs)/int64(l.bytes))
+}
+
+// plan returns where the ranges of the listing begin, in order, the prefix
+// first: one range for a group that s does not know, or else ranges of
+// about pageBytes each by the sizes of s's members, so that no page makes
+// etcd count keys beyond its own range. The split keys are quantiles of a
+// sample of s's names: the name trie yields members in the order of their
+// names' hashes, so its first members are a sample unrelated to the order
+// of the names, read without visiting the rest. The sample's sizes size
+// the first page.
+func (l *lister) plan(s *snapshot) []string {
+	starts := []string{l.prefix}
+	var sample []string
+	for m := range s.names.all() {
+		if len(sample) == listSample {
+			break
+		}
+		sample = append(sample, m.Name)
+		l.bytes += len(l.prefix) + len(m.Name) + len(m.Value) + kvOverhead
+	}
+	l.kvs = len(sample)
+	// Room for the group as s knows it, and for some growth.
+	l.members = make([]Member, 0, s.names.size+s.names.size/8)
+	if len(sample) == 0 {
+		return starts
+	}
+	ranges := min(s.names.size*l.bytes/len(sample)/l.pageBytes+1, len(sample))
+	slices.Sort(sample)
+	for i := 1; i < ranges; i++ {
+		if key := l.prefix + sample[i*len(sample)/ranges]; key != starts[len(starts)-1] {
+			starts = append(starts, key)
+		}
+	}
+	return starts
 }

@@ -13,7 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// DefaultBufferSize is the default capacity of the Changes channel.
+// DefaultBufferSize is the default size of the Changes buffer: how many
+// changes may wait for a consumer that falls behind.
 const DefaultBufferSize = 10000
 
 // defaultProbe is when an idle Watcher checks its watch stream (probe.go):
@@ -69,9 +70,10 @@ func WithLogger(l *slog.Logger) Option {
 	return func(cfg *config) { cfg.logger = l }
 }
 
-// WithBufferSize sets the capacity of the Changes channel (default
-// DefaultBufferSize). When it is full, changes are dropped and replaced by one
-// OpResync change.
+// WithBufferSize sets how many changes may wait for the consumer of Changes
+// (default DefaultBufferSize). The room is taken only as the consumer falls
+// behind. When it is full, changes are dropped and replaced by one OpResync
+// change.
 func WithBufferSize(n int) Option {
 	return func(cfg *config) { cfg.bufferSize = n }
 }

@@ -5,6 +5,7 @@ package biregister
 
 import (
 	"iter"
+	"slices"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -96,23 +97,31 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 }
 
 // replace returns the snapshot that a fresh listing (members in any order, read
-// at revision) gives, and the changes from s to it: DELETEs of the members
-// that are gone, then PUTs of the new and changed ones in create order. A member
-// recreated meanwhile gets a DELETE and a PUT, since its place in the order
-// changed.
-func (s *snapshot) replace(listed []Member, revision int64) (*snapshot, []Change) {
-	listed = sortByCreate(listed)
+// at revision; replace sorts it) gives, and the changes from s to it: DELETEs of
+// the members that are gone, then PUTs of the new and changed ones, each in
+// create order. A member recreated meanwhile gets a DELETE and a PUT, since its
+// place in the order changed. It returns at most most changes, the first ones,
+// and whether it left any out: a feed takes no more than it has room for, and a
+// first listing of a million members would otherwise make a million PUTs.
+func (s *snapshot) replace(listed []Member, revision int64, most int) (*snapshot, []Change, bool) {
+	sortByCreate(listed)
 	next := newSnapshot(buildNameTrie(listed), buildOrderTree(placesOf(listed)), revision)
-	changes := make([]Change, 0, len(listed))
-	for m := range s.members() {
-		if n, ok := next.lookup(m.Name); !ok || n.CreateRevision != m.CreateRevision {
-			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: m.Value, Revision: revision})
-		}
+	puts, gone := listed, []Member(nil)
+	if s.names.size > 0 {
+		puts = nil
+		diffTries(s.names, next.names,
+			func(m Member) { puts = append(puts, m) },
+			func(o Member) { gone = append(gone, o) })
+		byPlace := func(a, b Member) int { return placeOf(a).compare(placeOf(b)) }
+		slices.SortFunc(puts, byPlace)
+		slices.SortFunc(gone, byPlace)
 	}
-	for _, m := range listed {
-		if old, ok := s.lookup(m.Name); !ok || old != m {
-			changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: revision})
-		}
+	changes := make([]Change, 0, min(len(gone)+len(puts), most))
+	for _, o := range gone[:min(len(gone), most)] {
+		changes = append(changes, Change{Name: o.Name, Op: OpDelete, Value: o.Value, Revision: revision})
 	}
-	return next, changes
+	for _, m := range puts[:min(len(puts), most-len(changes))] {
+		changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: revision})
+	}
+	return next, changes, len(changes) < len(gone)+len(puts)
 }

@@ -189,12 +189,13 @@ func TestSortByCreate(t *testing.T) {
 		}
 		want := slices.Clone(listing)
 		slices.SortFunc(want, func(a, b Member) int { return placeOf(a).compare(placeOf(b)) })
-		if got := sortByCreate(slices.Clone(listing)); !slices.Equal(got, want) {
+		got := slices.Clone(listing)
+		if sortByCreate(got); !slices.Equal(got, want) {
 			t.Fatalf("n=%d, name order: got %v, want %v", n, got, want)
 		}
 		rng.Shuffle(n, func(i, j int) { listing[i], listing[j] = listing[j], listing[i] })
-		if got := sortByCreate(listing); !slices.Equal(got, want) {
-			t.Fatalf("n=%d, shuffled: got %v, want %v", n, got, want)
+		if sortByCreate(listing); !slices.Equal(listing, want) {
+			t.Fatalf("n=%d, shuffled: got %v, want %v", n, listing, want)
 		}
 	}
 }
@@ -228,7 +229,7 @@ func groupOf(n int) *snapshot {
 	for i := range listed {
 		listed[i] = Member{Name: fmt.Sprintf("member-%07d", i), Value: "10.0.0.1:8080", CreateRevision: int64(i + 1)}
 	}
-	s, _ := emptySnapshot(0).replace(listed, int64(n))
+	s, _, _ := emptySnapshot(0).replace(listed, int64(n), n)
 	return s
 }
 
@@ -286,7 +287,7 @@ func BenchmarkSnapshotApply(b *testing.B) {
 // BenchmarkSnapshotReplace is the cost of turning a fresh listing into the
 // cache (the initial sync, and every re-list), by group size.
 func BenchmarkSnapshotReplace(b *testing.B) {
-	for _, n := range []int{1_000, 100_000} {
+	for _, n := range []int{1_000, 100_000, 1_000_000} {
 		listed := make([]Member, n)
 		for i := range listed {
 			listed[i] = Member{Name: fmt.Sprintf("member-%07d", i), Value: "10.0.0.1:8080", CreateRevision: int64(i + 1)}
@@ -294,8 +295,46 @@ func BenchmarkSnapshotReplace(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				emptySnapshot(0).replace(slices.Clone(listed), int64(n))
+				emptySnapshot(0).replace(slices.Clone(listed), int64(n), DefaultBufferSize)
 			}
 		})
+	}
+}
+
+// replace turns a listing into the changes from the cache: DELETEs of the
+// members gone or recreated, then PUTs of the new, changed and recreated
+// ones in create order, and nothing for a member listed as it was.
+func TestReplaceChanges(t *testing.T) {
+	old, _, _ := emptySnapshot(0).replace([]Member{
+		{Name: "same", Value: "1", CreateRevision: 1},
+		{Name: "gone", Value: "2", CreateRevision: 2},
+		{Name: "changed", Value: "3", CreateRevision: 3},
+		{Name: "recreated", Value: "4", CreateRevision: 4},
+	}, 4, 4)
+	listed := []Member{
+		{Name: "same", Value: "1", CreateRevision: 1},
+		{Name: "changed", Value: "3b", CreateRevision: 3},
+		{Name: "recreated", Value: "4", CreateRevision: 9},
+		{Name: "new", Value: "5", CreateRevision: 8},
+	}
+	next, changes, cut := old.replace(slices.Clone(listed), 9, 5)
+	want := []Change{
+		{Name: "gone", Op: OpDelete, Value: "2", Revision: 9},
+		{Name: "recreated", Op: OpDelete, Value: "4", Revision: 9},
+		{Name: "changed", Op: OpPut, Value: "3b", Revision: 9},
+		{Name: "new", Op: OpPut, Value: "5", Revision: 9},
+		{Name: "recreated", Op: OpPut, Value: "4", Revision: 9},
+	}
+	if !slices.Equal(changes, want) || cut {
+		t.Fatalf("changes %v (cut %v), want %v", changes, cut, want)
+	}
+	// At most most, the first ones, and a word that some were left out.
+	for most := range len(want) {
+		if _, changes, cut = old.replace(slices.Clone(listed), 9, most); !slices.Equal(changes, want[:most]) || !cut {
+			t.Fatalf("at most %d: changes %v (cut %v), want %v and cut", most, changes, cut, want[:most])
+		}
+	}
+	if _, changes, _ = next.replace(slices.Collect(next.members()), 10, 5); len(changes) != 0 {
+		t.Fatalf("an unchanged listing gave %v", changes)
 	}
 }

@@ -65,6 +65,7 @@ type watcher struct {
 	releaseClient func() // closes the client if the library made it (see newClient)
 	prefix        string
 	timeout       time.Duration // bound of one etcd request
+	pageBytes     int           // about the most one listing response holds (see listing.go)
 	logger        *slog.Logger
 	probe         probeTimes                        // see probe.go; zero for a Register's watcher
 	headers       chan *etcdserverpb.ResponseHeader // from any goroutine to the loop (see observe)
@@ -74,7 +75,7 @@ type watcher struct {
 	snap atomic.Pointer[snapshot]
 
 	// Owned by the loop.
-	feed               *feed  // the loop sends; the user receives from feed.ch
+	feed               *feed  // the loop sends and queues; the user receives from feed.ch
 	clusterID          uint64 // the cluster the cache was listed from
 	progressUnanswered bool   // progress requests go unanswered on the stream (see probe.go)
 
@@ -92,6 +93,7 @@ func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, tt
 		releaseClient: releaseClient,
 		prefix:        prefix,
 		timeout:       time.Duration(ttl) * time.Second,
+		pageBytes:     listPageBytes,
 		logger:        cfg.logger.With("prefix", prefix),
 		probe:         probe,
 		headers:       make(chan *etcdserverpb.ResponseHeader, 1),

@@ -89,8 +89,8 @@ func (w *watcher) follow(from int64) (unanswered bool) {
 		select {
 		case <-w.ctx.Done():
 			return false
-		case w.feed.pending() <- w.resyncChange():
-			w.feed.resynced()
+		case w.feed.pending() <- w.feed.next(w.revision()):
+			w.feed.sent(w.revision())
 		case resp, ok := <-events:
 			if !ok {
 				return false
@@ -209,7 +209,11 @@ func (w *watcher) relist() {
 // the difference as changes.
 func (w *watcher) adopt(listed []Member, header *etcdserverpb.ResponseHeader) {
 	w.clusterID = header.ClusterId
-	w.advance(w.snap.Load().replace(listed, header.Revision))
+	next, changes, cut := w.snap.Load().replace(listed, header.Revision, w.feed.room())
+	w.advance(next, changes)
+	if cut {
+		w.feed.overflow()
+	}
 }
 
 // advance publishes next and delivers the changes that lead to it.
@@ -220,7 +224,7 @@ func (w *watcher) advance(next *snapshot, changes []Change) {
 	}
 }
 
-// wait sleeps for d while still delivering an owed OpResync; it returns false
+// wait sleeps for d while still delivering the changes that wait; it returns false
 // if the Watcher closed meanwhile.
 func (w *watcher) wait(d time.Duration) bool {
 	timer := time.NewTimer(d)
@@ -231,12 +235,12 @@ func (w *watcher) wait(d time.Duration) bool {
 			return false
 		case <-timer.C:
 			return true
-		case w.feed.pending() <- w.resyncChange():
-			w.feed.resynced()
+		case w.feed.pending() <- w.feed.next(w.revision()):
+			w.feed.sent(w.revision())
 		}
 	}
 }
 
-func (w *watcher) resyncChange() Change {
-	return Change{Op: OpResync, Revision: w.snap.Load().revision}
-}
+// revision returns the revision of the cache, which an owed OpResync
+// carries.
+func (w *watcher) revision() int64 { return w.snap.Load().revision }

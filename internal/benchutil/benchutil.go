@@ -296,6 +296,35 @@ func Populate(ctx context.Context, c *clientv3.Client, keys []string, value func
 	return <-errs
 }
 
+// LiveHeap returns the bytes of the heap's live objects, after two
+// collections.
+func LiveHeap() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// Sizes returns the group sizes a benchmark runs at: defaults, or the
+// comma-separated list in BIREGISTER_BENCH_SIZES; BIREGISTER_BENCH_1M=1 adds
+// a million.
+func Sizes(defaults ...int) []int {
+	sizes := defaults
+	if env := os.Getenv("BIREGISTER_BENCH_SIZES"); env != "" {
+		sizes = nil
+		for _, f := range strings.Split(env, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n >= 2 {
+				sizes = append(sizes, n)
+			}
+		}
+	}
+	if EnvOn("BIREGISTER_BENCH_1M") && !slices.Contains(sizes, 1000000) {
+		sizes = append(sizes, 1000000)
+	}
+	return sizes
+}
+
 // EnvOn reports whether the environment variable name is set to a true
 // value ("1", "true", "yes").
 func EnvOn(name string) bool {

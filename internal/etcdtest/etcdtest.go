@@ -230,6 +230,13 @@ func (c *Cluster) Endpoint(i int) string {
 	return c.frontEndpoint(m.front.Endpoint())
 }
 
+// DirectEndpoint returns the client URL of member i itself, not that of its
+// front: for benchmarks, where the front's copying would be timed too.
+// Stop does not reset connections made to it.
+func (c *Cluster) DirectEndpoint(i int) string {
+	return c.members[i].ClientURL.String()
+}
+
 // Client returns a new client for all endpoints of the cluster, with a
 // DialTimeout of 5 s. It connects with TLS and presents the client
 // certificate if the members serve TLS, and authenticates as root if they

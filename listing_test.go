@@ -1,0 +1,200 @@
+package biregister
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/biregister/biregister/internal/etcdtest"
+	"github.com/biregister/biregister/internal/leakcheck"
+)
+
+// testPageBytes makes pages of about a dozen members, so that a listing of
+// a few hundred takes many pages, and writes fall between them.
+const testPageBytes = 600
+
+// testGroup is large enough that a first listing takes more than its first
+// page of listFirstPage members.
+const testGroup = listFirstPage + 200
+
+// startFilled starts etcd, puts testGroup members m0000 … under prefix, a
+// hundred per transaction, and returns a client.
+func startFilled(t *testing.T, prefix string) *clientv3.Client {
+	t.Helper()
+	client := etcdtest.Start(t, 1).Client(t)
+	for from := 0; from < testGroup; from += 100 {
+		var ops []clientv3.Op
+		for i := from; i < min(from+100, testGroup); i++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%sm%04d", prefix, i), "v0"))
+		}
+		if _, err := client.Txn(context.Background()).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return client
+}
+
+// listingWatcher returns a watcher of prefix that is not started, whose
+// listings read pages of testPageBytes.
+func listingWatcher(t *testing.T, client *clientv3.Client, prefix string) *watcher {
+	t.Helper()
+	cfg, prefix, err := newConfig(nil, prefix, 10, []Option{WithClient(client)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatcher(client, func() {}, prefix, 10, cfg, probeTimes{})
+	w.pageBytes = testPageBytes
+	return w
+}
+
+// requireListedAsEtcd fails unless listed is what etcd holds under prefix
+// at revision, read in one Get.
+func requireListedAsEtcd(t *testing.T, client *clientv3.Client, prefix string, listed []Member, revision int64) {
+	t.Helper()
+	resp, err := client.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithRev(revision))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Member
+	for _, kv := range resp.Kvs {
+		if m, ok := newMember(prefix, kv); ok {
+			want = append(want, m)
+		}
+	}
+	byName := func(a, b Member) int { return strings.Compare(a.Name, b.Name) }
+	got := slices.SortedFunc(slices.Values(listed), byName)
+	if !slices.Equal(got, want) {
+		t.Fatalf("listed %d members at revision %d, etcd holds %d there; first difference at %d",
+			len(got), revision, len(want), firstDifference(got, want))
+	}
+}
+
+func firstDifference(a, b []Member) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// A group that grows, changes and shrinks while it is listed page by page
+// lists as etcd held it at the listing's revision: every page reads that
+// revision. Both plans are checked: one range (the first listing), and
+// ranges cut from the cache's names (every re-listing).
+func TestListingUnderChurn(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	const prefix = "/churn/"
+	client := startFilled(t, prefix)
+	ctx := context.Background()
+
+	stop := make(chan struct{})
+	var writes atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(1, 2))
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			key := fmt.Sprintf("%sm%04d", prefix, rng.IntN(2*testGroup))
+			var err error
+			if i%3 == 2 {
+				_, err = client.Delete(ctx, key)
+			} else {
+				_, err = client.Put(ctx, key, fmt.Sprint("v", i))
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			writes.Add(1)
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+
+	w := listingWatcher(t, client, prefix)
+	deadline := time.Now().Add(waitFor)
+	for churned := 0; churned < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d listings had writes between their pages in time", churned)
+		}
+		before := writes.Load()
+		listed, header, err := w.list(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if writes.Load() > before+1 {
+			churned++
+		}
+		requireListedAsEtcd(t, client, prefix, listed, header.Revision)
+		// The next listing is a re-listing: ranges cut from these names.
+		s, _, _ := w.snap.Load().replace(listed, header.Revision, 0)
+		w.snap.Store(s)
+		if starts := (&lister{prefix: prefix, pageBytes: testPageBytes}).plan(s); len(starts) < 10 {
+			t.Fatalf("a re-listing of %d members plans %d ranges, want many", s.names.size, len(starts))
+		}
+	}
+}
+
+// compactingKV compacts etcd once, right after the first page of a listing,
+// at the revision of a write made after it.
+type compactingKV struct {
+	clientv3.KV
+	once      sync.Once
+	compacted atomic.Int64
+}
+
+func (kv *compactingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	resp, err := kv.KV.Get(ctx, key, opts...)
+	if err == nil && resp.More {
+		kv.once.Do(func() {
+			put, perr := kv.KV.Put(ctx, key+"-written-meanwhile", "v")
+			if perr == nil {
+				_, perr = kv.KV.Compact(ctx, put.Header.Revision)
+			}
+			if perr != nil {
+				panic(perr)
+			}
+			kv.compacted.Store(put.Header.Revision)
+		})
+	}
+	return resp, err
+}
+
+// A listing whose revision is compacted before its last page lists again,
+// at a newer revision, and says nothing of it to its caller.
+func TestListingCompactedMeanwhile(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	const prefix = "/compacted/"
+	client := startFilled(t, prefix)
+	ctx := context.Background()
+	kv := &compactingKV{KV: client.KV}
+	client.KV = kv
+	listed, header, err := listingWatcher(t, client, prefix).list(ctx)
+	if err != nil {
+		t.Fatalf("a listing whose revision was compacted: %v", err)
+	}
+	if header.Revision < kv.compacted.Load() || kv.compacted.Load() == 0 {
+		t.Fatalf("listed at revision %d, want at least the compacted %d", header.Revision, kv.compacted.Load())
+	}
+	requireListedAsEtcd(t, client, prefix, listed, header.Revision)
+	if len(listed) != testGroup+1 {
+		t.Fatalf("listed %d members, want the %d and the one written meanwhile", len(listed), testGroup)
+	}
+}

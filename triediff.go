@@ -1,0 +1,103 @@
+// Comparing two name tries: what a re-listing changed in the cache.
+
+package biregister
+
+import "math/bits"
+
+// diffTries calls put for every member of next that prev lacks or holds
+// otherwise (another value or create revision), and gone for every member
+// of prev whose name next lacks or holds with another create revision. Two
+// tries of the same names have the same shape (delete keeps it), so a
+// re-listing that mostly equals the cache is compared node by node, each
+// node's members in order, with no lookup per member; subtries the two
+// share are skipped whole.
+func diffTries(prev, next nameTrie, put, gone func(Member)) {
+	diffNodes(prev.root, next.root, 0, put, gone)
+}
+
+func diffNodes(p, n *trieNode, shift uint, put, gone func(Member)) {
+	switch {
+	case p == n:
+		return
+	case p == nil:
+		n.each(yieldAll(put))
+		return
+	case n == nil:
+		p.each(yieldAll(gone))
+		return
+	case shift >= trieMaxShift:
+		// Colliding names, a handful at most: compared as lists.
+		diffLists(p, n, put, gone)
+		return
+	}
+	for slots := p.memberMap | p.childMap | n.memberMap | n.childMap; slots != 0; slots &= slots - 1 {
+		bit := uint32(1) << bits.TrailingZeros32(slots)
+		switch pm, nm := p.memberMap&bit != 0, n.memberMap&bit != 0; {
+		case pm && nm:
+			diffPair(p.members[packedIndex(p.memberMap, bit)], n.members[packedIndex(n.memberMap, bit)], put, gone)
+		case pm || nm:
+			// A member against a subtrie or nothing: compared as lists,
+			// the member a list of one.
+			diffLists(p.slotNode(bit), n.slotNode(bit), put, gone)
+		default:
+			diffNodes(p.slot(bit), n.slot(bit), shift+trieBits, put, gone)
+		}
+	}
+}
+
+// slot returns the subtrie in n's slot bit, or nil.
+func (n *trieNode) slot(bit uint32) *trieNode {
+	if n.childMap&bit == 0 {
+		return nil
+	}
+	return n.children[packedIndex(n.childMap, bit)]
+}
+
+// slotNode returns what n's slot bit holds as a node: its subtrie, a node of
+// its one member, or nil.
+func (n *trieNode) slotNode(bit uint32) *trieNode {
+	if n.memberMap&bit != 0 {
+		return &trieNode{members: []Member{n.members[packedIndex(n.memberMap, bit)]}}
+	}
+	return n.slot(bit)
+}
+
+// diffLists compares every member under p with every member under n, by
+// name: for the few members where the two tries differ in shape.
+func diffLists(p, n *trieNode, put, gone func(Member)) {
+	var prev []Member
+	p.each(func(o Member) bool { prev = append(prev, o); return true })
+	seen := make([]bool, len(prev))
+	n.each(func(m Member) bool {
+		for i, o := range prev {
+			if o.Name == m.Name {
+				seen[i] = true
+				diffPair(o, m, put, gone)
+				return true
+			}
+		}
+		put(m)
+		return true
+	})
+	for i, o := range prev {
+		if !seen[i] {
+			gone(o)
+		}
+	}
+}
+
+// diffPair compares o, the member in prev's place, with m, the member in
+// next's.
+func diffPair(o, m Member, put, gone func(Member)) {
+	switch {
+	case o.Name != m.Name || o.CreateRevision != m.CreateRevision:
+		put(m)
+		gone(o)
+	case o.Value != m.Value:
+		put(m)
+	}
+}
+
+func yieldAll(f func(Member)) func(Member) bool {
+	return func(m Member) bool { f(m); return true }
+}

@@ -1,0 +1,73 @@
+package biregister
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/biregister/biregister/internal/leakcheck"
+)
+
+// diffTries finds what a lookup per member finds: the members of next that
+// prev lacks or holds otherwise, and those of prev that next lacks or holds
+// at another create revision; for tries built whole and built event by
+// event (whose shapes may differ), of any overlap.
+func TestDiffTriesAsLookups(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 300 {
+		n := rng.IntN(3000)
+		var prevMembers, nextMembers []Member
+		for i := range n {
+			m := Member{Name: fmt.Sprint("m", i), Value: "v", CreateRevision: int64(i + 1)}
+			if rng.IntN(10) > 0 {
+				prevMembers = append(prevMembers, m)
+			}
+			switch rng.IntN(20) {
+			case 0: // gone
+			case 1:
+				m.Value = "changed"
+				nextMembers = append(nextMembers, m)
+			case 2:
+				m.CreateRevision += int64(n) // recreated
+				nextMembers = append(nextMembers, m)
+			default:
+				nextMembers = append(nextMembers, m)
+			}
+		}
+		prev := buildNameTrie(slices.Clone(prevMembers))
+		if round%2 == 1 {
+			// Built event by event, with names set and deleted on the way.
+			prev = nameTrie{}
+			for _, m := range prevMembers {
+				prev, _, _ = prev.set(m, nil)
+				prev, _, _ = prev.set(Member{Name: m.Name + "-x"}, nil)
+			}
+			for _, m := range prevMembers {
+				prev, _, _ = prev.delete(m.Name+"-x", nil)
+			}
+		}
+		next := buildNameTrie(slices.Clone(nextMembers))
+		var puts, gone, wantPuts, wantGone []Member
+		diffTries(prev, next, func(m Member) { puts = append(puts, m) }, func(o Member) { gone = append(gone, o) })
+		for _, m := range nextMembers {
+			if o, ok := prev.get(m.Name); !ok || o != m {
+				wantPuts = append(wantPuts, m)
+			}
+		}
+		for _, o := range prevMembers {
+			if m, ok := next.get(o.Name); !ok || m.CreateRevision != o.CreateRevision {
+				wantGone = append(wantGone, o)
+			}
+		}
+		byPlace := func(a, b Member) int { return placeOf(a).compare(placeOf(b)) }
+		slices.SortFunc(puts, byPlace)
+		slices.SortFunc(gone, byPlace)
+		slices.SortFunc(wantPuts, byPlace)
+		slices.SortFunc(wantGone, byPlace)
+		if !slices.Equal(puts, wantPuts) || !slices.Equal(gone, wantGone) {
+			t.Fatalf("round %d: puts %d gone %d, want %d and %d", round, len(puts), len(gone), len(wantPuts), len(wantGone))
+		}
+	}
+}
