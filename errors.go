@@ -10,6 +10,20 @@ var (
 	ErrInvalidArgument = errors.New("biregister: invalid argument")
 	// ErrNameTaken is returned when a live member already holds the name.
 	ErrNameTaken = errors.New("biregister: name taken by a live member")
-	// ErrClosed is returned by an operation on a closed Watcher or Register.
+	// ErrClosed is returned by an operation on a closed Watcher or Register,
+	// and is the cause of a Term that ended because its Register closed.
 	ErrClosed = errors.New("biregister: closed")
+
+	// The causes of a Term's end, as context.Cause reports them.
+
+	// ErrLeaseDeadline means the lease could no longer be known to be alive:
+	// etcd acknowledged no keepalive that would keep it alive past now.
+	ErrLeaseDeadline = errors.New("biregister: lease deadline passed")
+	// ErrRegistrationLost means the registration is gone: its key was
+	// deleted or replaced, or its lease was lost or revoked.
+	ErrRegistrationLost = errors.New("biregister: registration lost")
+	// ErrResigned means the member resigned.
+	ErrResigned = errors.New("biregister: resigned")
+	// ErrNotLeader means another registration is now the oldest.
+	ErrNotLeader = errors.New("biregister: another member leads")
 )

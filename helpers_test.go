@@ -1,6 +1,7 @@
 package biregister_test
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -66,4 +67,14 @@ func newRegister(t *testing.T, endpoints []string, prefix, name, value string, t
 	}
 	t.Cleanup(r.Close)
 	return r
+}
+
+// stressCount returns normal, or stress in the suite's stress mode
+// (BIREGISTER_STRESS=1, make stress), which repeats the fault tests that
+// guard a guarantee by timing many more times.
+func stressCount(normal, stress int) int {
+	if os.Getenv("BIREGISTER_STRESS") == "1" {
+		return stress
+	}
+	return normal
 }

@@ -11,13 +11,38 @@ import (
 
 func (r *register) AmILeader() bool {
 	revision := r.revision.Load()
-	if revision == 0 || r.closing.Load() {
-		return false
+	return revision != 0 && r.notLeading(revision) == nil
+}
+
+// notLeading returns why the registration created at revision does not lead
+// now, or nil if it does: it is the current registration, the oldest in the
+// cache, and its lease is certainly alive. Any goroutine may ask; nothing is
+// locked and nothing waits.
+func (r *register) notLeading(revision int64) error {
+	switch {
+	case r.closing.Load():
+		return ErrClosed
+	case r.revision.Load() != revision:
+		return ErrRegistrationLost
+	case r.resigning.Load() == revision:
+		return ErrResigned
+	case !r.leaseClock.alive():
+		return ErrLeaseDeadline
 	}
 	// The create revision, not just the name, must match: after a
 	// re-registration a stale cache still lists the old one under our name.
-	m := r.watcher.snap.Load().leader
-	return m.CreateRevision == revision && m.Name == r.name && r.leaseClock.alive()
+	snap := r.watcher.snap.Load()
+	if m := snap.leader; m.CreateRevision == revision && m.Name == r.name {
+		return nil
+	}
+	if m, ok := snap.lookup(r.name); ok && m.CreateRevision == revision {
+		return ErrNotLeader
+	}
+	// Gone from a cache that is new enough to hold it, or not in it yet.
+	if snap.revision >= revision {
+		return ErrRegistrationLost
+	}
+	return ErrNotLeader
 }
 
 func (r *register) Fence() clientv3.Cmp {

@@ -2,7 +2,9 @@ package biregister
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -22,5 +24,53 @@ func TestFenceWhileUnregistered(t *testing.T) {
 	}
 	if resp.Succeeded {
 		t.Fatal("the fence of an unregistered Register held")
+	}
+}
+
+// A term's Err and Value look at the lease clock themselves: once the
+// deadline has passed, the first call reports the end, with Done closed
+// before it, and so does a context derived from the term, although no timer
+// is there to end the term (none is armed here, as when the process has just
+// resumed and no timer has run yet).
+func TestTermReadsTheClock(t *testing.T) {
+	for _, call := range []struct {
+		name  string
+		ended func(*Term) error
+	}{
+		{"Err", (*Term).Err},
+		// A context derived from the term asks it for its cancelCtx with
+		// Value, and starts ended if the term has.
+		{"Value", func(term *Term) error {
+			derived, cancel := context.WithCancel(term)
+			defer cancel()
+			return derived.Err()
+		}},
+	} {
+		t.Run(call.name, func(t *testing.T) {
+			r := &register{name: "a", key: "/t/a", leaseClock: newLeaseClock(), watcher: &watcher{}}
+			const revision = 7
+			snap, _, _ := emptySnapshot(0).replace([]Member{{Name: "a", Value: "v", CreateRevision: revision}}, revision, 0)
+			r.watcher.snap.Store(snap)
+			r.revision.Store(revision)
+			r.leaseClock.extend(time.Now(), time.Hour)
+			term := newTenure(r, revision).term
+			if err := call.ended(term); err != nil {
+				t.Fatalf("a term of a live lease reports %v", err)
+			}
+
+			r.leaseClock.deadline.Store(int64(time.Since(r.leaseClock.epoch))) // the deadline is now
+			err := call.ended(term)
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, ErrLeaseDeadline) {
+				t.Fatalf("the first call past the deadline reports %v", err)
+			}
+			select {
+			case <-term.Done():
+			default:
+				t.Fatal("Done is open while the term reports its end")
+			}
+			if cause := context.Cause(term); !errors.Is(cause, ErrLeaseDeadline) {
+				t.Fatalf("cause %v, want ErrLeaseDeadline", cause)
+			}
+		})
 	}
 }

@@ -39,6 +39,12 @@ func (c *leaseClock) alive() bool {
 	return int64(time.Since(c.epoch)) < c.deadline.Load()
 }
 
+// remaining returns how long the lease is certainly alive from now; zero or
+// less once it no longer is.
+func (c *leaseClock) remaining() time.Duration {
+	return time.Duration(c.deadline.Load() - int64(time.Since(c.epoch)))
+}
+
 // clear forgets the lease: it is no longer alive.
 func (c *leaseClock) clear() { c.deadline.Store(0) }
 

@@ -14,7 +14,7 @@ import (
 // holds the group's current members, or with an error if etcd cannot be read
 // within ttl seconds.
 func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (Watcher, error) {
-	w, err := connectWatcher(endpoints, prefix, ttl, opts, true)
+	w, _, err := connectWatcher(endpoints, prefix, ttl, opts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -28,22 +28,22 @@ func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (W
 }
 
 // connectWatcher checks the arguments, connects to etcd and returns a
-// watcher that is not started yet; probed says whether it checks its own
-// watch stream (see probe.go).
-func connectWatcher(endpoints []string, prefix string, ttl int64, opts []Option, probed bool) (*watcher, error) {
+// watcher that is not started yet, and the configuration; probed says
+// whether it checks its own watch stream (see probe.go).
+func connectWatcher(endpoints []string, prefix string, ttl int64, opts []Option, probed bool) (*watcher, *config, error) {
 	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	client, releaseClient, err := cfg.newClient(endpoints)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var probe probeTimes
 	if probed {
 		probe = cfg.probe
 	}
-	return newWatcher(client, releaseClient, prefix, ttl, cfg, probe), nil
+	return newWatcher(client, releaseClient, prefix, ttl, cfg, probe), cfg, nil
 }
 
 // NewRegister registers name with value under prefix, with a lease of ttl
@@ -77,7 +77,7 @@ func asRegister(r *register, err error) (Register, error) {
 // name registers under the current revision.
 func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts []Option) (*register, error) {
 	// Not probed: the keepalive answers bring the same news (see probe.go).
-	w, err := connectWatcher(endpoints, prefix, ttl, opts, false)
+	w, cfg, err := connectWatcher(endpoints, prefix, ttl, opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -98,12 +98,12 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 	}
 	r.keepAlives = newKeepAliveStreams(loopCtx, w.client, r.ttl, &r.background)
 	// Register before listing, so the first snapshot already holds this member.
-	ctx, cancel := context.WithTimeout(context.Background(), r.ttl)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.nameWait+r.ttl)
 	defer cancel()
 	if name == "" {
 		err = r.createNoName(ctx)
 	} else {
-		err = r.create(ctx)
+		err = r.createWhenFree(ctx, cfg.nameWait)
 	}
 	if err == nil {
 		if err = w.start(ctx); err != nil {

@@ -33,6 +33,7 @@ type config struct {
 	password    string
 	logger      *slog.Logger
 	bufferSize  int
+	nameWait    time.Duration
 	// probe says when an idle Watcher checks its watch; only tests change it.
 	probe probeTimes
 }
@@ -78,6 +79,18 @@ func WithBufferSize(n int) Option {
 	return func(cfg *config) { cfg.bufferSize = n }
 }
 
+// WithNameWait makes NewRegister wait up to d for its name when a live
+// member holds it, instead of failing at once with ErrNameTaken: a process
+// that restarts under its own name (a StatefulSet pod, say) waits for the
+// lease of its previous run to expire. It never takes over the key of a
+// member that is alive: it registers only once that key is gone, and fails
+// with ErrNameTaken if it is still there after d. The constructor may then
+// take d + ttl. The new registration has a new create revision, so the
+// fence of the previous one (Fence, Term.Fence) never holds for it.
+func WithNameWait(d time.Duration) Option {
+	return func(cfg *config) { cfg.nameWait = d }
+}
+
 // newConfig applies opts over the defaults and checks the arguments shared by
 // every constructor.
 func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*config, string, error) {
@@ -115,6 +128,9 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 	}
 	if cfg.dialTimeout <= 0 {
 		return nil, "", fmt.Errorf("%w: dial timeout %v", ErrInvalidArgument, cfg.dialTimeout)
+	}
+	if cfg.nameWait < 0 {
+		return nil, "", fmt.Errorf("%w: name wait %v < 0", ErrInvalidArgument, cfg.nameWait)
 	}
 	if cfg.bufferSize < 1 {
 		return nil, "", fmt.Errorf("%w: buffer size %d < 1", ErrInvalidArgument, cfg.bufferSize)

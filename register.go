@@ -40,6 +40,21 @@ type Register interface {
 	Resign(ctx context.Context) error
 	// SetValue changes this member's value in place, on the same lease.
 	SetValue(ctx context.Context, value string) error
+
+	// WaitTerm blocks until this member leads and returns its current term
+	// of leadership: a context that ends the moment the member can no longer
+	// be certain it leads (see Term). ctx bounds the wait only, as it does a
+	// dial: WaitTerm returns ctx.Err() if ctx ends first, and ErrClosed if
+	// the Register closes; once returned, the term lasts as long as the
+	// leadership, whatever becomes of ctx. Calls during one term return the
+	// same Term.
+	WaitTerm(ctx context.Context) (*Term, error)
+	// Lead calls work once per term of leadership, each time this member
+	// leads, until ctx ends (ctx.Err()) or the Register closes (ErrClosed).
+	// The Term work gets ends with its term or with ctx, and carries ctx's
+	// values. work should return when it ends; if work returns earlier, Lead
+	// waits for the term to end before it waits for the next.
+	Lead(ctx context.Context, work func(term *Term)) error
 }
 
 // register is a Register. Its goroutine, run (registerloop.go), owns the
@@ -67,10 +82,15 @@ type register struct {
 	revision   atomic.Int64 // create revision of the registration; 0 while there is none
 	leaseClock *leaseClock  // until when the lease is certainly alive
 	changed    signal       // notified when the registration changes or its lease comes back to life
+	resigning  atomic.Int64 // the registration Resign gives up: it leads no more
 
 	// Written by Close, read by any goroutine.
 	closing   atomic.Bool
 	closeOnce sync.Once
+
+	// The current tenure (see term.go): stored by WaitTerm, ended by the
+	// loop, its timer, or any goroutine that finds it over.
+	tenure atomic.Pointer[tenure]
 
 	// Owned by the loop (see above for the handover).
 	lease         clientv3.LeaseID // 0 while there is none

@@ -40,6 +40,7 @@ func (r *register) run() {
 		case req := <-r.requests:
 			req.reply <- req.do(req.ctx)
 		}
+		r.checkTenure()
 		r.logLeadership()
 	}
 }
@@ -152,7 +153,13 @@ func (r *register) Resign(ctx context.Context) error {
 		if r.lease == 0 {
 			return nil
 		}
+		// Leadership and the term end before the key goes, so that no one
+		// can lead while they last.
+		resigned := r.revision.Load()
+		r.resigning.Store(resigned)
+		r.endTenure(ErrResigned)
 		if _, err := r.client.Txn(ctx).If(r.Fence()).Then(clientv3.OpDelete(r.key)).Commit(); err != nil {
+			r.resigning.CompareAndSwap(resigned, 0) // still the registration
 			return fmt.Errorf("biregister: resign %q: %w", r.key, err)
 		}
 		if err := r.putIfAbsent(ctx); err != nil {
@@ -168,6 +175,7 @@ func (r *register) Resign(ctx context.Context) error {
 func (r *register) Close() {
 	r.closeOnce.Do(func() {
 		r.closing.Store(true)
+		r.endTenure(ErrClosed)
 		r.cancel()
 		<-r.loopDone
 		r.revoke(context.Background())

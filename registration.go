@@ -30,6 +30,44 @@ func (r *register) create(ctx context.Context, extra ...clientv3.Cmp) error {
 	return nil
 }
 
+// createWhenFree is create, but while a live member holds the name it waits
+// for that member's key to go, for at most wait.
+func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error {
+	giveUp := time.Now().Add(wait)
+	for {
+		err := r.create(ctx)
+		left := time.Until(giveUp)
+		if !errors.Is(err, ErrNameTaken) || left <= 0 {
+			return err
+		}
+		r.watcher.logger.Info("biregister: name held by a live member, waiting for its key to go", "key", r.key, "wait", left)
+		if err := r.awaitKeyGone(ctx, left); err != nil {
+			return fmt.Errorf("biregister: wait for %q: %w", r.key, err)
+		}
+	}
+}
+
+// awaitKeyGone returns once the key is absent or d has passed, or with the
+// error that ended ctx.
+func (r *register) awaitKeyGone(ctx context.Context, d time.Duration) error {
+	waitCtx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), d)
+	defer cancel()
+	resp, err := r.client.Get(waitCtx, r.key)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil || len(resp.Kvs) == 0:
+		return nil // d passed, or the key is gone: the caller tries once more
+	}
+	events := r.client.Watch(waitCtx, r.key, clientv3.WithRev(resp.Header.Revision+1), clientv3.WithFilterPut())
+	for resp := range events {
+		if len(resp.Events) > 0 || resp.Err() != nil {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
 // createNoName registers under the current revision as name. The transaction
 // also requires that nothing under the prefix changed since that revision was
 // read: then every member that registered before has a smaller name, and

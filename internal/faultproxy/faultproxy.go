@@ -50,7 +50,9 @@ type Proxy struct {
 	closed  bool
 	cut     bool
 	stalled bool
-	delay   time.Duration
+	// stalledRequests holds what goes from the client to the target only.
+	stalledRequests bool
+	delay           time.Duration
 	// changed is closed and replaced whenever a fault is set or lifted.
 	// Writers waiting for a stall or a delay to end select on it, which
 	// works like a sync.Cond that can also wait for a connection to close.
@@ -154,6 +156,19 @@ func (p *Proxy) Stall() {
 	p.notify()
 }
 
+// StallRequests stops moving bytes from the client to the target, as Stall
+// does, while replies go on flowing: requests stop reaching the target, and
+// the answers already on their way (held by DelayReplies, say) still arrive.
+func (p *Proxy) StallRequests() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stalledRequests = true
+	for l := range p.links {
+		l.server.SetWriteDeadline(aLongTimeAgo)
+	}
+	p.notify()
+}
+
 // DelayReplies holds every chunk that goes from the target back to the
 // client for d before writing it. Order is kept, and each chunk is released
 // d after it was read, so chunks read at different times do not add up
@@ -167,14 +182,15 @@ func (p *Proxy) DelayReplies(d time.Duration) {
 	p.notify()
 }
 
-// Heal undoes Cut, Stall and DelayReplies: new connections are forwarded
-// again and held bytes flow. Connections closed by Cut stay closed; clients
-// have to reconnect.
+// Heal undoes Cut, Stall, StallRequests and DelayReplies: new connections
+// are forwarded again and held bytes flow. Connections closed by Cut stay
+// closed; clients have to reconnect.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = false
 	p.stalled = false
+	p.stalledRequests = false
 	p.delay = 0
 	p.notify()
 }
@@ -344,7 +360,8 @@ func (p *Proxy) write(l *link, dst net.Conn, q <-chan chunk, reply bool) {
 }
 
 // await blocks until a chunk read at readAt may be written to dst: the
-// proxy is not stalled and, for a reply, the delay has passed. It then
+// proxy is not stalled (in that direction) and, for a reply, the delay has
+// passed. It then
 // clears the write deadline a Stall may have left on dst, if dst is not
 // nil. Doing both under p.mu means a Stall either comes before and is seen
 // here, or comes after and interrupts the Write that follows. await
@@ -356,7 +373,7 @@ func (p *Proxy) await(l *link, dst net.Conn, readAt time.Time, reply bool) bool 
 		if reply {
 			wait = time.Until(readAt.Add(p.delay))
 		}
-		stalled, changed := p.stalled, p.changed
+		stalled, changed := p.stalled || (p.stalledRequests && !reply), p.changed
 		if !stalled && wait <= 0 {
 			if dst != nil {
 				dst.SetWriteDeadline(time.Time{})

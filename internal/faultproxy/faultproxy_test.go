@@ -287,6 +287,86 @@ func TestStall(t *testing.T) {
 	echo(t, old, "after")
 }
 
+// TestStallRequests checks that a request stall holds what the client
+// sends and lets the replies already on their way through: an echo the
+// server answered before the stall comes back, delayed, and what the client
+// sends after it does not reach the server.
+func TestStallRequests(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	received := make(chan string, 4)
+	p := Start(t, startNotifyingEcho(t, received))
+	c := dial(t, p)
+	echo(t, c, "warm")
+	<-received
+
+	p.DelayReplies(300 * time.Millisecond)
+	if _, err := c.Write([]byte("in flight")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-received:
+	case <-time.After(waitTimeout):
+		t.Fatal("the server never got the request")
+	}
+	p.StallRequests()
+	wantRead(t, c, "in flight")
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	wantSilence(t, c)
+	if len(received) != 0 {
+		t.Fatal("a request reached the server through a request stall")
+	}
+
+	p.Heal()
+	wantRead(t, c, "held")
+}
+
+// startNotifyingEcho starts a TCP server on 127.0.0.1 that echoes one
+// connection and sends what it reads on received before it echoes it.
+// t.Cleanup stops it.
+func startNotifyingEcho(t *testing.T, received chan<- string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var conn net.Conn
+	var mu sync.Mutex
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		conn = c
+		mu.Unlock()
+		buf := make([]byte, 1024)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			received <- string(buf[:n])
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		if conn != nil {
+			conn.Close()
+		}
+		mu.Unlock()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
 // TestStallHoldsShutdown checks that the end of a stream is held by a
 // stall like its bytes: the echo server's close must not reach the client
 // before Heal.

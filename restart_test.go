@@ -1,0 +1,57 @@
+package biregister_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/biregister/biregister"
+)
+
+// A process that restarts under its own name while the lease of its previous
+// run is still alive waits, with WithNameWait, for that lease to expire, then
+// registers; the previous run's fence never holds for the new registration.
+func TestRestartWaitsForPreviousLease(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	// What a crashed run leaves: its key, on a lease nobody renews.
+	lease, err := cli.Grant(context.Background(), faultTTL)
+	require.NoError(t, err)
+	put, err := cli.Put(context.Background(), "/restart/pod-0", "old", clientv3.WithLease(lease.ID))
+	require.NoError(t, err)
+	previousFence := clientv3.Compare(clientv3.CreateRevision("/restart/pod-0"), "=", put.Header.Revision)
+
+	_, err = biregister.NewRegister(etcd.Endpoints(), "/restart", "pod-0", "new", 5)
+	require.ErrorIs(t, err, biregister.ErrNameTaken, "without WithNameWait")
+
+	started := time.Now()
+	r := newRegister(t, etcd.Endpoints(), "/restart", "pod-0", "new", 5, biregister.WithNameWait(waitFor))
+	t.Logf("registered %v after the restart (the previous lease: ttl %d s)", time.Since(started), faultTTL)
+	require.NotEqual(t, put.Header.Revision, r.MyRevision())
+	require.Equal(t, "new", r.GetValueByName("pod-0"))
+	resp, err := cli.Txn(context.Background()).If(previousFence).Then(clientv3.OpPut("/restart/owner", "old")).Commit()
+	require.NoError(t, err)
+	require.False(t, resp.Succeeded, "the previous registration's fence held for the new one")
+	require.True(t, r.AmILeader())
+}
+
+// WithNameWait never takes over the key of a member that is alive: after
+// the wait it fails with ErrNameTaken, and the member keeps its
+// registration and its leadership.
+func TestNameWaitLeavesLiveMemberAlone(t *testing.T) {
+	etcd := startEtcd(t)
+	live := newRegister(t, etcd.Endpoints(), "/restart", "pod-0", "live", 5)
+	revision := live.MyRevision()
+
+	_, err := biregister.NewRegister(etcd.Endpoints(), "/restart", "pod-0", "other", 5, biregister.WithNameWait(time.Second))
+	require.ErrorIs(t, err, biregister.ErrNameTaken)
+	require.Equal(t, revision, live.MyRevision())
+	require.Equal(t, "live", live.GetValueByName("pod-0"))
+	require.True(t, live.AmILeader())
+
+	_, err = biregister.NewRegister(etcd.Endpoints(), "/restart", "pod-1", "v", 5, biregister.WithNameWait(-time.Second))
+	require.ErrorIs(t, err, biregister.ErrInvalidArgument)
+}
