@@ -15,7 +15,6 @@ package biregister
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -23,75 +22,19 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister/internal/benchutil"
-	"github.com/biregister/biregister/internal/devetcd"
-	"github.com/biregister/biregister/internal/etcdtest"
 )
 
-// listingServer is an etcd that BenchmarkListing lists from.
-type listingServer struct {
-	name   string // its version, and where it runs
-	client *clientv3.Client
-}
-
-// listingServers starts the embedded etcd and, if BIREGISTER_ETCD_BIN names
-// one, an etcd process of that binary, each reached without a proxy.
-func listingServers(b *testing.B) []listingServer {
-	srv, err := devetcd.Start("")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(srv.Close)
-	servers := []listingServer{{name: "embedded", client: listingClient(b, srv.Endpoints()[0])}}
-	if os.Getenv("BIREGISTER_ETCD_BIN") != "" {
-		c := etcdtest.Start(b, 1)
-		servers = append(servers, listingServer{name: "process", client: listingClient(b, c.DirectEndpoint(0))})
-	}
-	for i := range servers {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		st, err := servers[i].client.Status(ctx, servers[i].client.Endpoints()[0])
-		cancel()
-		if err != nil {
-			b.Fatal(err)
-		}
-		servers[i].name = st.Version + "-" + servers[i].name
-	}
-	return servers
-}
-
-func listingClient(b *testing.B, ep string) *clientv3.Client {
-	c, err := devetcd.NewClient([]string{ep}, 5*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	return c
-}
-
-// listingValue is member i's value: 13 bytes, as in issue 13.
-func listingValue(i int) string { return fmt.Sprintf("v%012d", i) }
-
 func BenchmarkListing(b *testing.B) {
-	servers := listingServers(b)
+	servers := benchutil.Servers(b)
 	for _, n := range benchutil.Sizes(1000, 100000) {
 		prefix := fmt.Sprintf("/bench/listing/%d/", n)
-		keys := make([]string, n)
-		for i := range keys {
-			keys[i] = fmt.Sprintf("%sm%07d", prefix, i)
-		}
 		for _, srv := range servers {
-			// Transactions of 128 puts fill the group quickly; members that
-			// share a create revision cost a listing nothing more.
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-			err := benchutil.Populate(ctx, srv.client, keys, listingValue, 128, 16)
-			cancel()
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Run(fmt.Sprintf("server=%s/members=%d/interleaved", srv.name, n), func(b *testing.B) {
-				listingInterleaved(b, srv.client, prefix, n)
+			benchutil.FillGroup(b, srv.Client, prefix, n)
+			b.Run(fmt.Sprintf("server=%s/members=%d/interleaved", srv.Name, n), func(b *testing.B) {
+				listingInterleaved(b, srv.Client, prefix, n)
 			})
-			b.Run(fmt.Sprintf("server=%s/members=%d/peak-heap", srv.name, n), func(b *testing.B) {
-				listingPeakHeap(b, srv.client, prefix, n)
+			b.Run(fmt.Sprintf("server=%s/members=%d/peak-heap", srv.Name, n), func(b *testing.B) {
+				listingPeakHeap(b, srv.Client, prefix, n)
 			})
 		}
 	}

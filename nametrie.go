@@ -126,7 +126,24 @@ func buildNameTrie(members []Member) nameTrie {
 		picked[i] = int32(i)
 	}
 	tb := trieBuilder{members: members}
-	return nameTrie{root: tb.node(level{hashes, picked}, level{make([]uint64, n), make([]int32, n)}, 0), size: n}
+	at, scratch := level{hashes, picked}, level{make([]uint64, n), make([]int32, n)}
+	if n < parallelMin {
+		return nameTrie{root: tb.node(at, scratch, 0), size: n}
+	}
+	// The subtries of the root's slots share nothing: built side by side.
+	root, starts := tb.sortLevel(at, scratch, 0)
+	var slots []int
+	for d := range 1 << trieBits {
+		if starts[d+1]-starts[d] > 1 {
+			slots = append(slots, d)
+		}
+	}
+	root.children = make([]*trieNode, len(slots))
+	inParallel(len(slots), func(i int) {
+		from, to := starts[slots[i]], starts[slots[i]+1]
+		root.children[i] = tb.node(scratch.slice(from, to), at.slice(from, to), trieBits)
+	})
+	return nameTrie{root: root, size: n}
 }
 
 // trieBuilder builds a trie from members.
@@ -154,7 +171,21 @@ func (tb trieBuilder) node(at, scratch level, shift uint) *trieNode {
 		}
 		return n
 	}
-	var starts [1<<trieBits + 1]int32 // where each slot's members begin in scratch
+	n, starts := tb.sortLevel(at, scratch, shift)
+	for d := range 1 << trieBits {
+		if from, to := starts[d], starts[d+1]; to-from > 1 {
+			// at is free now: it is the child's scratch.
+			n.children = append(n.children, tb.node(scratch.slice(from, to), at.slice(from, to), shift+trieBits))
+		}
+	}
+	return n
+}
+
+// sortLevel sorts the members of at into scratch by the slot their hash
+// picks at shift, and returns the node of that level with its members,
+// room for its subtries, and where each slot's members begin in scratch.
+func (tb trieBuilder) sortLevel(at, scratch level, shift uint) (*trieNode, [1<<trieBits + 1]int32) {
+	var starts [1<<trieBits + 1]int32
 	for _, h := range at.hashes {
 		starts[(h>>shift)&(1<<trieBits-1)+1]++
 	}
@@ -182,17 +213,11 @@ func (tb trieBuilder) node(at, scratch level, shift uint) *trieNode {
 	n.members = make([]Member, 0, memberCount)
 	n.children = make([]*trieNode, 0, childCount)
 	for d := range 1 << trieBits {
-		from, to := starts[d], starts[d+1]
-		switch to - from {
-		case 0:
-		case 1:
+		if from := starts[d]; starts[d+1]-from == 1 {
 			n.members = append(n.members, tb.members[scratch.picked[from]])
-		default:
-			// at is free now: it is the child's scratch.
-			n.children = append(n.children, tb.node(scratch.slice(from, to), at.slice(from, to), shift+trieBits))
 		}
 	}
-	return n
+	return n, starts
 }
 
 // delete returns the trie without name, and the member it removed, if any;

@@ -105,13 +105,26 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 // first listing of a million members would otherwise make a million PUTs.
 func (s *snapshot) replace(listed []Member, revision int64, most int) (*snapshot, []Change, bool) {
 	sortByCreate(listed)
-	next := newSnapshot(buildNameTrie(listed), buildOrderTree(placesOf(listed)), revision)
+	var names nameTrie
+	var order orderTree
+	build := func(i int) {
+		if i == 0 {
+			names = buildNameTrie(listed)
+		} else {
+			order = buildOrderTree(placesOf(listed))
+		}
+	}
+	if len(listed) < parallelMin {
+		build(0)
+		build(1)
+	} else {
+		// The two indexes share nothing but listed, which neither changes.
+		inParallel(2, build)
+	}
+	next := newSnapshot(names, order, revision)
 	puts, gone := listed, []Member(nil)
 	if s.names.size > 0 {
-		puts = nil
-		diffTries(s.names, next.names,
-			func(m Member) { puts = append(puts, m) },
-			func(o Member) { gone = append(gone, o) })
+		puts, gone = diffTries(s.names, next.names)
 		byPlace := func(a, b Member) int { return placeOf(a).compare(placeOf(b)) }
 		slices.SortFunc(puts, byPlace)
 		slices.SortFunc(gone, byPlace)

@@ -4,45 +4,69 @@ package biregister
 
 import "math/bits"
 
-// diffTries calls put for every member of next that prev lacks or holds
-// otherwise (another value or create revision), and gone for every member
-// of prev whose name next lacks or holds with another create revision. Two
-// tries of the same names have the same shape (delete keeps it), so a
+// diffTries returns the members of next that prev lacks or holds otherwise
+// (another value or create revision), and the members of prev whose name
+// next lacks or holds with another create revision, in no particular order.
+// Two tries of the same names have the same shape (delete keeps it), so a
 // re-listing that mostly equals the cache is compared node by node, each
 // node's members in order, with no lookup per member; subtries the two
-// share are skipped whole.
-func diffTries(prev, next nameTrie, put, gone func(Member)) {
-	diffNodes(prev.root, next.root, 0, put, gone)
+// share are skipped whole. A big group's root slots are compared side by
+// side.
+func diffTries(prev, next nameTrie) (puts, gone []Member) {
+	p, n := prev.root, next.root
+	if prev.size+next.size < parallelMin || p == nil || n == nil {
+		diffNodes(p, n, 0, appendTo(&puts), appendTo(&gone))
+		return puts, gone
+	}
+	slots := bitsOf(p.memberMap | p.childMap | n.memberMap | n.childMap)
+	found := make([][2][]Member, len(slots))
+	inParallel(len(slots), func(i int) {
+		diffSlot(p, n, slots[i], 0, appendTo(&found[i][0]), appendTo(&found[i][1]))
+	})
+	for _, f := range found {
+		puts, gone = append(puts, f[0]...), append(gone, f[1]...)
+	}
+	return puts, gone
 }
 
 func diffNodes(p, n *trieNode, shift uint, put, gone func(Member)) {
 	switch {
 	case p == n:
-		return
 	case p == nil:
 		n.each(yieldAll(put))
-		return
 	case n == nil:
 		p.each(yieldAll(gone))
-		return
 	case shift >= trieMaxShift:
 		// Colliding names, a handful at most: compared as lists.
 		diffLists(p, n, put, gone)
-		return
-	}
-	for slots := p.memberMap | p.childMap | n.memberMap | n.childMap; slots != 0; slots &= slots - 1 {
-		bit := uint32(1) << bits.TrailingZeros32(slots)
-		switch pm, nm := p.memberMap&bit != 0, n.memberMap&bit != 0; {
-		case pm && nm:
-			diffPair(p.members[packedIndex(p.memberMap, bit)], n.members[packedIndex(n.memberMap, bit)], put, gone)
-		case pm || nm:
-			// A member against a subtrie or nothing: compared as lists,
-			// the member a list of one.
-			diffLists(p.slotNode(bit), n.slotNode(bit), put, gone)
-		default:
-			diffNodes(p.slot(bit), n.slot(bit), shift+trieBits, put, gone)
+	default:
+		for _, bit := range bitsOf(p.memberMap | p.childMap | n.memberMap | n.childMap) {
+			diffSlot(p, n, bit, shift, put, gone)
 		}
 	}
+}
+
+// diffSlot compares what the nodes p and n, at shift, hold in slot bit.
+func diffSlot(p, n *trieNode, bit uint32, shift uint, put, gone func(Member)) {
+	switch pm, nm := p.memberMap&bit != 0, n.memberMap&bit != 0; {
+	case pm && nm:
+		diffPair(p.members[packedIndex(p.memberMap, bit)], n.members[packedIndex(n.memberMap, bit)], put, gone)
+	case pm || nm:
+		// A member against a subtrie or nothing: compared as lists, the
+		// member a list of one.
+		diffLists(p.slotNode(bit), n.slotNode(bit), put, gone)
+	default:
+		diffNodes(p.slot(bit), n.slot(bit), shift+trieBits, put, gone)
+	}
+}
+
+// bitsOf returns the bits set in slots, lowest first.
+func bitsOf(slots uint32) []uint32 {
+	all := make([]uint32, 0, bits.OnesCount32(slots))
+	for ; slots != 0; slots &= slots - 1 {
+		all = append(all, slots&-slots)
+	}
+	return all
 }
 
 // slot returns the subtrie in n's slot bit, or nil.
@@ -66,7 +90,7 @@ func (n *trieNode) slotNode(bit uint32) *trieNode {
 // name: for the few members where the two tries differ in shape.
 func diffLists(p, n *trieNode, put, gone func(Member)) {
 	var prev []Member
-	p.each(func(o Member) bool { prev = append(prev, o); return true })
+	p.each(yieldAll(appendTo(&prev)))
 	seen := make([]bool, len(prev))
 	n.each(func(m Member) bool {
 		for i, o := range prev {
@@ -96,6 +120,10 @@ func diffPair(o, m Member, put, gone func(Member)) {
 	case o.Value != m.Value:
 		put(m)
 	}
+}
+
+func appendTo(all *[]Member) func(Member) {
+	return func(m Member) { *all = append(*all, m) }
 }
 
 func yieldAll(f func(Member)) func(Member) bool {

@@ -58,12 +58,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/biregister/biregister"
 )
@@ -143,15 +140,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "biregister %s: %v\n(biregister -h for help)\n", cmd, err)
 		return 2
 	}
-	w, code := connect(o, prefix, stderr)
-	if w == nil {
+	endpoints, ttl, opts, code := settings(o, stderr)
+	if endpoints == nil {
 		return code
 	}
-	defer w.Close()
 	if cmd == "members" {
-		printTable(stdout, w.Members())
+		members, err := biregister.List(endpoints, prefix, ttl, opts...)
+		if err != nil {
+			return explain(stderr, err, endpoints, o.timeout)
+		}
+		printTable(stdout, members)
 		return 0
 	}
+	w, err := biregister.NewWatcher(endpoints, prefix, ttl, opts...)
+	if err != nil {
+		return explain(stderr, err, endpoints, o.timeout)
+	}
+	defer w.Close()
 	return watch(ctx, w, stdout)
 }
 
@@ -185,12 +190,12 @@ func parseArgs(fs *flag.FlagSet, args []string) (string, error) {
 	return positional[0], nil
 }
 
-// connect builds the Watcher from the options, or reports why it cannot and
-// returns the exit code.
-func connect(o *options, prefix string, stderr io.Writer) (biregister.Watcher, int) {
-	fail := func(code int, format string, a ...any) (biregister.Watcher, int) {
+// settings turns the options into the library's arguments, or reports why
+// it cannot and returns nil endpoints and the exit code.
+func settings(o *options, stderr io.Writer) ([]string, int64, []biregister.Option, int) {
+	fail := func(code int, format string, a ...any) ([]string, int64, []biregister.Option, int) {
 		fmt.Fprintf(stderr, "biregister: "+format+"\n", a...)
-		return nil, code
+		return nil, 0, nil, code
 	}
 	var endpoints []string
 	for _, ep := range strings.Split(o.endpoints, ",") {
@@ -224,28 +229,32 @@ func connect(o *options, prefix string, stderr io.Writer) (biregister.Watcher, i
 	// The library's dial and read bounds are the one -timeout, in the whole
 	// seconds that its ttl argument counts.
 	ttl := int64((o.timeout + time.Second - 1) / time.Second)
-	w, err := biregister.NewWatcher(endpoints, prefix, ttl,
+	return endpoints, ttl, []biregister.Option{
 		biregister.WithDialTimeout(o.timeout),
 		biregister.WithTLS(tlsConfig),
 		biregister.WithAuth(user, password),
 		// The library recovers from etcd outages by itself; its warnings are
 		// what tells an operator why a watch went quiet.
 		biregister.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
-	)
-	if err == nil {
-		return w, 0
-	}
+	}, 0
+}
+
+// explain reports why the library could not reach or read etcd, and
+// returns the exit code.
+func explain(stderr io.Writer, err error, endpoints []string, timeout time.Duration) int {
 	// The library's errors say "biregister: " already; once is enough.
 	reason := strings.TrimPrefix(err.Error(), "biregister: ")
 	switch {
 	case errors.Is(err, biregister.ErrInvalidArgument):
-		return fail(2, "%s", reason)
+		fmt.Fprintf(stderr, "biregister: %s\n", reason)
+		return 2
 	case errors.Is(err, context.DeadlineExceeded):
-		return fail(1, "no answer from etcd at %s within %v (is it up? are -endpoints and the TLS flags right?): %s",
-			strings.Join(endpoints, ","), o.timeout, reason)
+		fmt.Fprintf(stderr, "biregister: no answer from etcd at %s within %v (is it up? are -endpoints and the TLS flags right?): %s\n",
+			strings.Join(endpoints, ","), timeout, reason)
 	default:
-		return fail(1, "etcd at %s: %s", strings.Join(endpoints, ","), reason)
+		fmt.Fprintf(stderr, "biregister: etcd at %s: %s\n", strings.Join(endpoints, ","), reason)
 	}
+	return 1
 }
 
 // newTLSConfig returns the TLS configuration the flags ask for, or nil for
@@ -305,29 +314,4 @@ func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 			fmt.Fprintf(out, "%s %-6s %s %s rev %d\n", now, c.Op, quote(c.Name), quote(c.Value), c.Revision)
 		}
 	}
-}
-
-// printTable prints members, oldest first, the leader marked.
-func printTable(out io.Writer, members []biregister.Member) {
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEADER\tNAME\tVALUE\tCREATE-REVISION")
-	for i, m := range members {
-		mark := ""
-		if i == 0 {
-			mark = "*" // the leader is by definition the oldest member
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", mark, quote(m.Name), quote(m.Value), m.CreateRevision)
-	}
-	tw.Flush()
-}
-
-// quote returns s as is when it reads unambiguously as one field of a line,
-// and Go-quoted otherwise: empty, or with blanks or control characters that
-// would break the columns or the line.
-func quote(s string) string {
-	odd := strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
-	if s == "" || odd >= 0 || s[0] == '"' {
-		return strconv.Quote(s)
-	}
-	return s
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -348,4 +350,34 @@ func TestMutualTLS(t *testing.T) {
 		"-cacert", certs.CAFile, "/svc/tls/")
 	assert.Equal(t, 1, code, "without a client certificate")
 	assert.Contains(t, errOut, "tls")
+}
+
+// printTable aligns its columns exactly as text/tabwriter does, which it
+// replaced for speed, whatever the names and values: wide, quoted, empty,
+// not ASCII.
+func TestPrintTableAsTabwriter(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	members := []biregister.Member{
+		{Name: "a", Value: "10.0.0.1:80", CreateRevision: 7},
+		{Name: "a-much-longer-name", Value: "", CreateRevision: 12345678901},
+		{Name: "名前", Value: "with blank", CreateRevision: 9},
+		{Name: "tab\there", Value: `"quoted"`, CreateRevision: 10},
+		{Name: "z", Value: "ünïcödé value, longer than the others", CreateRevision: 11},
+	}
+	for n := range len(members) + 1 {
+		var want strings.Builder
+		tw := tabwriter.NewWriter(&want, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "LEADER\tNAME\tVALUE\tCREATE-REVISION")
+		for i, m := range members[:n] {
+			mark := ""
+			if i == 0 {
+				mark = "*"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", mark, quote(m.Name), quote(m.Value), m.CreateRevision)
+		}
+		tw.Flush()
+		var got strings.Builder
+		printTable(&got, members[:n])
+		assert.Equal(t, want.String(), got.String(), "%d members", n)
+	}
 }

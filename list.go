@@ -1,0 +1,34 @@
+// List: reading a group once, without watching it.
+
+package biregister
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// List returns the members of the group under prefix, oldest (the leader)
+// first, read once at one revision in pages of bounded size, as a
+// Watcher's first listing reads them, without watching the group. It
+// takes NewWatcher's arguments: ttl bounds connecting and reading, and
+// WithBufferSize does not apply.
+func List(endpoints []string, prefix string, ttl int64, opts ...Option) ([]Member, error) {
+	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
+	if err != nil {
+		return nil, err
+	}
+	client, releaseClient, err := cfg.newClient(endpoints)
+	if err != nil {
+		return nil, err
+	}
+	defer releaseClient()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
+	defer cancel()
+	members, _, err := listGroup(ctx, client, prefix, listPageBytes, emptySnapshot(0), cfg.logger)
+	if err != nil {
+		return nil, fmt.Errorf("biregister: list %q: %w", prefix, err)
+	}
+	sortByCreate(members)
+	return members, nil
+}
