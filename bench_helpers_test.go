@@ -18,6 +18,7 @@
 //	bench_idle_test.go          BenchmarkFootprint,    6. footprint and load on etcd
 //	                            BenchmarkIdleLoad,        at steady state, also
 //	                            BenchmarkIdleWatchersBehindGRPCProxy  behind etcd's gRPC proxy
+//	bench_term_test.go          BenchmarkTermEnd       7. a term's end after its key is deleted
 //
 // Every top-level benchmark starts one quiet single-member etcd in this process
 // (internal/devetcd, no proxy between client and server) and closes it at the

@@ -125,3 +125,34 @@ func ExampleRegister_Fence() {
 	fmt.Println("written:", resp.Succeeded)
 	// Output: written: true
 }
+
+// Lead runs leader-only work once per term. The work runs under its term, a
+// context that ends before anyone else can lead, and guards its writes to
+// etcd with the term's fence, so that a write made after the term ended
+// fails even if the process was paused in between.
+func ExampleRegister_Lead() {
+	reg, err := biregister.NewRegister(etcdEndpoints, "/example/scheduler/", "node-1", "", 5)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer reg.Close()
+
+	ctx, stop := context.WithCancel(context.Background())
+	err = reg.Lead(ctx, func(term *biregister.Term) {
+		defer stop() // one term is enough for the example
+		resp, err := reg.EtcdClient().Txn(term).
+			If(term.Fence()).
+			Then(clientv3.OpPut("/example/schedule", "run at 03:00")).
+			Commit()
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println("leader wrote the schedule:", resp.Succeeded)
+	})
+	fmt.Println("Lead returned:", err)
+	// Output:
+	// leader wrote the schedule: true
+	// Lead returned: context canceled
+}
