@@ -108,7 +108,6 @@ type footprint struct {
 	goroutines map[string]int
 	watchers   float64
 	streams    float64
-	heap       float64 // growth of the live heap, this process's (the client's share too)
 }
 
 // minGoroutines samples the goroutines a few times and keeps, per origin,
@@ -129,7 +128,6 @@ func minGoroutines() map[string]int {
 func measureFootprint(b *testing.B, eps []string, start instances, c func(i int) *clientv3.Client) footprint {
 	time.Sleep(300 * time.Millisecond)
 	before := minGoroutines()
-	heap := float64(benchutil.LiveHeap())
 	m0, err := benchutil.Scrape(eps[0])
 	if err != nil {
 		b.Fatal(err)
@@ -138,13 +136,12 @@ func measureFootprint(b *testing.B, eps []string, start instances, c func(i int)
 	time.Sleep(time.Second)
 	settle(b, eps, nil)
 	after := minGoroutines()
-	heap = float64(benchutil.LiveHeap()) - heap
 	m1, err := benchutil.Scrape(eps[0])
 	if err != nil {
 		b.Fatal(err)
 	}
 	closeAll()
-	f := footprint{goroutines: map[string]int{}, heap: heap}
+	f := footprint{goroutines: map[string]int{}}
 	for k, v := range after {
 		f.goroutines[k] = v - before[k]
 	}
@@ -153,11 +150,10 @@ func measureFootprint(b *testing.B, eps []string, start instances, c func(i int)
 	return f
 }
 
-// BenchmarkFootprint counts, per instance, the goroutines and the live heap
-// (N instances on one shared client; the heap includes the client's share
-// and that of the embedded etcd serving the watch) and the watches and
-// watch streams etcd holds for it (on one shared client, where the client
-// multiplexes watches onto one stream, and with a client per instance).
+// BenchmarkFootprint counts, per instance, the goroutines (N instances on
+// one shared client) and the watches and watch streams etcd holds for it
+// (on one shared client, where the client multiplexes watches onto one
+// stream, and with a client per instance).
 func BenchmarkFootprint(b *testing.B) {
 	eps := startBenchEtcd(b)
 	shared := benchClient(b, eps)
@@ -178,7 +174,6 @@ func BenchmarkFootprint(b *testing.B) {
 				b.ReportMetric(per(f.watchers), "etcd-watchers/inst")
 				b.ReportMetric(per(f.streams), "watch-streams/inst-shared-client")
 				b.ReportMetric(per(g.streams), "watch-streams/inst-own-client")
-				b.ReportMetric(per(f.heap)/1024, "heap-KiB/inst")
 			}
 		})
 	}
