@@ -19,10 +19,14 @@
 //	                            BenchmarkIdleLoad,        at steady state, also
 //	                            BenchmarkIdleWatchersBehindGRPCProxy  behind etcd's gRPC proxy
 //	bench_term_test.go          BenchmarkTermEnd       7. a term's end after its key is deleted
+//	bench_listing_test.go       BenchmarkListing       8. listing against one Get, on etcd 3.4 too
+//	bench_fixedcost_test.go     BenchmarkFixedCost     8. heap of an idle instance
+//	cmd/biregister              BenchmarkMembers       8. the members command against one Get
 //
 // Every top-level benchmark starts one quiet single-member etcd in this process
 // (internal/devetcd, no proxy between client and server) and closes it at the
-// end. Latencies are reported as p50/p99 custom metrics in microseconds.
+// end; those of section 8 also start an etcd process of BIREGISTER_ETCD_BIN,
+// when it names one, and measure on both. Latencies are reported as p50/p99 custom metrics in microseconds.
 //
 // Environment:
 //

@@ -1,6 +1,7 @@
 // Benchmark 5, scale: the big groups BenchmarkScale runs on (1k to 1M
 // members), its sub-benchmarks, and the first two of them: the initial sync
-// against a raw paginated Get, and the heap a synced Watcher holds per member.
+// against one unpaginated Get of the group, and the heap a synced Watcher
+// holds per member.
 // Bursts are in bench_scale_burst_test.go, leader changes in
 // bench_scale_leader_test.go.
 
@@ -20,10 +21,6 @@ import (
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
 )
-
-// listPage is the page size of the raw paginated Get; the library lists with
-// the same.
-const listPage = 1000
 
 // populateWorkers is how many goroutines fill a big group, one Put each at a
 // time: enough to keep etcd's write batching busy.
@@ -175,34 +172,17 @@ func scaleSuite(b *testing.B, eps []string, writer *clientv3.Client, g *scaleGro
 	b.Run("leader-change/raw-watch", func(b *testing.B) { leaderChangeRawWatch(b, writer, reader, g) })
 }
 
-// listRaw lists prefix as the library does: pages of listPage keys, every
-// page at the first page's revision.
+// listRaw lists prefix in one Get, as etcdctl get --prefix does: what a
+// listing is measured against (issue 13).
 func listRaw(ctx context.Context, c *clientv3.Client, prefix string) ([]*mvccpb.KeyValue, error) {
-	end := clientv3.GetPrefixRangeEnd(prefix)
-	key := prefix
-	var rev int64
-	var kvs []*mvccpb.KeyValue
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := c.Get(ctx, key, opts...)
-		if err != nil {
-			return nil, err
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-		}
-		kvs = append(kvs, resp.Kvs...)
-		if !resp.More || len(resp.Kvs) == 0 {
-			return kvs, nil
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
 	}
+	return resp.Kvs, nil
 }
 
-// syncInterleaved times a raw paginated Get and a Watcher's sync turn by
+// syncInterleaved times one Get and a Watcher's sync turn by
 // turn, each first every other time, each after etcd has settled from the
 // last: alone, a Watcher's sync shares the machine with etcd ending the
 // previous Watcher's watch, and a raw Get with nothing.

@@ -30,7 +30,10 @@ func TestFeedQueuesInOrderWithinTheBufferSize(t *testing.T) {
 			got = append(got, <-f.ch)
 		}
 	}
-	for f.pending() != nil {
+	for i := 0; f.pending() != nil; i++ {
+		if i > size {
+			t.Fatal("the feed never stops delivering")
+		}
 		receive()
 		// What the owner's select loop does once the consumer made room.
 		f.pending() <- f.next(revision)
@@ -70,7 +73,10 @@ func TestFeedKeepsOrderWhenTheConsumerMakesRoom(t *testing.T) {
 		got = append(got, (<-f.ch).Name)
 	}
 	f.push(Change{Name: "late"})
-	for f.pending() != nil {
+	for i := 0; f.pending() != nil; i++ {
+		if i > 4*feedSlots {
+			t.Fatal("the feed never stops delivering")
+		}
 		for len(f.ch) > 0 {
 			got = append(got, (<-f.ch).Name)
 		}

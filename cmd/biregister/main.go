@@ -288,13 +288,18 @@ func newTLSConfig(o *options) (*tls.Config, error) {
 // watch prints the table, then every change, until ctx ends.
 func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 	changes := w.Changes()
-	// Changes starts with the members present at start, as PUTs, which the
-	// table shows already. The watcher publishes every change to its cache
-	// before it queues it, so the table read after the changes queued so far
-	// are drained shows them all: a change printed after it may repeat what
-	// the table shows, but none goes missing.
-	for n := len(changes); n > 0; n-- {
-		<-changes
+	// Changes starts with the members present at start, as PUTs at the
+	// listing's revision, which the table shows. The watcher puts a change
+	// in its cache before it delivers it, so the table read after the first
+	// change shows every change up to that one's revision: those are not
+	// printed again, whether they wait in the channel or, in a big group, in
+	// the watcher's queue behind it. A change made between the two may still
+	// be printed after a table that shows it, but none goes missing.
+	shown := int64(-1)
+	select {
+	case c := <-changes:
+		shown = c.Revision
+	default:
 	}
 	printTable(out, w.Members())
 	for {
@@ -304,6 +309,9 @@ func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 		case c, ok := <-changes:
 			if !ok {
 				return 1 // only Close closes it, and that comes after return
+			}
+			if c.Op != biregister.OpResync && c.Revision <= shown {
+				continue
 			}
 			now := time.Now().Format("2006-01-02T15:04:05.000Z07:00")
 			if c.Op == biregister.OpResync {

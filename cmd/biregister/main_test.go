@@ -12,9 +12,11 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
@@ -134,6 +136,14 @@ func TestWatch(t *testing.T) {
 	cluster := setup(t, true)
 	eps := cluster.Endpoints()
 	old := register(t, eps, "/svc/w/", "old", "1.1.1.1:1")
+	// More members than the Changes channel holds: the watcher queues the
+	// rest of their PUTs behind it.
+	var bulk []clientv3.Op
+	for i := range 100 {
+		bulk = append(bulk, clientv3.OpPut(fmt.Sprintf("/svc/w/bulk%03d", i), "v"))
+	}
+	_, err := cluster.Client(t).Txn(context.Background()).Then(bulk...).Commit()
+	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -144,7 +154,7 @@ func TestWatch(t *testing.T) {
 	}()
 	waitOutput(t, &out, `(?m)^\*\s+old\s+1\.1\.1\.1:1\s+\d+$`)
 
-	_, err := cluster.Client(t).Put(context.Background(), "/svc/w/new", "2.2.2.2:2")
+	_, err = cluster.Client(t).Put(context.Background(), "/svc/w/new", "2.2.2.2:2")
 	require.NoError(t, err)
 	waitOutput(t, &out, `(?m)^\S+ PUT +new 2\.2\.2\.2:2 rev \d+$`)
 	old.Close() // revokes the lease: the member is deleted at once
@@ -158,7 +168,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal("watch did not return after cancel")
 	}
 	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errOut.String())
-	assert.NotRegexp(t, `PUT +old`, out.String(), "the members present at start are in the table, not repeated as changes")
+	assert.NotRegexp(t, `PUT +(old|bulk)`, out.String(), "the members present at start are in the table, not repeated as changes")
 	assert.Empty(t, errOut.String())
 }
 
@@ -379,5 +389,23 @@ func TestPrintTableAsTabwriter(t *testing.T) {
 		var got strings.Builder
 		printTable(&got, members[:n])
 		assert.Equal(t, want.String(), got.String(), "%d members", n)
+	}
+}
+
+// quote quotes exactly the fields that would break a line or its columns,
+// as it did before its ASCII fast path: empty, a leading quote, blanks and
+// characters that do not print, ASCII or not.
+func TestQuote(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	slow := func(s string) string {
+		odd := strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
+		if s == "" || odd >= 0 || s[0] == '"' {
+			return strconv.Quote(s)
+		}
+		return s
+	}
+	for _, s := range []string{"", "a", "10.0.0.1:80", "with blank", "tab\there", `"x`, `x"`, "名前", "é", "bell\a",
+		"nbsp\u00a0", "del\x7f", "bad\xff", "em\u2003space", "zero\u200bwidth", "ok-ÿ"} {
+		assert.Equal(t, slow(s), quote(s), "%q", s)
 	}
 }

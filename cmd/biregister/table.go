@@ -27,14 +27,14 @@ func printTable(out io.Writer, members []biregister.Member) {
 	width := [3]int{utf8.RuneCountInString(header[0]), utf8.RuneCountInString(header[1]), utf8.RuneCountInString(header[2])}
 	for i, m := range members {
 		names[i], values[i] = quote(m.Name), quote(m.Value)
-		width[1] = max(width[1], utf8.RuneCountInString(names[i]))
-		width[2] = max(width[2], utf8.RuneCountInString(values[i]))
+		width[1] = max(width[1], runes(names[i]))
+		width[2] = max(width[2], runes(values[i]))
 	}
 	w := bufio.NewWriterSize(out, 64<<10)
 	var line []byte
 	cell := func(text string, column int) {
 		line = append(line, text...)
-		for range width[column] + columnGap - utf8.RuneCountInString(text) {
+		for range width[column] + columnGap - runes(text) {
 			line = append(line, ' ')
 		}
 	}
@@ -59,13 +59,34 @@ func printTable(out io.Writer, members []biregister.Member) {
 	w.Flush()
 }
 
+// runes returns how many characters s has, as text/tabwriter counts them.
+func runes(s string) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return i + utf8.RuneCountInString(s[i:])
+		}
+	}
+	return len(s)
+}
+
 // quote returns s as is when it reads unambiguously as one field of a line,
 // and Go-quoted otherwise: empty, or with blanks or control characters that
 // would break the columns or the line.
 func quote(s string) string {
-	odd := strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
-	if s == "" || odd >= 0 || s[0] == '"' {
+	if s == "" || s[0] == '"' || !plain(s) {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// plain reports whether s has no blank and no character that does not
+// print. Printable ASCII, what names and addresses are made of, is checked
+// byte by byte: a million-member table quotes two million fields.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return strings.IndexFunc(s[i:], func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) < 0
+		}
+	}
+	return true
 }
