@@ -8,7 +8,6 @@ import (
 	"iter"
 	"slices"
 	"sort"
-	"strings"
 )
 
 // orderTree is a persistent B+tree of the members' places in ascending
@@ -261,47 +260,4 @@ func placesOf(members []Member) []place {
 		places[i] = placeOf(m)
 	}
 	return places
-}
-
-// sortByCreate sorts members into the tree's order, in place. A listing
-// comes from etcd in key order, which is name order: then each member's
-// create revision and position pack into one integer, and sorting those
-// needs no comparison function, while members that share a create revision
-// (one transaction's) stay in name order. On 1,000 members that takes a
-// fifth of the time of sorting the members themselves (31 µs against
-// 167 µs in BenchmarkSortByCreate). The members then move to their places
-// along the cycles of the permutation, with no second slice: a listing of a
-// million members is 40 MB of them.
-func sortByCreate(members []Member) {
-	const positionBits = 24
-	const positionMask = 1<<positionBits - 1
-	packable := len(members) < 1<<positionBits &&
-		slices.IsSortedFunc(members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
-	packed := make([]uint64, 0, len(members))
-	for i, m := range members {
-		if !packable || m.CreateRevision < 0 || m.CreateRevision >= 1<<(64-positionBits) {
-			slices.SortFunc(members, func(a, b Member) int { return placeOf(a).compare(placeOf(b)) })
-			return
-		}
-		packed = append(packed, uint64(m.CreateRevision)<<positionBits|uint64(i))
-	}
-	slices.Sort(packed)
-	// packed[i] names the position the member that belongs at i comes from;
-	// a place that got its member is marked by naming itself.
-	for i := range members {
-		if int(packed[i]&positionMask) == i {
-			continue
-		}
-		held := members[i]
-		for j := i; ; {
-			from := int(packed[j] & positionMask)
-			packed[j] = packed[j]&^positionMask | uint64(j)
-			if from == i {
-				members[j] = held
-				break
-			}
-			members[j] = members[from]
-			j = from
-		}
-	}
 }

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"unicode"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/leakcheck"
+)
+
+// printTable aligns its columns exactly as text/tabwriter does, which it
+// replaced for speed, whatever the names and values: wide, quoted, empty,
+// not ASCII.
+func TestPrintTableAsTabwriter(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	members := []biregister.Member{
+		{Name: "a", Value: "10.0.0.1:80", CreateRevision: 7},
+		{Name: "a-much-longer-name", Value: "", CreateRevision: 12345678901},
+		{Name: "名前", Value: "with blank", CreateRevision: 9},
+		{Name: "tab\there", Value: `"quoted"`, CreateRevision: 10},
+		{Name: "z", Value: "ünïcödé value, longer than the others", CreateRevision: 11},
+	}
+	for n := range len(members) + 1 {
+		var want strings.Builder
+		tw := tabwriter.NewWriter(&want, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "LEADER\tNAME\tVALUE\tCREATE-REVISION")
+		for i, m := range members[:n] {
+			mark := ""
+			if i == 0 {
+				mark = "*"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", mark, quote(m.Name), quote(m.Value), m.CreateRevision)
+		}
+		tw.Flush()
+		var got strings.Builder
+		printTable(&got, members[:n])
+		assert.Equal(t, want.String(), got.String(), "%d members", n)
+	}
+}
+
+// quote quotes exactly the fields that would break a line or its columns,
+// as it did before its ASCII fast path: empty, a leading quote, blanks and
+// characters that do not print, ASCII or not.
+func TestQuote(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	slow := func(s string) string {
+		odd := strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
+		if s == "" || odd >= 0 || s[0] == '"' {
+			return strconv.Quote(s)
+		}
+		return s
+	}
+	for _, s := range []string{"", "a", "10.0.0.1:80", "with blank", "tab\there", `"x`, `x"`, "名前", "é", "bell\a",
+		"nbsp\u00a0", "del\x7f", "bad\xff", "em\u2003space", "zero\u200bwidth", "ok-ÿ"} {
+		assert.Equal(t, slow(s), quote(s), "%q", s)
+	}
+}
