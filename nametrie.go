@@ -27,6 +27,10 @@ type trieNode struct {
 	members   []Member
 	children  []*trieNode
 	madeBy    *batch // the batch that made this node; see batch
+	// A node that writable copied shares its arrays with the original
+	// until it changes them (ownMembers, ownChildren): an event changes one
+	// array of a node on its path, a child pointer or a member.
+	sharesMembers, sharesChildren bool
 }
 
 const (
@@ -118,8 +122,8 @@ func (t nameTrie) delete(name string, b *batch) (nameTrie, Member, bool) {
 	return t, old, removed
 }
 
-// writable returns n itself if b made it, or else a copy that b owns, with
-// arrays of its own: either may be changed at will.
+// writable returns n itself if b made it, or else a copy that b owns, whose
+// arrays it copies before it changes them (ownMembers, ownChildren).
 func (n *trieNode) writable(b *batch) *trieNode {
 	switch {
 	case n == nil:
@@ -128,11 +132,37 @@ func (n *trieNode) writable(b *batch) *trieNode {
 		return n
 	}
 	return &trieNode{
-		memberMap: n.memberMap,
-		childMap:  n.childMap,
-		members:   slices.Clone(n.members),
-		children:  slices.Clone(n.children),
-		madeBy:    b,
+		memberMap:      n.memberMap,
+		childMap:       n.childMap,
+		members:        n.members,
+		children:       n.children,
+		madeBy:         b,
+		sharesMembers:  n.members != nil,
+		sharesChildren: n.children != nil,
+	}
+}
+
+// ownMembers gives n, which writable returned, members of its own to change.
+func (n *trieNode) ownMembers() {
+	if n.sharesMembers {
+		n.members, n.sharesMembers = slices.Clone(n.members), false
+	}
+}
+
+// ownChildren gives n, which writable returned, children of its own to
+// change.
+func (n *trieNode) ownChildren() {
+	if n.sharesChildren {
+		n.children, n.sharesChildren = slices.Clone(n.children), false
+	}
+}
+
+// setChild makes child the subtrie at index i of n, which writable
+// returned. A child that a batch already made is there already.
+func (n *trieNode) setChild(i int, child *trieNode) {
+	if n.children[i] != child {
+		n.ownChildren()
+		n.children[i] = child
 	}
 }
 
@@ -141,6 +171,7 @@ func (n *trieNode) writable(b *batch) *trieNode {
 func (n *trieNode) set(m Member, hash uint64, shift uint, b *batch) (*trieNode, Member, bool) {
 	c := n.writable(b)
 	if shift >= trieMaxShift {
+		c.ownMembers()
 		i := slices.IndexFunc(c.members, func(o Member) bool { return o.Name == m.Name })
 		if i < 0 {
 			c.members = append(c.members, m)
@@ -155,6 +186,7 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, b *batch) (*trieNode, 
 	case c.memberMap&bit != 0:
 		i := packedIndex(c.memberMap, bit)
 		old := c.members[i]
+		c.ownMembers()
 		if old.Name == m.Name {
 			c.members[i] = m
 			return c, old, true
@@ -162,6 +194,7 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, b *batch) (*trieNode, 
 		// Two names share this slot: push both one level down.
 		child, _, _ := (*trieNode)(nil).set(old, hashName(old.Name), shift+trieBits, b)
 		child, _, _ = child.set(m, hash, shift+trieBits, b)
+		c.ownChildren()
 		c.memberMap &^= bit
 		c.members = slices.Delete(c.members, i, i+1)
 		c.childMap |= bit
@@ -170,9 +203,10 @@ func (n *trieNode) set(m Member, hash uint64, shift uint, b *batch) (*trieNode, 
 	case c.childMap&bit != 0:
 		i := packedIndex(c.childMap, bit)
 		child, old, replaced := c.children[i].set(m, hash, shift+trieBits, b)
-		c.children[i] = child
+		c.setChild(i, child)
 		return c, old, replaced
 	default:
+		c.ownMembers()
 		c.memberMap |= bit
 		c.members = slices.Insert(c.members, packedIndex(c.memberMap, bit), m)
 		return c, Member{}, false
@@ -194,6 +228,7 @@ func (n *trieNode) delete(name string, hash uint64, shift uint, b *batch) (*trie
 		}
 		old := n.members[i]
 		c := n.writable(b)
+		c.ownMembers()
 		c.members = slices.Delete(c.members, i, i+1)
 		return c.orNil(), old, true
 	}
@@ -206,6 +241,7 @@ func (n *trieNode) delete(name string, hash uint64, shift uint, b *batch) (*trie
 			return n, Member{}, false
 		}
 		c := n.writable(b)
+		c.ownMembers()
 		c.memberMap &^= bit
 		c.members = slices.Delete(c.members, i, i+1)
 		return c.orNil(), old, true
@@ -218,15 +254,18 @@ func (n *trieNode) delete(name string, hash uint64, shift uint, b *batch) (*trie
 		c := n.writable(b)
 		switch {
 		case child == nil:
+			c.ownChildren()
 			c.childMap &^= bit
 			c.children = slices.Delete(c.children, i, i+1)
 		case child.childMap == 0 && len(child.members) == 1:
+			c.ownChildren()
+			c.ownMembers()
 			c.childMap &^= bit
 			c.children = slices.Delete(c.children, i, i+1)
 			c.memberMap |= bit
 			c.members = slices.Insert(c.members, packedIndex(c.memberMap, bit), child.members[0])
 		default:
-			c.children[i] = child
+			c.setChild(i, child)
 		}
 		return c.orNil(), old, true
 	}
