@@ -11,6 +11,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/metertest"
 )
 
 // The sinks of the sequential reads: a read whose result is stored nowhere
@@ -23,41 +24,17 @@ var (
 	sinkMembers []biregister.Member
 )
 
+// readsMembers is the size of the group the reads read.
+const readsMembers = 1000
+
 // BenchmarkReads times each read of a Watcher, and a Register's AmILeader,
-// on a group of 1,000 members that the Register leads.
+// on a group of 1,000 members that the Register leads; then the single
+// reads again with metrics on (an OpenTelemetry SDK MeterProvider), which
+// they must not feel.
 func BenchmarkReads(b *testing.B) {
-	const members = 1000
+	const members = readsMembers
 	eps := startBenchEtcd(b)
-	writer := benchClient(b, eps)
-	prefix := uniquePrefix("reads")
-	ctx, cancel := ctxWait()
-	defer cancel()
-	// The Register comes first: it is the oldest member, the leader.
-	reg, err := biregister.NewRegister(nil, prefix, "leader", endpointAddr(0), benchTTL, biregister.WithClient(benchClient(b, eps)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer reg.Close()
-	keys := make([]string, members-1)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("%sm%06d", prefix, i+1)
-	}
-	if err := benchutil.Populate(ctx, writer, keys, func(i int) string { return endpointAddr(i + 1) }, 128, 4); err != nil {
-		b.Fatal(err)
-	}
-	w, err := biregister.NewWatcher(nil, prefix, benchTTL, biregister.WithClient(benchClient(b, eps)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer w.Close()
-	for _, x := range []biregister.Watcher{w, reg} {
-		if err := awaitCache(x, func() bool { return len(x.Members()) == members }); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := reg.WaitLeader(ctx); err != nil {
-		b.Fatal(err)
-	}
+	reg, w := readsGroup(b, eps)
 	names := w.GetNames()
 
 	// One sub-benchmark a read. Each read is written out in the function
@@ -118,6 +95,54 @@ func BenchmarkReads(b *testing.B) {
 	if !reg.AmILeader() || len(w.Members()) != members {
 		b.Fatal("the group changed during the reads")
 	}
+
+	measured := metertest.New(b)
+	mreg, mw := readsGroup(b, eps, biregister.WithMeterProvider(measured.Provider))
+	b.Run("metrics-on/GetValueByName", func(b *testing.B) {
+		readLoop(b, func(i int) { sinkString = mw.GetValueByName(names[i%members]) })
+	})
+	b.Run("metrics-on/GetLeader", func(b *testing.B) { readLoop(b, func(int) { sinkString, _ = mw.GetLeader() }) })
+	b.Run("metrics-on/AmILeader", func(b *testing.B) { readLoop(b, func(int) { sinkBool = mreg.AmILeader() }) })
+	if !mreg.AmILeader() {
+		b.Fatal("the measured Register stopped leading during the reads")
+	}
+}
+
+// readsGroup fills a group of readsMembers members, led by a Register that
+// registered first, and returns that Register and a Watcher of the group,
+// both made with opts, each with a client of its own; b.Cleanup closes them.
+func readsGroup(b *testing.B, eps []string, opts ...biregister.Option) (biregister.Register, biregister.Watcher) {
+	b.Helper()
+	prefix := uniquePrefix("reads")
+	ctx, cancel := ctxWait()
+	defer cancel()
+	reg, err := biregister.NewRegister(nil, prefix, "leader", endpointAddr(0), benchTTL,
+		append(opts, biregister.WithClient(benchClient(b, eps)))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(reg.Close)
+	keys := make([]string, readsMembers-1)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%sm%06d", prefix, i+1)
+	}
+	if err := benchutil.Populate(ctx, benchClient(b, eps), keys, func(i int) string { return endpointAddr(i + 1) }, 128, 4); err != nil {
+		b.Fatal(err)
+	}
+	w, err := biregister.NewWatcher(nil, prefix, benchTTL, append(opts, biregister.WithClient(benchClient(b, eps)))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(w.Close)
+	for _, x := range []biregister.Watcher{w, reg} {
+		if err := awaitCache(x, func() bool { return len(x.Members()) == readsMembers }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := reg.WaitLeader(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return reg, w
 }
 
 // readLoop runs read b.N times, read(i) in iteration i. It is small enough to

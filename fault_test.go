@@ -14,6 +14,7 @@ import (
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/faultproxy"
 	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/metertest"
 )
 
 // faultTTL is the lease TTL of fault tests: short, so that expiry-driven
@@ -231,7 +232,8 @@ func TestWatcherCutWithCompaction(t *testing.T) {
 		_, err := cli.Put(ctx, "/cut/"+name, "v1")
 		require.NoError(t, err)
 	}
-	w := newWatcher(t, []string{proxy.Endpoint()}, "/cut")
+	m := metertest.New(t)
+	w := newWatcher(t, []string{proxy.Endpoint()}, "/cut", biregister.WithMeterProvider(m.Provider))
 	seen := collect(w)
 	slow := newWatcher(t, []string{proxy.Endpoint()}, "/cut", biregister.WithBufferSize(3))
 	require.Eventually(t, func() bool { return len(seen.snapshot()) == 3 }, waitFor, time.Millisecond)
@@ -257,6 +259,9 @@ func TestWatcherCutWithCompaction(t *testing.T) {
 		"a deletion made while the watch was down must be delivered")
 	assert.True(t, seen.has(biregister.OpPut, "new1"))
 	assert.True(t, seen.has(biregister.OpPut, "new2"))
+	// Resumed at a compacted revision, the watch failed: listed again for that.
+	assert.EqualValues(t, 1, m.Value(t, "biregister.listings", forCause("watch_failed")))
+	assert.EqualValues(t, 2, w.Status().Listings)
 
 	var slowChanges []biregister.Change
 	for len(slowChanges) == 0 || slowChanges[len(slowChanges)-1].Op != biregister.OpResync {

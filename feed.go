@@ -31,27 +31,31 @@ type feed struct {
 	head      int
 	size      int  // the most changes ch and queue hold together
 	overflown bool // changes were dropped: an OpResync is owed after the queue
+	// resyncs counts the OpResync changes delivered; any goroutine may read
+	// it (Status).
+	resyncs atomic.Int64
 }
 
 func newFeed(size int) *feed {
 	return &feed{ch: make(chan Change, min(size, feedSlots)), size: size}
 }
 
-// push delivers c, queues it, or records that the consumer must resync.
-func (f *feed) push(c Change) {
+// push delivers c or queues it, and reports true; or it records that the
+// consumer must resync, and reports false.
+func (f *feed) push(c Change) bool {
 	if f.overflown {
-		return
+		return false
 	}
 	if f.head == len(f.queue) {
 		select {
 		case f.ch <- c:
-			return
+			return true
 		default:
 		}
 	}
 	if len(f.ch)+len(f.queue)-f.head >= f.size {
 		f.overflown = true
-		return
+		return false
 	}
 	if len(f.queue) == cap(f.queue) && f.head > 0 {
 		// Reuse the room of the changes already sent before growing.
@@ -60,6 +64,7 @@ func (f *feed) push(c Change) {
 		f.queue, f.head = f.queue[:n], 0
 	}
 	f.queue = append(f.queue, c)
+	return true
 }
 
 // room returns how many more changes the feed takes before it overflows.
@@ -119,6 +124,7 @@ func (f *feed) sent(revision int64) {
 func (f *feed) pop() {
 	if f.head == len(f.queue) {
 		f.overflown = false // it was the owed OpResync
+		f.resyncs.Add(1)
 		return
 	}
 	f.queue[f.head] = Change{} // its strings are the consumer's now

@@ -10,8 +10,14 @@ import (
 )
 
 func (r *register) AmILeader() bool {
+	// notLeading(revision) == nil, without finding out why not: AmILeader
+	// is the read leader-only code asks before every piece of work.
 	revision := r.revision.Load()
-	return revision != 0 && r.notLeading(revision) == nil
+	if revision == 0 || r.closing.Load() || r.resigning.Load() == revision {
+		return false
+	}
+	m := r.watcher.snap.Load().leader
+	return m.CreateRevision == revision && m.Name == r.name && r.leaseClock.alive()
 }
 
 // notLeading returns why the registration created at revision does not lead

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // DefaultBufferSize is the default size of the Changes buffer: how many
@@ -34,6 +35,7 @@ type config struct {
 	logger      *slog.Logger
 	bufferSize  int
 	nameWait    time.Duration
+	meters      metric.MeterProvider
 	// probe says when an idle Watcher checks its watch; only tests change it.
 	probe probeTimes
 }
@@ -89,6 +91,15 @@ func WithBufferSize(n int) Option {
 // fence of the previous one (Fence, Term.Fence) never holds for it.
 func WithNameWait(d time.Duration) Option {
 	return func(cfg *config) { cfg.nameWait = d }
+}
+
+// WithMeterProvider makes the Watcher or Register report its metrics
+// through mp, an OpenTelemetry MeterProvider: the members of the group,
+// leadership, changes delivered, listings and registrations by cause,
+// keepalive round trips and the lease time left (README, Metrics). Without
+// it, nothing is measured.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(cfg *config) { cfg.meters = mp }
 }
 
 // newConfig applies opts over the defaults and checks the arguments shared by

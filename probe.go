@@ -98,10 +98,11 @@ func (p *streamProbe) goQuiet(now time.Time) {
 	p.lastHeard, p.lastRequest = now, now
 }
 
-// probeTick does what the stream needs at now; it returns false if the watch
-// must end, and then unanswered reports whether only a progress request
-// went unanswered on a watch that started beyond the cache's revision.
-func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, from int64) (ok, unanswered bool) {
+// probeTick does what the stream needs at now. It reports stop if the watch
+// must end, and then why: a cause to list the group again for, or resume
+// when only a progress request went unanswered on a watch that started
+// beyond the cache's revision.
+func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, from int64) (why cause, stop bool) {
 	switch p.tick(now, w.probe.quiet) {
 	case probeRequest:
 		w.requestProgress(ctx)
@@ -113,29 +114,28 @@ func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, 
 		// are skipped). Not so from the start: such a watch is "unsynced"
 		// at first and gets its first events up to 100 ms late.
 		if from > w.snap.Load().revision {
-			return false, true
+			return resume, true
 		}
 		// Even that watch got no answer: the stream stalled, or nothing on
 		// it answers progress requests. One read tells.
-		if !w.confirm() {
-			return false, false
+		if why := w.confirm(); why != "" {
+			return why, true
 		}
-		if !w.progressUnanswered {
+		if !w.progressUnanswered.Swap(true) {
 			w.logger.Info("biregister: progress requests go unanswered (etcd's gRPC proxy?), checking the watch every quiet interval",
 				"interval", w.probe.quiet)
 		}
-		w.progressUnanswered = true
 		p.goQuiet(now)
 	case probeAnswered:
-		w.progressUnanswered = false
+		w.progressUnanswered.Store(false)
 		p.quiet = false
 		w.logger.Debug("biregister: progress requests answered again")
 	case probeRead:
-		if !w.confirm() {
-			return false, false
+		if why := w.confirm(); why != "" {
+			return why, true
 		}
 	}
-	return true, false
+	return "", false
 }
 
 // requestProgress asks etcd for a progress notification on whatever stream
@@ -150,29 +150,34 @@ func (w *watcher) requestProgress(ctx context.Context) {
 // stream (a Register's keepalive answers), to check for a replaced or rewound
 // etcd. It never blocks: if a header is already waiting, that one is checked.
 func (w *watcher) observe(header *etcdserverpb.ResponseHeader) {
+	w.heard()
 	select {
 	case w.headers <- header:
 	default:
 	}
 }
 
-// otherEtcd reports whether the etcd that answered with clusterID and
-// revision is not the one the cache follows: another cluster, or one restored
-// to an older revision. The client would resume its watch there at a
-// revision that may never come. A cluster id of 0 says nothing (etcd's gRPC
-// proxy leaves it out of the responses it makes up itself).
-func (w *watcher) otherEtcd(clusterID uint64, revision int64) bool {
+// heard records that etcd answered now.
+func (w *watcher) heard() { w.heardAt.Store(int64(time.Since(w.epoch))) }
+
+// otherEtcd returns why the etcd that answered with clusterID and revision
+// is not the one the cache follows — another cluster, or one restored to an
+// older revision — or "" if it is. The client would resume its watch there
+// at a revision that may never come. A cluster id of 0 says nothing (etcd's
+// gRPC proxy leaves it out of the responses it makes up itself).
+func (w *watcher) otherEtcd(clusterID uint64, revision int64) cause {
 	if (clusterID == 0 || clusterID == w.clusterID) && revision >= w.snap.Load().revision {
-		return false
+		return ""
 	}
 	// A member that lags behind the one the watch came from answers with an
 	// older revision too; only a linearizable read tells them apart.
-	return !w.confirm()
+	return w.confirm()
 }
 
-// confirm reads etcd's cluster id and revision with one linearizable read and
-// reports whether the watch still follows the etcd the cache was read from.
-func (w *watcher) confirm() bool {
+// confirm reads etcd's cluster id and revision with one linearizable read,
+// and returns why the watch does not follow the etcd the cache was read from
+// (a failed read, or another etcd), or "" if it does.
+func (w *watcher) confirm() cause {
 	revision := w.snap.Load().revision
 	// WithRequireLeader: see list.
 	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(w.ctx), w.timeout)
@@ -183,11 +188,12 @@ func (w *watcher) confirm() bool {
 		if w.ctx.Err() == nil {
 			w.logger.Warn("biregister: watch stalled, listing again", "err", err)
 		}
-		return false
+		return causeStalled
 	case resp.Header.ClusterId != w.clusterID || resp.Header.Revision < revision:
 		w.logger.Warn("biregister: etcd was replaced or rewound, listing again",
 			"cluster", resp.Header.ClusterId, "revision", resp.Header.Revision, "cachedRevision", revision)
-		return false
+		return causeEtcdReplaced
 	}
-	return true
+	w.heard()
+	return ""
 }

@@ -2,6 +2,7 @@ package biregister
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/faultproxy"
 	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/metertest"
 	"github.com/biregister/biregister/internal/syncbuf"
 )
 
@@ -86,7 +88,8 @@ func TestIdleWatcherStallNoticed(t *testing.T) {
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	var logs syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	w, err := NewWatcher([]string{proxy.Endpoint()}, "/stall", 1, withProbeInterval(testProbeInterval), WithLogger(logger))
+	m := metertest.New(t)
+	w, err := NewWatcher([]string{proxy.Endpoint()}, "/stall", 1, withProbeInterval(testProbeInterval), WithLogger(logger), WithMeterProvider(m.Provider))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +109,9 @@ func TestIdleWatcherStallNoticed(t *testing.T) {
 	waitUntil(t, 20*testProbeInterval, func() bool { return strings.Contains(logs.String(), "watch stalled") })
 	proxy.Heal()
 	waitUntil(t, waitFor, func() bool { return w.GetValueByName("b") == "v" })
+	if n := m.Value(t, "biregister.listings", attrCause.String(string(causeStalled))); n < 1 {
+		t.Fatalf("%d listings for a stalled stream", n)
+	}
 }
 
 // A watch whose stream stalls before etcd created it is given up after the
@@ -137,12 +143,12 @@ func TestWatchCreationStalled(t *testing.T) {
 
 	proxy.Stall()
 	defer proxy.Heal()
-	resumed := make(chan bool, 1)
+	resumed := make(chan cause, 1)
 	go func() { resumed <- w.follow(resp.Header.Revision + 1) }()
 	select {
-	case ok := <-resumed:
-		if ok {
-			t.Fatal("follow resumed on a watch that was never created")
+	case why := <-resumed:
+		if why != causeWatchNotCreated {
+			t.Fatalf("follow returned %q for a watch that was never created", why)
 		}
 	case <-time.After(waitFor):
 		w.cancel()
@@ -178,12 +184,13 @@ func rangesServed(t *testing.T, etcd *etcdtest.Cluster) float64 {
 
 // quietWatcher returns a Watcher of prefix that reaches etcd through etcd's
 // gRPC proxy only, once it has gone quiet, and its debug log.
-func quietWatcher(t *testing.T, etcd *etcdtest.Cluster, prefix string) (Watcher, *syncbuf.Buffer) {
+func quietWatcher(t *testing.T, etcd *etcdtest.Cluster, prefix string, opts ...Option) (Watcher, *syncbuf.Buffer) {
 	t.Helper()
 	proxy := etcd.StartGRPCProxy(t)
 	logs := new(syncbuf.Buffer)
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	w, err := NewWatcher([]string{proxy.Endpoint()}, prefix, 5, withProbeInterval(testProbeInterval), WithLogger(logger))
+	opts = append(opts, withProbeInterval(testProbeInterval), WithLogger(logger))
+	w, err := NewWatcher([]string{proxy.Endpoint()}, prefix, 5, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +238,8 @@ func TestWatcherBehindGRPCProxyNoticesReplacedEtcd(t *testing.T) {
 	if _, err := etcd.Client(t).Put(context.Background(), "/replaced/old", "v"); err != nil {
 		t.Fatal(err)
 	}
-	w, logs := quietWatcher(t, etcd, "/replaced")
+	m := metertest.New(t)
+	w, logs := quietWatcher(t, etcd, "/replaced", WithMeterProvider(m.Provider))
 
 	etcd.Wipe(t)
 	replaced := time.Now()
@@ -245,4 +253,28 @@ func TestWatcherBehindGRPCProxyNoticesReplacedEtcd(t *testing.T) {
 	if !strings.Contains(logs.String(), "etcd was replaced or rewound") {
 		t.Fatalf("logs:\n%s", logs.String())
 	}
+	if n := m.Value(t, "biregister.listings", attrCause.String(string(causeEtcdReplaced))); n != 1 {
+		t.Fatalf("%d listings for a replaced etcd, want 1", n)
+	}
+}
+
+// A Watcher whose stream stalls is not ready once etcd could not confirm it
+// within its staleness bound, and ready again after the heal.
+func TestWatcherReadinessAcrossStall(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 1)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	w, err := NewWatcher([]string{proxy.Endpoint()}, "/ready", 1, withProbeInterval(testProbeInterval))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	waitUntil(t, waitFor, func() bool { return w.Ready() == nil })
+
+	proxy.Stall()
+	stalled := time.Now()
+	waitUntil(t, waitFor, func() bool { return errors.Is(w.Ready(), ErrNotReady) })
+	t.Logf("not ready %v after the stall began: %v", time.Since(stalled), w.Ready())
+	proxy.Heal()
+	waitUntil(t, waitFor, func() bool { return w.Ready() == nil })
 }

@@ -77,12 +77,18 @@ type register struct {
 	loopDone chan struct{}   // closed when run has returned
 	ctx      context.Context // ends the loop and everything it started
 	cancel   context.CancelFunc
+	metrics  *recorder // with the prefix and the name
+	// Unregisters the gauges of the registration; called by Close.
+	stopObserving func()
 
 	// Written by the loop (the constructor before it), read by any goroutine.
 	revision   atomic.Int64 // create revision of the registration; 0 while there is none
 	leaseClock *leaseClock  // until when the lease is certainly alive
 	changed    signal       // notified when the registration changes or its lease comes back to life
 	resigning  atomic.Int64 // the registration Resign gives up: it leads no more
+	// Since the watcher's epoch: when the registration was made, or, while
+	// there is none, when it was lost.
+	since atomic.Int64
 
 	// Written by Close, read by any goroutine.
 	closing   atomic.Bool
@@ -95,7 +101,8 @@ type register struct {
 	// Owned by the loop (see above for the handover).
 	lease         clientv3.LeaseID // 0 while there is none
 	value         string
-	loggedLeading bool // what the log last said of leadership
+	loggedLeading bool  // what the log and the metrics last said of leadership
+	lostCause     cause // why the registration was lost: the next one's cause
 	keepAlives    *keepAliveStreams
 	background    sync.WaitGroup // keepalive streams' goroutines and revokes in flight
 }
@@ -132,12 +139,14 @@ func (r *register) Prefix() string                    { return r.watcher.prefix 
 
 // registered records a new registration created at revision.
 func (r *register) registered(revision int64) {
+	r.since.Store(int64(time.Since(r.watcher.epoch)))
 	r.revision.Store(revision)
 	r.changed.notify()
 }
 
 // forget drops the registration, so the loop registers again.
 func (r *register) forget() {
+	r.since.Store(int64(time.Since(r.watcher.epoch)))
 	r.lease = 0
 	r.revision.Store(0)
 	r.leaseClock.clear()

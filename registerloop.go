@@ -51,6 +51,7 @@ func (r *register) run() {
 func (r *register) logLeadership() {
 	if leading := r.AmILeader(); leading != r.loggedLeading {
 		r.loggedLeading = leading
+		r.metrics.leadershipChanged(leading)
 		if leading {
 			r.watcher.logger.Info("biregister: leadership gained", "key", r.key, "revision", r.revision.Load())
 		} else {
@@ -75,7 +76,8 @@ func (r *register) tick(retry *backoff) time.Duration {
 		}
 		return retry.next()
 	}
-	r.watcher.logger.Info("biregister: registered again", "key", r.key, "revision", r.revision.Load())
+	r.watcher.logger.Info("biregister: registered again", "key", r.key, "revision", r.revision.Load(), "cause", r.lostCause)
+	r.metrics.registered(r.lostCause)
 	retry.reset()
 	return 0 // keep alive at once: its answer tells the watcher if etcd was replaced
 }
@@ -103,10 +105,12 @@ func (r *register) keepAliveDone(result keepAliveResult, retry *backoff) (time.D
 		return 0, false // about a lease given up since
 	case result.resp.TTL <= 0:
 		r.watcher.logger.Warn("biregister: lease lost, registering again", "key", r.key)
+		r.lostCause = causeLeaseLost
 		r.forget()
 		return 0, true
 	}
 	r.extendLease(answered.sent, result.resp.TTL)
+	r.metrics.keepAliveAnswered(time.Since(answered.sent))
 	retry.reset()
 	return 0, false
 }
@@ -162,10 +166,13 @@ func (r *register) Resign(ctx context.Context) error {
 			r.resigning.CompareAndSwap(resigned, 0) // still the registration
 			return fmt.Errorf("biregister: resign %q: %w", r.key, err)
 		}
+		r.lostCause = causeResigned
 		if err := r.putIfAbsent(ctx); err != nil {
 			// Stepped down, but not back yet: the loop registers again.
 			r.revoke(ctx)
+			return nil
 		}
+		r.metrics.registered(causeResigned)
 		return nil
 	})
 }
@@ -178,6 +185,7 @@ func (r *register) Close() {
 		r.endTenure(ErrClosed)
 		r.cancel()
 		<-r.loopDone
+		r.stopObserving()
 		r.revoke(context.Background())
 		r.watcher.Close()
 	})

@@ -126,6 +126,7 @@ func (r *register) revoke(parent context.Context) {
 // down: the revoke is only there not to leave the lease to expire.
 func (r *register) abandonLease() {
 	lease := r.lease
+	r.lostCause = causeKeyDeleted
 	r.forget()
 	r.background.Add(1)
 	go func() {

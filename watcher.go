@@ -49,6 +49,14 @@ type Watcher interface {
 	// Closed is closed when the Watcher is closed.
 	Closed() <-chan struct{}
 
+	// Status returns what the Watcher knows of itself, without waiting for
+	// anything.
+	Status() Status
+	// Ready returns nil while the Watcher (or Register) can be relied on,
+	// and an error that wraps ErrNotReady and says why otherwise; see
+	// ReadyHandler for probes over HTTP.
+	Ready() error
+
 	// EtcdClient returns the etcd client in use.
 	EtcdClient() *clientv3.Client
 	// Prefix returns the group's prefix, with its trailing '/'.
@@ -70,14 +78,23 @@ type watcher struct {
 	probe         probeTimes                        // see probe.go; zero for a Register's watcher
 	headers       chan *etcdserverpb.ResponseHeader // from any goroutine to the loop (see observe)
 	done          chan struct{}                     // closed when run has returned
+	epoch         time.Time                         // the monotonic origin of heardAt
+	metrics       *recorder
 
 	// Written by the loop, read by any goroutine.
-	snap atomic.Pointer[snapshot]
+	snap               atomic.Pointer[snapshot]
+	following          atomic.Bool  // a watch is up, not being listed again (see Status)
+	progressUnanswered atomic.Bool  // progress requests go unanswered on the stream (see probe.go)
+	listings           atomic.Int64 // listings so far
+	// When etcd last answered, since epoch: written by the loop, and by
+	// observe from any goroutine.
+	heardAt atomic.Int64
 
 	// Owned by the loop.
-	feed               *feed  // the loop sends and queues; the user receives from feed.ch
-	clusterID          uint64 // the cluster the cache was listed from
-	progressUnanswered bool   // progress requests go unanswered on the stream (see probe.go)
+	feed      *feed  // the loop sends and queues; the user receives from feed.ch
+	clusterID uint64 // the cluster the cache was listed from
+	// Unregisters the members gauge; called by Close once the loop ended.
+	stopObserving func()
 
 	// Set by start; Close cancels.
 	ctx       context.Context // ends the loop
@@ -88,13 +105,21 @@ type watcher struct {
 // newWatcher returns a watcher that is not started yet. releaseClient is
 // called by Close, or by the constructor if start fails.
 func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, ttl int64, cfg *config, probe probeTimes) *watcher {
+	logger := cfg.logger.With("prefix", prefix)
+	in, err := newInstruments(cfg.meters)
+	if err != nil {
+		logger.Warn("biregister: metrics not all available", "err", err)
+	}
 	w := &watcher{
+		epoch:         time.Now(),
+		metrics:       newRecorder(in, attrPrefix.String(prefix)),
+		stopObserving: func() {},
 		client:        client,
 		releaseClient: releaseClient,
 		prefix:        prefix,
 		timeout:       time.Duration(ttl) * time.Second,
 		pageBytes:     listPageBytes,
-		logger:        cfg.logger.With("prefix", prefix),
+		logger:        logger,
 		probe:         probe,
 		headers:       make(chan *etcdserverpb.ResponseHeader, 1),
 		done:          make(chan struct{}),
@@ -170,6 +195,7 @@ func (w *watcher) Close() {
 	w.closeOnce.Do(func() {
 		w.cancel()
 		<-w.done
+		w.stopObserving()
 		w.releaseClient()
 	})
 }

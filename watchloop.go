@@ -11,6 +11,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // maxResponsesPerSnapshot bounds how many watch responses go into one
@@ -25,7 +26,11 @@ func (w *watcher) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
 	}
-	w.adopt(listed, header)
+	w.adopt(listed, header, causeStart)
+	w.stopObserving = w.metrics.observe(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(w.metrics.in.members, int64(w.snap.Load().order.size), w.metrics.observed)
+		return nil
+	}, w.metrics.in.members)
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return nil
@@ -40,26 +45,27 @@ func (w *watcher) run() {
 	defer w.publish(emptySnapshot(0))
 	from := w.snap.Load().revision + 1
 	for {
-		unanswered := w.follow(from)
+		why := w.follow(from)
 		if w.ctx.Err() != nil {
 			return
 		}
-		if unanswered {
+		if why == resume {
 			from = w.snap.Load().revision
 			w.logger.Debug("biregister: progress request unanswered, watching again", "revision", from)
 			continue
 		}
-		w.relist()
+		w.relist(why)
 		from = w.snap.Load().revision + 1
 	}
 }
 
 // follow applies watch responses, from revision from on, until the watch
 // fails, stalls or follows an etcd that was replaced or rewound, or until the
-// Watcher closes. It returns true if the watch only left a progress request
-// unanswered because it started beyond etcd's revision (see probeTick): the
-// cache is still good, a new watch may resume from it.
-func (w *watcher) follow(from int64) (unanswered bool) {
+// Watcher closes. It returns why the group must be listed again, or resume
+// if the watch only left a progress request unanswered because it started
+// beyond etcd's revision (see probeTick): the cache is still good, a new
+// watch may resume from it.
+func (w *watcher) follow(from int64) cause {
 	// WithRequireLeader cancels the watch when its member loses the cluster's
 	// leader, instead of leaving it silently serving nothing.
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
@@ -73,8 +79,10 @@ func (w *watcher) follow(from int64) (unanswered bool) {
 		if w.ctx.Err() == nil {
 			w.logger.Warn("biregister: watch not created in time, listing again")
 		}
-		return false
+		return causeWatchNotCreated
 	}
+	w.following.Store(true)
+	defer w.following.Store(false)
 	var ticks <-chan time.Time
 	if w.probe.interval > 0 {
 		ticker := time.NewTicker(w.probe.interval)
@@ -82,34 +90,35 @@ func (w *watcher) follow(from int64) (unanswered bool) {
 		ticks = ticker.C
 	}
 	var probe streamProbe
-	if w.progressUnanswered {
+	if w.progressUnanswered.Load() {
 		probe.goQuiet(time.Now())
 	}
 	for {
 		select {
 		case <-w.ctx.Done():
-			return false
+			return resume
 		case w.feed.pending() <- w.feed.next(w.revision()):
-			w.feed.sent(w.revision())
+			w.deliverWaiting()
 		case resp, ok := <-events:
 			if !ok {
-				return false
+				return causeWatchFailed
 			}
 			responses := takeWaiting(resp, events)
+			w.heard()
 			probe.heard = true
 			for i := range responses {
 				probe.progressed = probe.progressed || responses[i].IsProgressNotify()
 			}
-			if !w.applyResponses(responses) {
-				return false
+			if why := w.applyResponses(responses); why != "" {
+				return why
 			}
 		case header := <-w.headers:
-			if w.otherEtcd(header.GetClusterId(), header.GetRevision()) {
-				return false
+			if why := w.otherEtcd(header.GetClusterId(), header.GetRevision()); why != "" {
+				return why
 			}
 		case now := <-ticks:
-			if ok, unanswered := w.probeTick(ctx, &probe, now, from); !ok {
-				return unanswered
+			if why, stop := w.probeTick(ctx, &probe, now, from); stop {
+				return why
 			}
 		}
 	}
@@ -134,25 +143,25 @@ func takeWaiting(first clientv3.WatchResponse, events clientv3.WatchChan) []clie
 	return responses
 }
 
-// applyResponses applies the good responses as one snapshot; it returns false
-// if one of them ends the watch (an error, or an etcd that is not the one the
-// cache follows), after applying those before it.
-func (w *watcher) applyResponses(responses []clientv3.WatchResponse) bool {
+// applyResponses applies the good responses as one snapshot; if one of
+// them ends the watch (an error, or an etcd that is not the one the cache
+// follows), it applies those before it and returns why.
+func (w *watcher) applyResponses(responses []clientv3.WatchResponse) cause {
 	for i := range responses {
 		if err := responses[i].Err(); err != nil {
 			w.logger.Warn("biregister: watch failed, listing again", "err", err)
 			w.apply(responses[:i])
-			return false
+			return causeWatchFailed
 		}
 		// The getters, not the fields: the header is a value in client 3.6
 		// and a pointer in 3.7.
-		if w.otherEtcd(responses[i].Header.GetClusterId(), responses[i].Header.GetRevision()) {
+		if why := w.otherEtcd(responses[i].Header.GetClusterId(), responses[i].Header.GetRevision()); why != "" {
 			w.apply(responses[:i])
-			return false
+			return why
 		}
 	}
 	w.apply(responses)
-	return true
+	return ""
 }
 
 // apply publishes the snapshot after responses and delivers their changes.
@@ -182,17 +191,17 @@ func (w *watcher) apply(responses []clientv3.WatchResponse) {
 	w.advance(cur.apply(w.prefix, events, revision))
 }
 
-// relist lists the group until it succeeds or the Watcher closes, and turns the
-// difference from the cache into changes, so no deletion made while the watch
-// was down goes unseen.
-func (w *watcher) relist() {
+// relist lists the group, for why, until it succeeds or the Watcher
+// closes, and turns the difference from the cache into changes, so no
+// deletion made while the watch was down goes unseen.
+func (w *watcher) relist(why cause) {
 	var delay backoff
 	for {
 		ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
 		listed, header, err := w.list(ctx)
 		cancel()
 		if err == nil {
-			w.adopt(listed, header)
+			w.adopt(listed, header, why)
 			return
 		}
 		if w.ctx.Err() != nil {
@@ -205,9 +214,12 @@ func (w *watcher) relist() {
 	}
 }
 
-// adopt makes a listing read at header's revision the cache, and delivers
-// the difference as changes.
-func (w *watcher) adopt(listed []Member, header *etcdserverpb.ResponseHeader) {
+// adopt makes a listing, read at header's revision for why, the cache, and
+// delivers the difference as changes.
+func (w *watcher) adopt(listed []Member, header *etcdserverpb.ResponseHeader, why cause) {
+	w.heard()
+	w.listings.Add(1)
+	w.metrics.listed(why)
 	w.clusterID = header.ClusterId
 	next, changes, cut := w.snap.Load().replace(listed, header.Revision, w.feed.room())
 	w.advance(next, changes)
@@ -219,9 +231,25 @@ func (w *watcher) adopt(listed []Member, header *etcdserverpb.ResponseHeader) {
 // advance publishes next and delivers the changes that lead to it.
 func (w *watcher) advance(next *snapshot, changes []Change) {
 	w.publish(next)
+	var puts, deletes int64
 	for _, c := range changes {
-		w.feed.push(c)
+		switch {
+		case !w.feed.push(c):
+		case c.Op == OpPut:
+			puts++
+		default:
+			deletes++
+		}
 	}
+	w.metrics.delivered(OpPut, puts)
+	w.metrics.delivered(OpDelete, deletes)
+}
+
+// deliverWaiting hands the consumer what waits in the feed as it makes room.
+func (w *watcher) deliverWaiting() {
+	resyncs := w.feed.resyncs.Load()
+	w.feed.sent(w.revision())
+	w.metrics.delivered(OpResync, w.feed.resyncs.Load()-resyncs)
 }
 
 // wait sleeps for d while still delivering the changes that wait; it returns false
@@ -236,7 +264,7 @@ func (w *watcher) wait(d time.Duration) bool {
 		case <-timer.C:
 			return true
 		case w.feed.pending() <- w.feed.next(w.revision()):
-			w.feed.sent(w.revision())
+			w.deliverWaiting()
 		}
 	}
 }

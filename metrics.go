@@ -1,0 +1,183 @@
+// Metrics: what a Watcher or a Register measures of itself through the
+// OpenTelemetry metric API, when the user gives a MeterProvider
+// (WithMeterProvider); without one, every instrument is a no-op.
+
+package biregister
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+)
+
+// meterName names the library's meter: its import path, as OpenTelemetry
+// asks of instrumentation libraries.
+const meterName = "github.com/biregister/biregister"
+
+// The attributes of the measurements.
+const (
+	attrPrefix  = attribute.Key("biregister.prefix")  // the group
+	attrName    = attribute.Key("biregister.name")    // the member, on a Register's own measurements
+	attrOp      = attribute.Key("biregister.op")      // PUT, DELETE, RESYNC
+	attrCause   = attribute.Key("biregister.cause")   // why a listing or a registration happened
+	attrLeading = attribute.Key("biregister.leading") // the leadership a change led to
+)
+
+// cause is why the group was listed (biregister.listings) or why the
+// member registered (biregister.registrations).
+type cause string
+
+const (
+	causeStart           cause = "start"             // the constructor
+	causeWatchFailed     cause = "watch_failed"      // the watch ended with an error: compaction, a lost leader, a closed stream
+	causeWatchNotCreated cause = "watch_not_created" // etcd did not create the watch in time
+	causeStalled         cause = "stalled"           // the stream said nothing, and a read failed
+	causeEtcdReplaced    cause = "etcd_replaced"     // another cluster, or one restored to an older revision
+	causeKeyDeleted      cause = "key_deleted"       // the key was deleted or replaced from outside
+	causeLeaseLost       cause = "lease_lost"        // etcd said the lease is gone
+	causeResigned        cause = "resigned"          // Resign
+)
+
+// resume is no cause to list again: a new watch may resume from the cache
+// (see follow).
+const resume cause = ""
+
+// instruments are the library's instruments on one MeterProvider.
+type instruments struct {
+	meter             metric.Meter
+	changes           metric.Int64Counter
+	listings          metric.Int64Counter
+	registrations     metric.Int64Counter
+	leadershipChanges metric.Int64Counter
+	keepAliveDuration metric.Float64Histogram
+	members           metric.Int64ObservableGauge
+	leader            metric.Int64ObservableGauge
+	leaseRemaining    metric.Float64ObservableGauge
+}
+
+// newInstruments makes the instruments of mp, or no-ops if mp is nil. An
+// instrument the provider refuses is a no-op, and its error is returned.
+func newInstruments(mp metric.MeterProvider) (*instruments, error) {
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m := metric.Meter(mp.Meter(meterName))
+	var errs []error
+	keep := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	in := &instruments{meter: m}
+	var err error
+	in.changes, err = m.Int64Counter("biregister.changes", metric.WithUnit("{change}"),
+		metric.WithDescription("Changes delivered on Changes, by op; a RESYNC stands for the changes a consumer that fell behind did not get."))
+	keep(err)
+	in.listings, err = m.Int64Counter("biregister.listings", metric.WithUnit("{listing}"),
+		metric.WithDescription("Listings of the group, by cause: start, then each listing again."))
+	keep(err)
+	in.registrations, err = m.Int64Counter("biregister.registrations", metric.WithUnit("{registration}"),
+		metric.WithDescription("Registrations of a member, by cause: start, then each registering again."))
+	keep(err)
+	in.leadershipChanges, err = m.Int64Counter("biregister.leadership.changes", metric.WithUnit("{change}"),
+		metric.WithDescription("Times a member began (leading=true) or stopped (leading=false) leading."))
+	keep(err)
+	in.keepAliveDuration, err = m.Float64Histogram("biregister.keepalive.duration", metric.WithUnit("s"),
+		metric.WithDescription("Round trip of an acknowledged keepalive, from its send to its answer."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+	keep(err)
+	in.members, err = m.Int64ObservableGauge("biregister.members", metric.WithUnit("{member}"),
+		metric.WithDescription("Members of the group in the cache."))
+	keep(err)
+	in.leader, err = m.Int64ObservableGauge("biregister.leader", metric.WithUnit("1"),
+		metric.WithDescription("1 while the member leads (AmILeader), else 0."))
+	keep(err)
+	in.leaseRemaining, err = m.Float64ObservableGauge("biregister.lease.remaining", metric.WithUnit("s"),
+		metric.WithDescription("How long the member's lease is certainly alive from now; 0 when it is not."))
+	keep(err)
+	return in, errors.Join(errs...)
+}
+
+// recorder records the measurements of one Watcher or Register, with its
+// attributes built once: recording does not allocate. Only the loop that
+// owns what is measured records; gauges are observed at collection time.
+type recorder struct {
+	in        *instruments
+	byOp      map[Op][]metric.AddOption
+	byCause   map[cause][]metric.AddOption
+	byLeading [2][]metric.AddOption
+	own       []metric.RecordOption // the fixed attributes, for the histogram
+	observed  metric.ObserveOption  // the fixed attributes, for the gauges
+}
+
+// newRecorder returns the recorder of in with attrs.
+func newRecorder(in *instruments, attrs ...attribute.KeyValue) *recorder {
+	with := func(more ...attribute.KeyValue) attribute.Set {
+		return attribute.NewSet(append(append([]attribute.KeyValue{}, attrs...), more...)...)
+	}
+	add := func(set attribute.Set) []metric.AddOption {
+		return []metric.AddOption{metric.WithAttributeSet(set)}
+	}
+	r := &recorder{
+		in:       in,
+		byOp:     map[Op][]metric.AddOption{},
+		byCause:  map[cause][]metric.AddOption{},
+		own:      []metric.RecordOption{metric.WithAttributeSet(with())},
+		observed: metric.WithAttributeSet(with()),
+	}
+	for _, op := range []Op{OpPut, OpDelete, OpResync} {
+		r.byOp[op] = add(with(attrOp.String(string(op))))
+	}
+	for _, c := range []cause{causeStart, causeWatchFailed, causeWatchNotCreated, causeStalled,
+		causeEtcdReplaced, causeKeyDeleted, causeLeaseLost, causeResigned} {
+		r.byCause[c] = add(with(attrCause.String(string(c))))
+	}
+	r.byLeading[0] = add(with(attrLeading.Bool(false)))
+	r.byLeading[1] = add(with(attrLeading.Bool(true)))
+	return r
+}
+
+// delivered counts n changes of op handed to the consumer.
+func (r *recorder) delivered(op Op, n int64) {
+	if n > 0 {
+		r.in.changes.Add(context.Background(), n, r.byOp[op]...)
+	}
+}
+
+// listed counts a listing, for why.
+func (r *recorder) listed(why cause) {
+	r.in.listings.Add(context.Background(), 1, r.byCause[why]...)
+}
+
+// registered counts a registration, for why.
+func (r *recorder) registered(why cause) {
+	r.in.registrations.Add(context.Background(), 1, r.byCause[why]...)
+}
+
+// leadershipChanged counts a change of leadership to leading.
+func (r *recorder) leadershipChanged(leading bool) {
+	i := 0
+	if leading {
+		i = 1
+	}
+	r.in.leadershipChanges.Add(context.Background(), 1, r.byLeading[i]...)
+}
+
+// keepAliveAnswered records the round trip of an acknowledged keepalive.
+func (r *recorder) keepAliveAnswered(roundTrip time.Duration) {
+	r.in.keepAliveDuration.Record(context.Background(), roundTrip.Seconds(), r.own...)
+}
+
+// observe registers callback for gauges; the returned function
+// unregisters it.
+func (r *recorder) observe(callback metric.Callback, gauges ...metric.Observable) func() {
+	reg, err := r.in.meter.RegisterCallback(callback, gauges...)
+	if err != nil {
+		return func() {}
+	}
+	return func() { _ = reg.Unregister() }
+}

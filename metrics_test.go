@@ -1,0 +1,131 @@
+package biregister_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/metertest"
+)
+
+// The attributes the tests read measurements by.
+func inGroup(prefix string) attribute.KeyValue { return attribute.String("biregister.prefix", prefix) }
+func ofMember(name string) attribute.KeyValue  { return attribute.String("biregister.name", name) }
+func forCause(c string) attribute.KeyValue     { return attribute.String("biregister.cause", c) }
+func ofOp(op biregister.Op) attribute.KeyValue { return attribute.String("biregister.op", string(op)) }
+
+// The instruments measure what they say, and every way of registering again
+// moves its own cause.
+func TestMetrics(t *testing.T) {
+	etcd := startEtcd(t)
+	m := metertest.New(t)
+	cli := etcd.Client(t)
+	r := newRegister(t, etcd.Endpoints(), "/metrics", "a", "v", 3, biregister.WithMeterProvider(m.Provider))
+	w := newWatcher(t, etcd.Endpoints(), "/metrics", biregister.WithMeterProvider(m.Provider))
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		require.Eventually(t, ok, waitFor, 10*time.Millisecond, what)
+	}
+
+	require.EqualValues(t, 1, m.Value(t, "biregister.registrations", ofMember("a"), forCause("start")))
+	require.EqualValues(t, 2, m.Value(t, "biregister.listings", inGroup("/metrics/"), forCause("start")), "the Register's and the Watcher's")
+	require.EqualValues(t, 1, m.Value(t, "biregister.leader", ofMember("a")))
+	require.Positive(t, m.Float(t, "biregister.lease.remaining", ofMember("a")))
+	require.EqualValues(t, 1, m.Value(t, "biregister.members", inGroup("/metrics/")))
+	eventually("leadership gained", func() bool {
+		return m.Value(t, "biregister.leadership.changes", ofMember("a"), attribute.Bool("biregister.leading", true)) == 1
+	})
+	eventually("a keepalive round trip", func() bool { return m.Count(t, "biregister.keepalive.duration", ofMember("a")) > 0 })
+
+	// The key deleted from outside.
+	_, err := cli.Delete(context.Background(), r.MyKey())
+	require.NoError(t, err)
+	eventually("key_deleted", func() bool {
+		return m.Value(t, "biregister.registrations", ofMember("a"), forCause("key_deleted")) == 1
+	})
+
+	// The lease lost while the key stays: a put without a lease keeps the
+	// key's create revision and leaves the lease with no key to delete, so
+	// only the next keepalive answer tells. Once it has, the key goes, and
+	// the Register registers again for that cause.
+	eventually("registered again", func() bool { return r.Status().Registered })
+	got, err := cli.Get(context.Background(), r.MyKey())
+	require.NoError(t, err)
+	require.Len(t, got.Kvs, 1)
+	_, err = cli.Put(context.Background(), r.MyKey(), "v")
+	require.NoError(t, err)
+	_, err = cli.Revoke(context.Background(), clientv3.LeaseID(got.Kvs[0].Lease))
+	require.NoError(t, err)
+	eventually("lease lost", func() bool { return !r.Status().Registered })
+	_, err = cli.Delete(context.Background(), r.MyKey())
+	require.NoError(t, err)
+	eventually("lease_lost", func() bool {
+		return m.Value(t, "biregister.registrations", ofMember("a"), forCause("lease_lost")) == 1
+	})
+
+	eventually("registered again", func() bool { return r.Status().Registered })
+	require.NoError(t, r.Resign(context.Background()))
+	require.EqualValues(t, 1, m.Value(t, "biregister.registrations", ofMember("a"), forCause("resigned")))
+
+	require.Positive(t, m.Value(t, "biregister.changes", inGroup("/metrics/"), ofOp(biregister.OpPut)))
+	require.Positive(t, m.Value(t, "biregister.changes", inGroup("/metrics/"), ofOp(biregister.OpDelete)))
+	_ = w
+}
+
+// A consumer that falls behind gets a RESYNC, counted as such.
+func TestMetricsResync(t *testing.T) {
+	etcd := startEtcd(t)
+	m := metertest.New(t)
+	w := newWatcher(t, etcd.Endpoints(), "/resync", biregister.WithMeterProvider(m.Provider), biregister.WithBufferSize(2))
+	cli := etcd.Client(t)
+	for _, name := range []string{"a", "b", "c", "d"} {
+		_, err := cli.Put(context.Background(), "/resync/"+name, "v")
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return len(w.GetNames()) == 4 }, waitFor, time.Millisecond)
+	for c := range w.Changes() {
+		if c.Op == biregister.OpResync {
+			break
+		}
+	}
+	// The loop counts it once the consumer took it.
+	require.Eventually(t, func() bool {
+		return m.Value(t, "biregister.changes", inGroup("/resync/"), ofOp(biregister.OpResync)) == 1 && w.Status().Resyncs == 1
+	}, waitFor, time.Millisecond)
+}
+
+// During a leader stall, the leader gauge summed over the two members is
+// never above 1 at any collection, and the successor's reads 1 at the end.
+func TestLeaderGaugeNeverTwo(t *testing.T) {
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	m := metertest.New(t)
+	old := newRegister(t, []string{proxy.Endpoint()}, "/gauge", "old", "v", faultTTL, biregister.WithMeterProvider(m.Provider))
+	next := newRegister(t, etcd.Endpoints(), "/gauge", "next", "v", faultTTL, biregister.WithMeterProvider(m.Provider))
+	require.True(t, old.AmILeader())
+
+	proxy.Stall()
+	defer proxy.Heal()
+	collections := 0
+	deadline := time.Now().Add(waitFor)
+	for {
+		rm := m.Collect(t)
+		collections++
+		total := metertest.Value(rm, "biregister.leader", inGroup("/gauge/"))
+		require.LessOrEqual(t, total, int64(1), "two leaders at collection %d", collections)
+		if metertest.Value(rm, "biregister.leader", ofMember("next")) == 1 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the successor never led")
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("%d collections until the successor led", collections)
+	_ = next
+}
+
