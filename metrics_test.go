@@ -128,4 +128,3 @@ func TestLeaderGaugeNeverTwo(t *testing.T) {
 	t.Logf("%d collections until the successor led", collections)
 	_ = next
 }
-
