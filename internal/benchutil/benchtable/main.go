@@ -303,7 +303,7 @@ func scale(w io.Writer, rs results) {
 	sizes := rs.sizes()
 	fmt.Fprintln(w, "### 5. Scale")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Initial sync (NewWatcher until it returns, vs. a raw paginated Get of 1,000-key pages at one revision). \"alone\": one sub-benchmark each, back to back; \"interleaved\": turn by turn, each first every other time, each after etcd settled from the last Watcher's watch:")
+	fmt.Fprintln(w, "Initial sync (NewWatcher until it returns, vs. one unpaginated Get of the group). \"alone\": one sub-benchmark each, back to back; \"interleaved\": turn by turn, each first every other time, each after etcd settled from the last Watcher's watch:")
 	fmt.Fprintln(w)
 	t := newTable(w, "members", "alone: biregister ms", "alone: raw Get ms", "ratio", "interleaved: biregister ms", "interleaved: raw Get ms", "ratio", "target", "holds (interleaved)")
 	for _, n := range sizes {
