@@ -93,7 +93,7 @@ func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 	in.members, err = m.Int64ObservableGauge("biregister.members", metric.WithUnit("{member}"),
 		metric.WithDescription("Members of the group in the cache."))
 	keep(err)
-	in.leader, err = m.Int64ObservableGauge("biregister.leader", metric.WithUnit("1"),
+	in.leader, err = m.Int64ObservableGauge("biregister.leader", metric.WithUnit("{leader}"),
 		metric.WithDescription("1 while the member leads (AmILeader), else 0."))
 	keep(err)
 	in.leaseRemaining, err = m.Float64ObservableGauge("biregister.lease.remaining", metric.WithUnit("s"),

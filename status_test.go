@@ -93,6 +93,9 @@ func TestRegisterReadinessAcrossCut(t *testing.T) {
 	}
 	require.True(t, notReady.Before(expired), "ready until %v, etcd expired the registration at %v", notReady, expired)
 	t.Logf("etcd expired the registration %v after it was not ready any more", expired.Sub(notReady))
+	// Its cache, confirmed by nothing but the keepalive answers, is no
+	// longer known to be current either.
+	require.Eventually(t, func() bool { return !r.Status().Current }, waitFor, 10*time.Millisecond)
 
 	proxy.Heal()
 	old := r.Status().CreateRevision
