@@ -177,6 +177,9 @@ func (l *lister) plan(s *snapshot) []string {
 		return starts
 	}
 	ranges := min(s.names.size*l.bytes/len(sample)/l.pageBytes+1, len(sample))
+	if ranges == 1 {
+		return starts // one page holds the group: nothing to sort
+	}
 	slices.Sort(sample)
 	for i := 1; i < ranges; i++ {
 		if key := l.prefix + sample[i*len(sample)/ranges]; key != starts[len(starts)-1] {
