@@ -1,6 +1,6 @@
 // Metrics: what a Watcher or a Register measures of itself through the
 // OpenTelemetry metric API, when the user gives a MeterProvider
-// (WithMeterProvider); without one, every instrument is a no-op.
+// (WithMeterProvider); without one, nothing is measured, at no cost.
 
 package biregister
 
@@ -11,7 +11,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // meterName names the library's meter: its import path, as OpenTelemetry
@@ -59,11 +58,12 @@ type instruments struct {
 	leaseRemaining    metric.Float64ObservableGauge
 }
 
-// newInstruments makes the instruments of mp, or no-ops if mp is nil. An
-// instrument the provider refuses is a no-op, and its error is returned.
+// newInstruments makes the instruments of mp, or returns nil if mp is nil:
+// nothing is measured then. An instrument the provider refuses is a no-op,
+// and its error is returned.
 func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 	if mp == nil {
-		mp = noop.NewMeterProvider()
+		return nil, nil
 	}
 	m := metric.Meter(mp.Meter(meterName))
 	var errs []error
@@ -104,7 +104,8 @@ func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 
 // recorder records the measurements of one Watcher or Register, with its
 // attributes built once: recording does not allocate. Only the loop that
-// owns what is measured records; gauges are observed at collection time.
+// owns what is measured records; gauges are observed at collection time. A
+// nil recorder, without a MeterProvider, records nothing and costs nothing.
 type recorder struct {
 	in        *instruments
 	byOp      map[Op][]metric.AddOption
@@ -114,8 +115,11 @@ type recorder struct {
 	observed  metric.ObserveOption  // the fixed attributes, for the gauges
 }
 
-// newRecorder returns the recorder of in with attrs.
+// newRecorder returns the recorder of in with attrs, or nil if in is nil.
 func newRecorder(in *instruments, attrs ...attribute.KeyValue) *recorder {
+	if in == nil {
+		return nil
+	}
 	with := func(more ...attribute.KeyValue) attribute.Set {
 		return attribute.NewSet(append(append([]attribute.KeyValue{}, attrs...), more...)...)
 	}
@@ -141,25 +145,40 @@ func newRecorder(in *instruments, attrs ...attribute.KeyValue) *recorder {
 	return r
 }
 
+// instruments returns the instruments r records with, or nil.
+func (r *recorder) instruments() *instruments {
+	if r == nil {
+		return nil
+	}
+	return r.in
+}
+
 // delivered counts n changes of op handed to the consumer.
 func (r *recorder) delivered(op Op, n int64) {
-	if n > 0 {
+	if r != nil && n > 0 {
 		r.in.changes.Add(context.Background(), n, r.byOp[op]...)
 	}
 }
 
 // listed counts a listing, for why.
 func (r *recorder) listed(why cause) {
-	r.in.listings.Add(context.Background(), 1, r.byCause[why]...)
+	if r != nil {
+		r.in.listings.Add(context.Background(), 1, r.byCause[why]...)
+	}
 }
 
 // registered counts a registration, for why.
 func (r *recorder) registered(why cause) {
-	r.in.registrations.Add(context.Background(), 1, r.byCause[why]...)
+	if r != nil {
+		r.in.registrations.Add(context.Background(), 1, r.byCause[why]...)
+	}
 }
 
 // leadershipChanged counts a change of leadership to leading.
 func (r *recorder) leadershipChanged(leading bool) {
+	if r == nil {
+		return
+	}
 	i := 0
 	if leading {
 		i = 1
@@ -169,7 +188,38 @@ func (r *recorder) leadershipChanged(leading bool) {
 
 // keepAliveAnswered records the round trip of an acknowledged keepalive.
 func (r *recorder) keepAliveAnswered(roundTrip time.Duration) {
-	r.in.keepAliveDuration.Record(context.Background(), roundTrip.Seconds(), r.own...)
+	if r != nil {
+		r.in.keepAliveDuration.Record(context.Background(), roundTrip.Seconds(), r.own...)
+	}
+}
+
+// observeMembers has the members gauge read count at each collection; the
+// returned function stops it.
+func (r *recorder) observeMembers(count func() int64) func() {
+	if r == nil {
+		return func() {}
+	}
+	return r.observe(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(r.in.members, count(), r.observed)
+		return nil
+	}, r.in.members)
+}
+
+// observeRegistration has the leader and lease gauges read leading and
+// leaseLeft at each collection; the returned function stops it.
+func (r *recorder) observeRegistration(leading func() bool, leaseLeft func() time.Duration) func() {
+	if r == nil {
+		return func() {}
+	}
+	return r.observe(func(_ context.Context, o metric.Observer) error {
+		leader := int64(0)
+		if leading() {
+			leader = 1
+		}
+		o.ObserveInt64(r.in.leader, leader, r.observed)
+		o.ObserveFloat64(r.in.leaseRemaining, leaseLeft().Seconds(), r.observed)
+		return nil
+	}, r.in.leader, r.in.leaseRemaining)
 }
 
 // observe registers callback for gauges; the returned function

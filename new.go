@@ -115,9 +115,9 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		w.releaseClient()
 		return nil, err
 	}
-	r.metrics = newRecorder(w.metrics.in, attrPrefix.String(w.prefix), attrName.String(r.name))
+	r.metrics = newRecorder(w.metrics.instruments(), attrPrefix.String(w.prefix), attrName.String(r.name))
 	r.metrics.registered(causeStart)
-	r.stopObserving = r.metrics.observe(r.observeGauges, w.metrics.in.leader, w.metrics.in.leaseRemaining)
+	r.stopObserving = r.metrics.observeRegistration(r.AmILeader, func() time.Duration { return r.Status().LeaseLeft })
 	go r.run()
 	return r, nil
 }

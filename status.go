@@ -1,14 +1,9 @@
 // Status: what a Watcher or a Register knows of itself, read without waiting
-// for anything, and the gauges that report it.
+// for anything.
 
 package biregister
 
-import (
-	"context"
-	"time"
-
-	"go.opentelemetry.io/otel/metric"
-)
+import "time"
 
 // Status is what a Watcher or a Register knows of itself. Reading it locks
 // nothing and asks etcd nothing. The registration fields are zero for a
@@ -95,16 +90,4 @@ func (w *watcher) staleAfter() time.Duration {
 		return w.probe.quiet + 2*w.probe.interval + w.timeout
 	}
 	return 2*w.probe.interval + w.timeout
-}
-
-// observeGauges observes a Register's leadership and lease for its gauges.
-func (r *register) observeGauges(_ context.Context, o metric.Observer) error {
-	st := r.Status()
-	leading := int64(0)
-	if st.Leading {
-		leading = 1
-	}
-	o.ObserveInt64(r.metrics.in.leader, leading, r.metrics.observed)
-	o.ObserveFloat64(r.metrics.in.leaseRemaining, st.LeaseLeft.Seconds(), r.metrics.observed)
-	return nil
 }

@@ -11,7 +11,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.opentelemetry.io/otel/metric"
 )
 
 // maxResponsesPerSnapshot bounds how many watch responses go into one
@@ -27,10 +26,7 @@ func (w *watcher) start(ctx context.Context) error {
 		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
 	}
 	w.adopt(listed, header, causeStart)
-	w.stopObserving = w.metrics.observe(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(w.metrics.in.members, int64(w.snap.Load().order.size), w.metrics.observed)
-		return nil
-	}, w.metrics.in.members)
+	w.stopObserving = w.metrics.observeMembers(func() int64 { return int64(w.snap.Load().order.size) })
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return nil
