@@ -16,6 +16,29 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// connection is what every constructor starts from: the checked
+// configuration, the group's prefix with its trailing '/', and the client
+// with the function that releases it (see newClient).
+type connection struct {
+	cfg     *config
+	prefix  string
+	client  *clientv3.Client
+	release func()
+}
+
+// connect checks the arguments every constructor shares and connects.
+func connect(endpoints []string, prefix string, ttl int64, opts []Option) (connection, error) {
+	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
+	if err != nil {
+		return connection{}, err
+	}
+	client, release, err := cfg.newClient(endpoints)
+	if err != nil {
+		return connection{}, err
+	}
+	return connection{cfg: cfg, prefix: prefix, client: client, release: release}, nil
+}
+
 // newClient returns the client to use and the function that releases it when
 // its user closes: that closes a client the library made, and leaves one given
 // with WithClient alone, so the decision is taken here, once.

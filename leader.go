@@ -1,5 +1,5 @@
 // Leadership: whether this member leads now, the fence for its leader-only
-// writes, and waiting to lead.
+// writes, waiting to lead, and the terms it hands out (see term.go).
 
 package biregister
 
@@ -79,5 +79,83 @@ func (r *register) WaitLeader(ctx context.Context) error {
 		case <-snapChanged:
 		case <-regChanged:
 		}
+	}
+}
+
+// leadingTenure returns the tenure of the registration that leads now, or
+// nil if this member does not lead.
+func (r *register) leadingTenure() *tenure {
+	for {
+		current := r.tenure.Load()
+		revision := r.revision.Load()
+		if current != nil && current.revision == revision && current.check() == nil {
+			return current
+		}
+		if revision == 0 || r.notLeading(revision) != nil {
+			return nil
+		}
+		tn := newTenure(r.key, revision, r.leaseClock, r.notLeading)
+		if !r.tenure.CompareAndSwap(current, tn) {
+			tn.end(nil)
+			continue
+		}
+		tn.arm()
+		// The loop ends the stored tenure after every change it makes; one
+		// that came while this was being stored is seen here.
+		if tn.check() == nil {
+			return tn
+		}
+	}
+}
+
+// endTenure ends the current tenure with cause; the loop calls it when it
+// changes the registration, and then checkTenure.
+func (r *register) endTenure(cause error) {
+	if tn := r.tenure.Load(); tn != nil {
+		tn.finish(cause)
+	}
+}
+
+// checkTenure ends the current tenure if its registration no longer leads.
+func (r *register) checkTenure() {
+	if tn := r.tenure.Load(); tn != nil {
+		tn.check()
+	}
+}
+
+func (r *register) WaitTerm(ctx context.Context) (*Term, error) {
+	for {
+		// Take the channels before looking, so no change in between is missed.
+		snapChanged, regChanged := r.watcher.snap.Load().replaced, r.changed.wait()
+		if r.closing.Load() {
+			return nil, ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if tn := r.leadingTenure(); tn != nil {
+			return tn.term, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-r.ctx.Done():
+			return nil, ErrClosed
+		case <-snapChanged:
+		case <-regChanged:
+		}
+	}
+}
+
+func (r *register) Lead(ctx context.Context, work func(term *Term)) error {
+	for {
+		leading, err := r.WaitTerm(ctx)
+		if err != nil {
+			return err
+		}
+		term := leading.tenure.newTerm(ctx)
+		work(term)
+		// Once per term: work that returns early waits for its term to end.
+		<-term.Done()
 	}
 }

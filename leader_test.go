@@ -53,7 +53,7 @@ func TestTermReadsTheClock(t *testing.T) {
 			r.watcher.snap.Store(snap)
 			r.revision.Store(revision)
 			r.leaseClock.extend(time.Now(), time.Hour)
-			term := newTenure(r, revision).term
+			term := newTenure(r.key, revision, r.leaseClock, r.notLeading).term
 			if err := call.ended(term); err != nil {
 				t.Fatalf("a term of a live lease reports %v", err)
 			}

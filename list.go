@@ -14,20 +14,16 @@ import (
 // takes NewWatcher's arguments: ttl bounds connecting and reading, and
 // WithBufferSize does not apply.
 func List(endpoints []string, prefix string, ttl int64, opts ...Option) ([]Member, error) {
-	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
+	c, err := connect(endpoints, prefix, ttl, opts)
 	if err != nil {
 		return nil, err
 	}
-	client, releaseClient, err := cfg.newClient(endpoints)
-	if err != nil {
-		return nil, err
-	}
-	defer releaseClient()
+	defer c.release()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
 	defer cancel()
-	members, _, err := listGroup(ctx, client, prefix, listPageBytes, emptySnapshot(0), cfg.logger)
+	members, _, err := listGroup(ctx, c.client, c.prefix, listPageBytes, emptySnapshot(0), c.cfg.logger)
 	if err != nil {
-		return nil, fmt.Errorf("biregister: list %q: %w", prefix, err)
+		return nil, fmt.Errorf("biregister: list %q: %w", c.prefix, err)
 	}
 	sortByCreate(members)
 	return members, nil

@@ -14,13 +14,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// listPageBytes is about the most one range response of a listing holds:
-// each page asks for as many members as fit in it at the mean size read so
-// far. etcd builds every response whole in memory, and the client decodes
-// it whole, so a bound keeps both small whatever the group's size; pages
-// much smaller would cost etcd more (see listRanges).
-const listPageBytes = 32 << 20
-
 // listFirstPage is how many members the first page of a listing asks for,
 // before any member's size is known: small enough for any sensible value.
 const listFirstPage = 1000

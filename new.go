@@ -31,19 +31,15 @@ func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (W
 // watcher that is not started yet, and the configuration; probed says
 // whether it checks its own watch stream (see probe.go).
 func connectWatcher(endpoints []string, prefix string, ttl int64, opts []Option, probed bool) (*watcher, *config, error) {
-	cfg, prefix, err := newConfig(endpoints, prefix, ttl, opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	client, releaseClient, err := cfg.newClient(endpoints)
+	c, err := connect(endpoints, prefix, ttl, opts)
 	if err != nil {
 		return nil, nil, err
 	}
 	var probe probeTimes
 	if probed {
-		probe = cfg.probe
+		probe = c.cfg.probe
 	}
-	return newWatcher(client, releaseClient, prefix, ttl, cfg, probe), cfg, nil
+	return newWatcher(c.client, c.release, c.prefix, ttl, c.cfg, probe), c.cfg, nil
 }
 
 // NewRegister registers name with value under prefix, with a lease of ttl

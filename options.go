@@ -18,6 +18,19 @@ import (
 // changes may wait for a consumer that falls behind.
 const DefaultBufferSize = 10000
 
+// listPageBytes is about the most one range response of a listing holds:
+// each page asks for as many members as fit in it at the mean size read so
+// far. etcd builds every response whole in memory, and the client decodes
+// it whole, so a bound keeps both small whatever the group's size; pages
+// much smaller would cost etcd more (see listRanges in listing.go).
+const listPageBytes = 32 << 20
+
+// probeTimes says when an idle Watcher checks its watch stream (probe.go).
+type probeTimes struct {
+	interval time.Duration // silence before a progress request; 0: never probe
+	quiet    time.Duration // between checks where progress requests go unanswered
+}
+
 // defaultProbe is when an idle Watcher checks its watch stream (probe.go):
 // after 5 s of silence, or, where progress requests go unanswered, every 10
 // minutes, the interval of etcd's own progress notifications.

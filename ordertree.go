@@ -234,22 +234,22 @@ func buildOrderTree(places []place) orderTree {
 		return t
 	}
 	t.last = places[len(places)-1]
-	var level []*orderNode
+	var tier []*orderNode
 	for chunk := range slices.Chunk(places, orderFanout) {
-		level = append(level, &orderNode{places: chunk})
+		tier = append(tier, &orderNode{places: chunk})
 	}
-	for len(level) > 1 {
+	for len(tier) > 1 {
 		var up []*orderNode
-		for chunk := range slices.Chunk(level, orderFanout) {
+		for chunk := range slices.Chunk(tier, orderFanout) {
 			n := &orderNode{children: chunk, lows: make([]place, len(chunk))}
 			for i, c := range chunk {
 				n.lows[i] = c.low()
 			}
 			up = append(up, n)
 		}
-		level = up
+		tier = up
 	}
-	t.root = level[0]
+	t.root = tier[0]
 	return t
 }
 

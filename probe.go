@@ -27,12 +27,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// probeTimes says when an idle Watcher checks its watch stream.
-type probeTimes struct {
-	interval time.Duration // silence before a progress request; 0: never probe
-	quiet    time.Duration // between checks where progress requests go unanswered
-}
-
 // probeStep is what a watch stream needs at one tick of the probe interval.
 type probeStep int
 

@@ -115,8 +115,6 @@ type request struct {
 	reply chan error
 }
 
-var _ Register = (*register)(nil)
-
 func (r *register) MyKey() string  { return r.key }
 func (r *register) MyName() string { return r.name }
 

@@ -5,43 +5,6 @@ package biregister
 
 import "time"
 
-// Status is what a Watcher or a Register knows of itself. Reading it locks
-// nothing and asks etcd nothing. The registration fields are zero for a
-// Watcher.
-type Status struct {
-	// Current reports whether the cache is known to be current: its watch is
-	// up, and etcd confirmed the stream recently enough (see Ready).
-	Current bool
-	// Revision is the etcd revision the cache reflects.
-	Revision int64
-	// LastAnswer is when etcd last answered: a watch response, a listing, a
-	// read that checked the stream, or, for a Register, a keepalive.
-	LastAnswer time.Time
-	// Members is the number of members in the cache.
-	Members int
-	// Listings counts the listings of the group so far, the first included.
-	Listings int64
-	// Resyncs counts the OpResync changes delivered so far: each stands for
-	// changes a consumer that fell behind did not get.
-	Resyncs int64
-
-	// Registered reports whether the Register holds a registration; it is
-	// false while the Register registers again.
-	Registered bool
-	// Since is when the current registration was made or, while Registered
-	// is false, when the last one was lost.
-	Since time.Time
-	// CreateRevision is the create revision of the current registration, or
-	// 0 (MyRevision).
-	CreateRevision int64
-	// LeaseLeft is how long the lease is certainly alive from now: from the
-	// send of the last acknowledged keepalive, as AmILeader counts. Zero once
-	// that has passed, or without a registration.
-	LeaseLeft time.Duration
-	// Leading reports whether this member leads (AmILeader).
-	Leading bool
-}
-
 func (w *watcher) Status() Status {
 	s := w.snap.Load()
 	st := Status{

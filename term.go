@@ -94,21 +94,25 @@ func (t *Term) check() {
 // was first asked for while it led, to when it stopped leading. WaitTerm
 // hands out its term; the Terms that Lead makes end when it ends.
 type tenure struct {
-	r        *register
-	key      string
-	revision int64           // the registration that leads; never changes
-	ctx      context.Context // ends with the tenure; its cause says why
-	end      context.CancelCauseFunc
-	term     *Term       // the tenure's own Term, of ctx
-	mu       sync.Mutex  // guards timer
-	timer    *time.Timer // fires at the lease deadline
+	// Set when made; never change.
+	key        string
+	revision   int64                      // the registration that leads
+	clock      *leaseClock                // its lease's deadline
+	notLeading func(revision int64) error // why the registration does not lead now, or nil
+	ctx        context.Context            // ends with the tenure; its cause says why
+	end        context.CancelCauseFunc
+	term       *Term // the tenure's own Term, of ctx
+
+	mu    sync.Mutex  // guards timer
+	timer *time.Timer // fires at the lease deadline
 }
 
-// newTenure returns a tenure of the registration created at revision, with
-// no timer yet.
-func newTenure(r *register, revision int64) *tenure {
+// newTenure returns a tenure of the registration of key created at
+// revision, whose lease clock says until when it is alive and notLeading
+// whether it still leads; it has no timer yet.
+func newTenure(key string, revision int64, clock *leaseClock, notLeading func(revision int64) error) *tenure {
 	ctx, end := context.WithCancelCause(context.Background())
-	tn := &tenure{r: r, key: r.key, revision: revision, ctx: ctx, end: end}
+	tn := &tenure{key: key, revision: revision, clock: clock, notLeading: notLeading, ctx: ctx, end: end}
 	tn.term = &Term{ctx: ctx, cancel: end, tenure: tn}
 	return tn
 }
@@ -117,14 +121,14 @@ func newTenure(r *register, revision int64) *tenure {
 func (tn *tenure) arm() {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
-	tn.timer = time.AfterFunc(tn.r.leaseClock.remaining(), tn.atDeadline)
+	tn.timer = time.AfterFunc(tn.clock.remaining(), tn.atDeadline)
 }
 
 // check ends the tenure if its registration no longer leads, and returns the
 // cause of its end, or nil while it lasts.
 func (tn *tenure) check() error {
 	if tn.ctx.Err() == nil {
-		if cause := tn.r.notLeading(tn.revision); cause != nil {
+		if cause := tn.notLeading(tn.revision); cause != nil {
 			tn.finish(cause)
 		}
 	}
@@ -150,7 +154,7 @@ func (tn *tenure) atDeadline() {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	if tn.ctx.Err() == nil {
-		tn.timer.Reset(tn.r.leaseClock.remaining())
+		tn.timer.Reset(tn.clock.remaining())
 	}
 }
 
@@ -163,82 +167,4 @@ func (tn *tenure) newTerm(parent context.Context) *Term {
 	// A Term that ends with its parent no longer waits for the tenure.
 	context.AfterFunc(ctx, func() { stop() })
 	return t
-}
-
-// leadingTenure returns the tenure of the registration that leads now, or
-// nil if this member does not lead.
-func (r *register) leadingTenure() *tenure {
-	for {
-		current := r.tenure.Load()
-		revision := r.revision.Load()
-		if current != nil && current.revision == revision && current.check() == nil {
-			return current
-		}
-		if revision == 0 || r.notLeading(revision) != nil {
-			return nil
-		}
-		tn := newTenure(r, revision)
-		if !r.tenure.CompareAndSwap(current, tn) {
-			tn.end(nil)
-			continue
-		}
-		tn.arm()
-		// The loop ends the stored tenure after every change it makes; one
-		// that came while this was being stored is seen here.
-		if tn.check() == nil {
-			return tn
-		}
-	}
-}
-
-// endTenure ends the current tenure with cause; the loop calls it when it
-// changes the registration, and then checkTenure.
-func (r *register) endTenure(cause error) {
-	if tn := r.tenure.Load(); tn != nil {
-		tn.finish(cause)
-	}
-}
-
-// checkTenure ends the current tenure if its registration no longer leads.
-func (r *register) checkTenure() {
-	if tn := r.tenure.Load(); tn != nil {
-		tn.check()
-	}
-}
-
-func (r *register) WaitTerm(ctx context.Context) (*Term, error) {
-	for {
-		// Take the channels before looking, so no change in between is missed.
-		snapChanged, regChanged := r.watcher.snap.Load().replaced, r.changed.wait()
-		if r.closing.Load() {
-			return nil, ErrClosed
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if tn := r.leadingTenure(); tn != nil {
-			return tn.term, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-r.ctx.Done():
-			return nil, ErrClosed
-		case <-snapChanged:
-		case <-regChanged:
-		}
-	}
-}
-
-func (r *register) Lead(ctx context.Context, work func(term *Term)) error {
-	for {
-		leading, err := r.WaitTerm(ctx)
-		if err != nil {
-			return err
-		}
-		term := leading.tenure.newTerm(ctx)
-		work(term)
-		// Once per term: work that returns early waits for its term to end.
-		<-term.Done()
-	}
 }
