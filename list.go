@@ -9,22 +9,22 @@ import (
 )
 
 // List returns the members of the group under prefix, oldest (the leader)
-// first, read once at one revision in pages of bounded size, as a
-// Watcher's first listing reads them, without watching the group. It
-// takes NewWatcher's arguments: ttl bounds connecting and reading, and
-// WithBufferSize does not apply.
-func List(endpoints []string, prefix string, ttl int64, opts ...Option) ([]Member, error) {
+// first, and the etcd revision it read them at: read once, in pages of
+// bounded size, as a Watcher's first listing reads them, without watching
+// the group. It takes NewWatcher's arguments: ttl bounds connecting and
+// reading, and WithBufferSize does not apply.
+func List(endpoints []string, prefix string, ttl int64, opts ...Option) (members []Member, revision int64, err error) {
 	c, err := connect(endpoints, prefix, ttl, opts)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer c.release()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
 	defer cancel()
-	members, _, err := listGroup(ctx, c.client, c.prefix, listPageBytes, emptySnapshot(0), c.cfg.logger)
+	members, header, err := listGroup(ctx, c.client, c.prefix, listPageBytes, emptySnapshot(0), c.cfg.logger)
 	if err != nil {
-		return nil, fmt.Errorf("biregister: list %q: %w", c.prefix, err)
+		return nil, 0, fmt.Errorf("biregister: list %q: %w", c.prefix, err)
 	}
 	sortByCreate(members)
-	return members, nil
+	return members, header.Revision, nil
 }

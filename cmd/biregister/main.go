@@ -6,12 +6,17 @@
 //	biregister members [flags] <prefix>
 //	biregister watch   [flags] <prefix>
 //
-// members prints the group's members oldest first (registration order) in a
-// table, the leader (the oldest) marked with "*", and exits. watch prints the
-// same table, then one line per change as it happens (time, op, name, value,
-// revision) until interrupted (SIGINT or SIGTERM); after a RESYNC, which means
-// changes came faster than they could be printed, it prints the table again.
-// Values that contain blanks or control characters are printed quoted.
+// members prints a line on the group — how many members, at which etcd
+// revision, its leader, the leader's term (the create revision of its
+// registration) and how many revisions ago it registered — then the members
+// oldest first (registration order) in a table, the leader (the oldest)
+// marked with "*", with each member's create revision and age in revisions
+// (etcd keeps no time of day with a key), and exits. watch prints the same,
+// then one line per change as it happens (time, op, name, value, revision),
+// and a LEADER line whenever the leader changes, until interrupted (SIGINT
+// or SIGTERM); after a RESYNC, which means changes came faster than they
+// could be printed, it prints the table again. Values that contain blanks or
+// control characters are printed quoted.
 //
 // Flags (the same for both commands, before or after the prefix):
 //
@@ -145,11 +150,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if cmd == "members" {
-		members, err := biregister.List(endpoints, prefix, ttl, opts...)
+		members, revision, err := biregister.List(endpoints, prefix, ttl, opts...)
 		if err != nil {
 			return explain(stderr, err, endpoints, o.timeout)
 		}
-		printTable(stdout, members)
+		printGroup(stdout, members, revision)
 		return 0
 	}
 	w, err := biregister.NewWatcher(endpoints, prefix, ttl, opts...)
@@ -301,7 +306,12 @@ func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 		shown = c.Revision
 	default:
 	}
-	printTable(out, w.Members())
+	members := w.Members()
+	printGroup(out, members, w.Status().Revision)
+	leader := ""
+	if len(members) > 0 {
+		leader = members[0].Name
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -316,10 +326,30 @@ func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 			now := time.Now().Format("2006-01-02T15:04:05.000Z07:00")
 			if c.Op == biregister.OpResync {
 				fmt.Fprintf(out, "%s %-6s rev %d: changes came too fast, the members are now:\n", now, c.Op, c.Revision)
-				printTable(out, w.Members())
+				members := w.Members()
+				printGroup(out, members, c.Revision)
+				leader = ""
+				if len(members) > 0 {
+					leader = members[0].Name
+				}
 				continue
 			}
 			fmt.Fprintf(out, "%s %-6s %s %s rev %d\n", now, c.Op, quote(c.Name), quote(c.Value), c.Revision)
+			if name, _ := w.GetLeader(); name != leader {
+				leader = name
+				printLeader(out, now, w.Members(), c.Revision)
+			}
 		}
 	}
+}
+
+// printLeader prints a line on a new leader of the group: the oldest of
+// members, read at revision.
+func printLeader(out io.Writer, now string, members []biregister.Member, revision int64) {
+	if len(members) == 0 {
+		fmt.Fprintf(out, "%s %-6s none: the group is empty\n", now, "LEADER")
+		return
+	}
+	m := members[0]
+	fmt.Fprintf(out, "%s %-6s %s term %d, registered %s\n", now, "LEADER", quote(m.Name), m.CreateRevision, age(m, revision))
 }

@@ -55,11 +55,22 @@ func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
-// rows returns the table rows of out as fields, header first.
+// rows returns the table rows of out as fields, header first, without the
+// line on the group above them.
 func rows(out string) [][]string {
 	var r [][]string
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
 		r = append(r, strings.Fields(line))
+	}
+	return r
+}
+
+// withoutAge returns rows without their last field, the member's age in
+// revisions, which moves with every write to etcd.
+func withoutAge(rows [][]string) [][]string {
+	var r [][]string
+	for _, row := range rows {
+		r = append(r, row[:len(row)-1])
 	}
 	return r
 }
@@ -108,10 +119,18 @@ func TestMembers(t *testing.T) {
 	require.Equal(t, 0, code)
 	got := rows(out)
 	require.Len(t, got, 4)
-	assert.Equal(t, []string{"LEADER", "NAME", "VALUE", "CREATE-REVISION"}, got[0])
+	assert.Equal(t, []string{"LEADER", "NAME", "VALUE", "CREATE-REVISION", "AGE-REVISIONS"}, got[0])
 	assert.Equal(t, []string{"*", "b", "10.0.0.2:80"}, got[1][:3])
-	assert.Equal(t, []string{"a", "10.0.0.1:80", strconv.FormatInt(first.MyRevision(), 10)}, got[2])
+	assert.Equal(t, []string{"a", "10.0.0.1:80", strconv.FormatInt(first.MyRevision(), 10)}, withoutAge(got)[2])
 	assert.Equal(t, []string{"c", `"with`, `blank"`}, got[3][:3])
+	// The line on the group: its size, its leader's term and age, read at
+	// one revision; each member's age is counted from that revision too.
+	summary := regexp.MustCompile(`^3 members at revision (\d+); leader b, term (\d+), registered (\d+) revisions ago\n`).FindStringSubmatch(out)
+	require.NotNil(t, summary, out)
+	revision, _ := strconv.ParseInt(summary[1], 10, 64)
+	assert.Equal(t, strconv.FormatInt(oldest.MyRevision(), 10), summary[2])
+	assert.Equal(t, strconv.FormatInt(revision-oldest.MyRevision(), 10), summary[3])
+	assert.Equal(t, strconv.FormatInt(revision-first.MyRevision(), 10), got[2][3])
 
 	// The two oldest leave (Close revokes their leases at once): the next
 	// oldest leads. Flags may follow the prefix, and the endpoints may come
@@ -128,6 +147,7 @@ func TestMembers(t *testing.T) {
 	code, out, _ = runCmd(t, "members", "/svc/empty/")
 	require.Equal(t, 0, code)
 	assert.Len(t, rows(out), 1, "an empty group prints the header only")
+	assert.Regexp(t, `^no members at revision \d+\n`, out)
 }
 
 func TestWatch(t *testing.T) {
@@ -150,13 +170,15 @@ func TestWatch(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"watch", "-endpoints", strings.Join(eps, ","), "/svc/w"}, &out, &errOut)
 	}()
-	waitOutput(t, &out, `(?m)^\*\s+old\s+1\.1\.1\.1:1\s+\d+$`)
+	waitOutput(t, &out, `(?m)^\*\s+old\s+1\.1\.1\.1:1\s+\d+\s+\d+$`)
 
 	_, err = cluster.Client(t).Put(context.Background(), "/svc/w/new", "2.2.2.2:2")
 	require.NoError(t, err)
 	waitOutput(t, &out, `(?m)^\S+ PUT +new 2\.2\.2\.2:2 rev \d+$`)
 	old.Close() // revokes the lease: the member is deleted at once
 	waitOutput(t, &out, `(?m)^\S+ DELETE old 1\.1\.1\.1:1 rev \d+$`)
+	// The bulk members share one create revision: the first by name leads.
+	waitOutput(t, &out, `(?m)^\S+ LEADER bulk000 term \d+, registered \d+ revisions ago$`)
 
 	cancel()
 	select {
@@ -314,6 +336,8 @@ type fakeWatcher struct {
 
 func (f *fakeWatcher) Changes() <-chan biregister.Change { return f.changes }
 func (f *fakeWatcher) Members() []biregister.Member      { return f.members }
+func (f *fakeWatcher) Status() biregister.Status         { return biregister.Status{Revision: 7} }
+func (f *fakeWatcher) GetLeader() (string, string)       { return f.members[0].Name, f.members[0].Value }
 
 func TestWatchResync(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
@@ -324,10 +348,10 @@ func TestWatchResync(t *testing.T) {
 	var out syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() { done <- watch(ctx, f, &out) }()
-	waitOutput(t, &out, `(?m)^\*\s+a\s+1\s+5\n$`)
+	waitOutput(t, &out, `(?m)^1 members at revision 7; leader a, term 5, registered 2 revisions ago\n.*\n\*\s+a\s+1\s+5\s+2\n$`)
 
 	f.changes <- biregister.Change{Op: biregister.OpResync, Revision: 9}
-	waitOutput(t, &out, `(?m)^\S+ RESYNC rev 9: changes came too fast, the members are now:\nLEADER +NAME +VALUE +CREATE-REVISION\n\*\s+a\s+1\s+5\n$`)
+	waitOutput(t, &out, `(?m)^\S+ RESYNC rev 9: changes came too fast, the members are now:\n1 members at revision 9; leader a, term 5, registered 4 revisions ago\nLEADER +NAME +VALUE +CREATE-REVISION +AGE-REVISIONS\n\*\s+a\s+1\s+5\s+4\n$`)
 	cancel()
 	select {
 	case code := <-done:
@@ -335,7 +359,7 @@ func TestWatchResync(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("watch did not return after cancel")
 	}
-	assert.Equal(t, 2, strings.Count(out.String(), "LEADER"))
+	assert.Equal(t, 2, strings.Count(out.String(), "LEADER "))
 	assert.NotContains(t, out.String(), "PUT")
 }
 
@@ -352,7 +376,7 @@ func TestMutualTLS(t *testing.T) {
 	code, out, _ := runCmd(t, "members", "-endpoints", cluster.Endpoint(0),
 		"-cacert", certs.CAFile, "-cert", certs.ClientCertFile, "-key", certs.ClientKeyFile, "/svc/tls/")
 	require.Equal(t, 0, code)
-	assert.Equal(t, [][]string{{"LEADER", "NAME", "VALUE", "CREATE-REVISION"}, {"*", "m", "10.0.0.9:443", "2"}}, rows(out))
+	assert.Equal(t, [][]string{{"LEADER", "NAME", "VALUE", "CREATE-REVISION"}, {"*", "m", "10.0.0.9:443", "2"}}, withoutAge(rows(out)))
 
 	code, _, errOut := runCmd(t, "members", "-endpoints", cluster.Endpoint(0), "-timeout", "1s",
 		"-cacert", certs.CAFile, "/svc/tls/")

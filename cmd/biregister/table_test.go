@@ -26,20 +26,21 @@ func TestPrintTableAsTabwriter(t *testing.T) {
 		{Name: "tab\there", Value: `"quoted"`, CreateRevision: 10},
 		{Name: "z", Value: "ünïcödé value, longer than the others", CreateRevision: 11},
 	}
+	const revision = 12345678905
 	for n := range len(members) + 1 {
 		var want strings.Builder
 		tw := tabwriter.NewWriter(&want, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "LEADER\tNAME\tVALUE\tCREATE-REVISION")
+		fmt.Fprintln(tw, "LEADER\tNAME\tVALUE\tCREATE-REVISION\tAGE-REVISIONS")
 		for i, m := range members[:n] {
 			mark := ""
 			if i == 0 {
 				mark = "*"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", mark, quote(m.Name), quote(m.Value), m.CreateRevision)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", mark, quote(m.Name), quote(m.Value), m.CreateRevision, max(revision-m.CreateRevision, 0))
 		}
 		tw.Flush()
 		var got strings.Builder
-		printTable(&got, members[:n])
+		printTable(&got, members[:n], revision)
 		assert.Equal(t, want.String(), got.String(), "%d members", n)
 	}
 }
