@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -268,20 +269,48 @@ func NewClient(endpoints []string, dialTimeout time.Duration) (*clientv3.Client,
 }
 
 // FreeURLs returns n distinct http URLs on 127.0.0.1 whose ports were free.
-// All listeners stay open until every port is chosen, so the kernel cannot
-// hand out the same port twice; another process may still take one before
-// etcd listens on it, which on loopback is rare enough to ignore.
+// All listeners stay open until every port is chosen, so that no port is
+// handed out twice. The ports are chosen below the range the kernel takes
+// the local ports of outgoing connections from: a port of that range, free
+// when chosen, was seen taken by another test's connection before etcd
+// could listen on it ("bind: address already in use").
 func FreeURLs(n int) ([]url.URL, error) {
+	low := ephemeralLow()
 	urls := make([]url.URL, 0, n)
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(urls) < n; tries++ {
+		addr := "127.0.0.1:0" // the kernel's choice, if no quiet port is found
+		if tries < 100*n && low > minQuietPort {
+			addr = "127.0.0.1:" + strconv.Itoa(minQuietPort+rand.IntN(low-minQuietPort))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
+			if addr == "127.0.0.1:0" {
+				return nil, fmt.Errorf("free port: %w", err)
+			}
+			continue // taken: try another
 		}
 		defer l.Close()
 		urls = append(urls, url.URL{Scheme: "http", Host: l.Addr().String()})
 	}
 	return urls, nil
+}
+
+// minQuietPort is the lowest port FreeURLs picks: above the well-known and
+// most registered ports.
+const minQuietPort = 10000
+
+// ephemeralLow returns the lowest local port of outgoing connections, from
+// Linux's setting, or 32768, its default and a common one elsewhere.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if fields := strings.Fields(string(b)); len(fields) == 2 {
+			if low, err := strconv.Atoi(fields[0]); err == nil {
+				return low
+			}
+		}
+	}
+	return 32768
 }
 
 // Server is a single-member etcd cluster running in this process.
