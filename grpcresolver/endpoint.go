@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
@@ -60,6 +61,9 @@ func ParseEndpoint(value string) (Endpoint, error) {
 // checkAddr accepts a host:port with a non-empty host and a numeric port:
 // an empty host would make each client dial itself, and a value like
 // "garbage" or "name:value" must not become a connection that never works.
+// A host has no white space or control characters and does not start with
+// '{': String writes such an address as it is, and ParseEndpoint would read
+// it back trimmed, or as JSON.
 func checkAddr(addr string) error {
 	if addr == "" {
 		return errors.New("grpcresolver: no address")
@@ -68,7 +72,9 @@ func checkAddr(addr string) error {
 	if err != nil {
 		return fmt.Errorf("grpcresolver: address %q is not host:port: %w", addr, err)
 	}
-	if host == "" || strings.ContainsAny(host, " \t\r\n/") {
+	if host == "" || strings.HasPrefix(host, "{") || strings.ContainsFunc(host, func(r rune) bool {
+		return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r)
+	}) {
 		return fmt.Errorf("grpcresolver: address %q has no valid host", addr)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
