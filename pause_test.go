@@ -45,11 +45,17 @@ func TestTermErrAfterPause(t *testing.T) {
 		<-exited
 	})
 	lines := make(chan string)
+	stopReading := make(chan struct{})
+	t.Cleanup(func() { close(stopReading) })
 	go func() {
 		defer close(lines)
 		scan := bufio.NewScanner(out)
 		for scan.Scan() {
-			lines <- scan.Text()
+			select {
+			case lines <- scan.Text():
+			case <-stopReading:
+				return
+			}
 		}
 	}()
 	expect := func(prefix string) string {
