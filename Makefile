@@ -14,7 +14,17 @@ COMPAT_MODULES := go.etcd.io/etcd/api/v3 go.etcd.io/etcd/client/pkg/v3 \
 # An etcd 3.4 server binary, as Debian's etcd-server package installs it.
 ETCD34_BIN ?= /usr/bin/etcd
 
-.PHONY: test test-etcd34 compat stress bench lint demo cluster-demo
+# How long make fuzz runs each fuzz target, and how long it may spend
+# shrinking each new input it finds (a count: the listing and the command
+# fuzz a real etcd, whose instrumented code makes most inputs new).
+FUZZTIME ?= 60s
+FUZZMINIMIZETIME ?= 10x
+# package:target, one go test run each (go test fuzzes one target a run).
+FUZZ_TARGETS := .:FuzzCache .:FuzzListingPages \
+	./grpcresolver:FuzzParseEndpoint ./grpcresolver:FuzzEndpointString \
+	./grpcresolver:FuzzResolverUpdate ./cmd/biregister:FuzzArgs
+
+.PHONY: test test-etcd34 compat stress fuzz bench lint demo cluster-demo
 
 ## test: the whole suite, race detector on, against real embedded etcd.
 test:
@@ -51,6 +61,21 @@ compat:
 stress:
 	BIREGISTER_STRESS=1 $(GO) test -race -count=1 -timeout 30m -v \
 		-run 'TestTermEndsBeforeSuccessorBegins|TestTermsLeaveNothingBehind' .
+
+## fuzz: every fuzz target for FUZZTIME, one after the other; a failing
+## input is written to the package's testdata/fuzz/<target>/, where make
+## test runs it from then on. Ends with each target's executions.
+fuzz:
+	@set -e; log=$$(mktemp); trap 'rm -f "$$log" "$$log.sum"' EXIT; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "=== $$name ($$pkg), $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) \
+			-fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg > "$$log" 2>&1 || { cat "$$log"; exit 1; }; \
+		tail -3 "$$log"; \
+		echo "$$name: $$(grep -o 'execs: [0-9]*' "$$log" | tail -1 | cut -d' ' -f2) executions, no failure" >> "$$log.sum"; \
+	done; \
+	echo "=== make fuzz, $(FUZZTIME) each"; cat "$$log.sum"
 
 ## bench: the benchmarks (see BENCHMARKS.md).
 bench:
