@@ -70,13 +70,20 @@ func TestRegisterNoNameConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			regs[i], errs[i] = biregister.NewRegisterNoName(etcd.Endpoints(), "/noname", fmt.Sprint(i), 5)
+			// A generous ttl: sixteen at once retry each other out, and
+			// ttl bounds each constructor.
+			regs[i], errs[i] = biregister.NewRegisterNoName(etcd.Endpoints(), "/noname", fmt.Sprint(i), 10)
 		}()
 	}
 	wg.Wait()
+	// Every Register made is closed, even if another constructor failed.
+	for i := range n {
+		if errs[i] == nil {
+			t.Cleanup(regs[i].Close)
+		}
+	}
 	for i := range n {
 		require.NoError(t, errs[i])
-		t.Cleanup(regs[i].Close)
 	}
 	slices.SortFunc(regs, func(a, b biregister.Register) int { return int(a.MyRevision() - b.MyRevision()) })
 	for i, r := range regs {
