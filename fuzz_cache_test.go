@@ -228,7 +228,9 @@ func (z *cacheFuzz) run() {
 		z.size, z.cacheRev, len(z.cache), len(z.want), len(z.got), z.w.feed.resyncs.Load())
 	for _, o := range z.old {
 		if got := slices.Collect(o.s.members()); !slices.Equal(got, o.members) {
-			z.t.Fatalf("a published snapshot at revision %d changed: %+v, was %+v", o.s.revision, got, o.members)
+			i := firstDifference(got, o.members)
+			z.t.Fatalf("a published snapshot at revision %d changed: %d members, was %d; at %d: %s, was %s",
+				o.s.revision, len(got), len(o.members), i, brief(got, i), brief(o.members, i))
 		}
 	}
 }
@@ -457,6 +459,41 @@ func (z *cacheFuzz) relist(first bool) {
 	z.cache, z.cacheRev, z.pending = next, z.etcd.rev, nil
 }
 
+// cut quotes s for a failure message, a long s cut short.
+func cut(s string) string {
+	if len(s) > 20 {
+		return fmt.Sprintf("%+q…(%d bytes)", s[:20], len(s))
+	}
+	return fmt.Sprintf("%+q", s)
+}
+
+// brief returns members[i] for a failure message.
+func brief(members []Member, i int) string {
+	if i >= len(members) {
+		return "none"
+	}
+	m := members[i]
+	return fmt.Sprintf("{%+q %s %d}", m.Name, cut(m.Value), m.CreateRevision)
+}
+
+func briefChange(c Change) string {
+	return fmt.Sprintf("%s %+q %s at %d", c.Op, c.Name, cut(c.Value), c.Revision)
+}
+
+// mapDiff returns the first name, in order, where got and want differ.
+func mapDiff(got, want map[string]string) string {
+	names := slices.Sorted(maps.Keys(got))
+	names = slices.Compact(slices.Sorted(slices.Values(append(names, slices.Collect(maps.Keys(want))...))))
+	for _, name := range names {
+		g, gok := got[name]
+		w, wok := want[name]
+		if g != w || gok != wok {
+			return fmt.Sprintf("%d names, want %d; %+q: %s %v, want %s %v", len(got), len(want), name, cut(g), gok, cut(w), wok)
+		}
+	}
+	return "no difference"
+}
+
 func mapOf(members []Member) map[string]Member {
 	m := make(map[string]Member, len(members))
 	for _, x := range members {
@@ -510,7 +547,7 @@ func (z *cacheFuzz) consume(n int) {
 			z.view[c.Name] = c.Value
 		case OpDelete:
 			if v, ok := z.view[c.Name]; !z.resync && (!ok || v != c.Value) {
-				z.t.Fatalf("DELETE %q (last value %q) of a member the consumer holds as %q, %v", c.Name, c.Value, v, ok)
+				z.t.Fatalf("%s of a member the consumer holds as %s, %v", briefChange(c), cut(v), ok)
 			}
 			delete(z.view, c.Name)
 		default:
@@ -529,7 +566,8 @@ func (z *cacheFuzz) check() {
 		t.Fatalf("cache at revision %d, want %d", s.revision, z.cacheRev)
 	}
 	if got := w.Members(); !slices.Equal(got, want) {
-		t.Fatalf("Members() = %+v\nwant %+v", got, want)
+		i := firstDifference(got, want)
+		t.Fatalf("Members() has %d members, want %d; at %d: %s, want %s", len(got), len(want), i, brief(got, i), brief(want, i))
 	}
 	names, values := w.GetNames(), w.GetValues()
 	if len(names) != len(want) || len(values) != len(want) {
@@ -538,19 +576,19 @@ func (z *cacheFuzz) check() {
 	all := map[string]string{}
 	for i, m := range want {
 		if names[i] != m.Name || values[i] != m.Value {
-			t.Fatalf("GetNames/GetValues()[%d] = %q/%q, want %q/%q", i, names[i], values[i], m.Name, m.Value)
+			t.Fatalf("GetNames/GetValues()[%d] = %+q/%s, want %+q/%s", i, names[i], cut(values[i]), m.Name, cut(m.Value))
 		}
 		if v := w.GetValueByName(m.Name); v != m.Value {
-			t.Fatalf("GetValueByName(%q) = %q, want %q", m.Name, v, m.Value)
+			t.Fatalf("GetValueByName(%+q) = %s, want %s", m.Name, cut(v), cut(m.Value))
 		}
 		all[m.Name] = m.Value
 	}
 	if got := w.GetAll(); !maps.Equal(got, all) {
-		t.Fatalf("GetAll() = %q, want %q", got, all)
+		t.Fatalf("GetAll() differs from the group: %s", mapDiff(got, all))
 	}
 	for _, name := range fuzzNames {
 		if _, ok := z.cache[name]; !ok && w.GetValueByName(name) != "" {
-			t.Fatalf("GetValueByName(%q) of a name not in the group = %q", name, w.GetValueByName(name))
+			t.Fatalf("GetValueByName(%+q) of a name not in the group = %s", name, cut(w.GetValueByName(name)))
 		}
 	}
 	var leader Member
@@ -558,7 +596,7 @@ func (z *cacheFuzz) check() {
 		leader = want[0]
 	}
 	if name, value := w.GetLeader(); name != leader.Name || value != leader.Value {
-		t.Fatalf("GetLeader() = %q %q, want %q %q", name, value, leader.Name, leader.Value)
+		t.Fatalf("GetLeader() = %+q %s, want %+q %s", name, cut(value), leader.Name, cut(leader.Value))
 	}
 	f := w.feed
 	if held := len(f.ch) + len(f.queue) - f.head; held > z.size {
@@ -594,22 +632,22 @@ func (z *cacheFuzz) checkConsumer() {
 		}
 		switch {
 		case k == len(z.want):
-			t.Fatalf("change %d received, %+v, is not among the cache's changes from the %dth on: %+v", i, c, j, z.want[j:])
+			t.Fatalf("change %d received, %s, is not among the cache's %d changes from the %dth on", i, briefChange(c), len(z.want)-j, j)
 		case k > j && resyncs == 0:
-			t.Fatalf("changes %+v were lost before %+v without a RESYNC", z.want[j:k], c)
+			t.Fatalf("%d changes from %s on were lost before %s without a RESYNC", k-j, briefChange(z.want[j]), briefChange(c))
 		case k == j && resyncs > 0:
-			t.Fatalf("a RESYNC before %+v stands for no lost change", c)
+			t.Fatalf("a RESYNC before %s stands for no lost change", briefChange(c))
 		}
 		j, resyncs = k+1, 0
 	}
 	switch {
 	case j < len(z.want) && resyncs == 0:
-		t.Fatalf("changes %+v were lost at the end without a RESYNC", z.want[j:])
+		t.Fatalf("%d changes from %s on were lost at the end without a RESYNC", len(z.want)-j, briefChange(z.want[j]))
 	case j == len(z.want) && resyncs > 0:
 		t.Fatal("a RESYNC at the end stands for no lost change")
 	}
 	if want := z.w.GetAll(); !maps.Equal(z.view, want) {
-		t.Fatalf("the consumer's view %q, the group %q", z.view, want)
+		t.Fatalf("the consumer's view differs from the group: %s", mapDiff(z.view, want))
 	}
 	if got, want := z.w.GetAll(), z.etcd.members(); len(got) != len(want) {
 		t.Fatalf("the cache holds %d members, etcd %d", len(got), len(want))
