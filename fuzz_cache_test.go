@@ -150,20 +150,8 @@ type oldSnapshot struct {
 // where changes did not fit, a RESYNC in their place; at the end, that the
 // consumer's view is the group, and no published snapshot changed.
 func FuzzCache(f *testing.F) {
-	// Seeds: op bytes as decoded by run (see the switch there).
-	f.Add([]byte{})
-	f.Add([]byte("\x05\x00\x00\x00\x01\x01\x02\x02\x06\x09\x08\x14"))
-	f.Add([]byte("\x03\x00\x01\x00\x06\x02\x03\x00\x04\x01\x06\x04\x00\x06\x08\x50"))
-	// A small buffer that overflows, with consumption between.
-	f.Add([]byte("\x00\x02\x30\x40\x05\x50\x20\x06\x40\x08\x01\x02\x31\x41\x06\x00\x08\x02\x05\x30\x06\x09\x02\x06\x04\x08\xff"))
-	// Odd keys: the prefix itself, deeper keys, non-UTF-8, NUL.
-	f.Add([]byte("\x10\x00\x06\x01\x00\x07\x02\x00\x08\x01\x00\x09\x03\x00\x0a\x01\x00\x0b\x02\x00\x0d\x04\x00\x0e\x01\x00\x0f\x00\x06\x20\x07\x08\xff"))
-	// Recreations: put, delete, put of one key between deliveries and a
-	// re-listing, and a replayed watch.
-	f.Add([]byte("\x40\x00\x00\x01\x06\x10\x04\x00\x00\x00\x02\x07\x00\x09\x03\x06\x20\x04\x00\x07\x01\x00\x00\x03\x06\x03\x08\xff"))
-	// Bulk joins and a bulk departure: more members than a leaf holds.
-	f.Add([]byte("\x80\x0a\x40\x00\x0a\x3f\x40\x06\x05\x0a\x20\x80\x06\x01\x0b\x02\x06\x08\xff\x07\x00\x08\xff"))
-	// Random histories, one per buffer size.
+	// Seeds: testdata/fuzz/FuzzCache (op bytes as decoded by run: see the
+	// switch there), and random histories, one per buffer size.
 	rng := rand.New(rand.NewPCG(1, 2))
 	for size := range byte(10) {
 		seed := make([]byte, 600)

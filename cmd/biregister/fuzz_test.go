@@ -70,32 +70,7 @@ func FuzzArgs(f *testing.F) {
 	for k, v := range files {
 		tokens[k] = v
 	}
-	for _, args := range [][]string{
-		{}, {""}, {"help"}, {"-h"}, {"bogus", "/svc/"}, {"members"}, {"watch", "-h"},
-		{"members", "-endpoints", "@etcd", "/svc/"},
-		{"watch", "-endpoints", "@etcd", "/svc"},
-		{"members", "/svc/", "-endpoints=@etcd", "-timeout", "1s"},
-		{"members", "-endpoints", "@etcd", "/a", "/b"},
-		{"members", "-endpoints", "@etcd", ""},
-		{"members", "-endpoints", " , ", "/svc/"},
-		{"members", "-endpoints", "@etcd", "-timeout", "0s", "/svc/"},
-		{"members", "-endpoints", "@etcd", "-timeout", "soon", "/svc/"},
-		{"members", "-endpoints", "@etcd", "--timeout=-1s", "/svc/"},
-		{"members", "-nope", "/svc/"},
-		{"members", "-endpoints", "@etcd", "--", "-svc-"},
-		{"members", "-endpoints", "@etcd", "-cacert", "@garbage", "/svc/"},
-		{"members", "-endpoints", "@etcd", "-cacert", "@empty", "/svc/"},
-		{"members", "-endpoints", "@etcd", "-cert", "@missing", "-key", "@garbage", "/svc/"},
-		{"members", "-endpoints", "@etcd", "-cert", "@missing", "/svc/"},
-		{"members", "-endpoints", "@etcd", "-user", "root:secret-pw-1", "/svc/"},
-		{"members", "-endpoints", "@etcd", "-user", "root:x", "-password", "secret-pw-2", "/svc/"},
-		{"watch", "-endpoints", "@etcd", "-password", "secret-pw-3", "/svc/"},
-		{"members", "-endpoints", "10.0.0.1:2379,https://etcd:2379", "-insecure-skip-tls-verify", "/svc/"},
-		{"watch", "-endpoints", "@etcd", "-timeout", "1ns", "/\xff\x00/"},
-		{"members", "-endpoints", "@etcd", "-insecure-skip-tls-verify=maybe", "/svc/"},
-	} {
-		f.Add(strings.Join(args, "\x00"))
-	}
+	// Seeds: testdata/fuzz/FuzzArgs.
 	f.Fuzz(func(t *testing.T, joined string) {
 		leakcheck.VerifyNoLeaks(t)
 		var args []string
@@ -124,12 +99,20 @@ func FuzzArgs(f *testing.F) {
 		switch {
 		case usageError && code != 2:
 			t.Fatalf("biregister %q: a usage error exits %d, want 2\nstderr: %s", args, code, stderr.String())
+		case !usageError && code == 2:
+			t.Fatalf("biregister %q exits 2, but its arguments are right; stderr: %s", args, stderr.String())
 		case code == 2 && stdout.Len() > 0:
 			t.Fatalf("biregister %q exits 2, and prints to stdout: %s", args, stdout.String())
 		case code != 0 && !strings.Contains(stderr.String(), "biregister") && !strings.Contains(stderr.String(), "usage:"):
 			t.Fatalf("biregister %q exits %d without saying why: %q", args, code, stderr.String())
 		case code < 0 || code > 2:
 			t.Fatalf("biregister %q exits %d", args, code)
+		}
+		// The group's names and values are printed quoted when they hold a
+		// control character: the group's escape sequence never reaches a
+		// terminal.
+		if strings.Contains(stdout.String(), "\x1b") && !strings.Contains(joined, "\x1b") {
+			t.Fatalf("biregister %q prints a terminal escape:\n%q", args, stdout.String())
 		}
 		// The password shows nowhere, unless something that is printed
 		// holds it too.
