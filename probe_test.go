@@ -25,7 +25,7 @@ const testProbeInterval = 500 * time.Millisecond
 
 // testQuietInterval stands for the 10 minutes between the checks of a quiet
 // Watcher.
-const testQuietInterval = 3 * time.Second
+const testQuietInterval = 2 * time.Second
 
 func withProbeInterval(d time.Duration) Option {
 	return func(cfg *config) { cfg.probe = probeTimes{interval: d, quiet: testQuietInterval} }
@@ -212,7 +212,7 @@ func TestIdleWatcherBehindGRPCProxyGoesQuiet(t *testing.T) {
 	w, logs := quietWatcher(t, etcd, "/quiet")
 
 	before := rangesServed(t, etcd)
-	const intervals = 4
+	const intervals = 3
 	window := time.Now().Add(intervals * testQuietInterval)
 	for time.Now().Before(window) {
 		if strings.Contains(logs.String(), "listing again") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,23 +165,37 @@ var secureConstructors = []struct {
 // checkRejected runs every constructor with opts, logging at Debug level,
 // and checks that each fails within about ttl seconds with no secret in its
 // error or the logs, that it leaves no goroutine behind, and that check
-// accepts its error.
+// accepts its error. The constructors run side by side: a connection that
+// never comes costs each of them all of ttl.
 func checkRejected(t *testing.T, eps []string, ttl int64, check func(t *testing.T, err error), opts ...biregister.Option) {
 	t.Helper()
-	for _, ctor := range secureConstructors {
-		t.Run(ctor.name, func(t *testing.T) {
-			// Everything that runs now is the cluster's; a failed constructor
-			// must add nothing that outlives it.
-			leakcheck.VerifyNoLeaks(t)
+	// Everything that runs now is the cluster's; a failed constructor must
+	// add nothing that outlives it.
+	leakcheck.VerifyNoLeaks(t)
+	type outcome struct {
+		err  error
+		took time.Duration
+		logs *syncbuf.Buffer
+	}
+	outcomes := make([]outcome, len(secureConstructors))
+	var wg sync.WaitGroup
+	for i, ctor := range secureConstructors {
+		wg.Go(func() {
 			logger, logs := secureLogger()
 			start := time.Now()
 			err := ctor.new(eps, ttl, append(opts, biregister.WithLogger(logger))...)
-			took := time.Since(start)
-			t.Logf("failed after %v: %v", took.Round(time.Millisecond), err)
-			require.Error(t, err)
-			assert.Less(t, took, time.Duration(ttl)*time.Second+secureRejectSlack, "the constructor took too long")
-			check(t, err)
-			assertNoSecret(t, logs.String(), err)
+			outcomes[i] = outcome{err, time.Since(start), logs}
+		})
+	}
+	wg.Wait()
+	for i, ctor := range secureConstructors {
+		t.Run(ctor.name, func(t *testing.T) {
+			o := outcomes[i]
+			t.Logf("failed after %v: %v", o.took.Round(time.Millisecond), o.err)
+			require.Error(t, o.err)
+			assert.Less(t, o.took, time.Duration(ttl)*time.Second+secureRejectSlack, "the constructor took too long")
+			check(t, o.err)
+			assertNoSecret(t, o.logs.String(), o.err)
 		})
 	}
 }

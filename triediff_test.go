@@ -16,9 +16,9 @@ import (
 func TestDiffTriesAsLookups(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	rng := rand.New(rand.NewPCG(3, 4))
-	for round := range 200 {
+	for round := range 80 {
 		n := rng.IntN(3000)
-		if round%10 == 0 {
+		if round%8 == 0 {
 			n = parallelMin + rng.IntN(parallelMin) // compared side by side
 		}
 		var prevMembers, nextMembers []Member
