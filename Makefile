@@ -26,9 +26,10 @@ FUZZ_TARGETS := .:FuzzCache .:FuzzListingPages \
 
 .PHONY: test test-etcd34 compat stress fuzz bench lint demo cluster-demo
 
-## test: the whole suite, race detector on, against real embedded etcd.
+## test: the whole suite, race detector on, against real embedded etcd; the
+## root package's tests in three processes side by side (scripts/gotest).
 test:
-	$(GO) test -race -count=1 $(PKGS)
+	GO=$(GO) scripts/gotest $(PKGS)
 
 ## test-etcd34: the root package against a real etcd 3.4 server process.
 test-etcd34:
@@ -37,7 +38,7 @@ test-etcd34:
 	3.4.*) echo "etcd server $$version at $(ETCD34_BIN)";; \
 	*) echo "test-etcd34: $(ETCD34_BIN) is not an etcd 3.4 server (version '$$version'); install Debian's etcd-server or set ETCD34_BIN" >&2; exit 1;; \
 	esac
-	BIREGISTER_ETCD_BIN=$(ETCD34_BIN) BIREGISTER_REQUIRE_NETNS=1 $(GO) test -race -count=1 .
+	BIREGISTER_ETCD_BIN=$(ETCD34_BIN) BIREGISTER_REQUIRE_NETNS=1 GO=$(GO) scripts/gotest .
 
 ## compat: go vet and the whole suite with etcd $(COMPAT_ETCD), in a copy of the tree.
 compat:
@@ -53,7 +54,7 @@ compat:
 	if [ "$$got" != "$(COMPAT_ETCD)" ]; then echo "compat: client is $$got, want $(COMPAT_ETCD)" >&2; exit 1; fi; \
 	echo "compat: etcd client and server $$got"; \
 	$(GO) vet $(PKGS); \
-	$(GO) test -race -count=1 $(PKGS)
+	GO=$(GO) scripts/gotest $(PKGS)
 
 ## stress: the tests that guard a guarantee by timing, many times over
 ## (BIREGISTER_STRESS=1): a leader's term ends before its successor's

@@ -273,14 +273,18 @@ func NewClient(endpoints []string, dialTimeout time.Duration) (*clientv3.Client,
 // handed out twice. The ports are chosen below the range the kernel takes
 // the local ports of outgoing connections from: a port of that range, free
 // when chosen, was seen taken by another test's connection before etcd
-// could listen on it ("bind: address already in use").
+// could listen on it ("bind: address already in use"). PortsEnv narrows
+// the choice, so that processes running side by side never choose alike.
 func FreeURLs(n int) ([]url.URL, error) {
-	low := ephemeralLow()
+	low, high, err := quietPorts()
+	if err != nil {
+		return nil, err
+	}
 	urls := make([]url.URL, 0, n)
 	for tries := 0; len(urls) < n; tries++ {
 		addr := "127.0.0.1:0" // the kernel's choice, if no quiet port is found
-		if tries < 100*n && low > minQuietPort {
-			addr = "127.0.0.1:" + strconv.Itoa(minQuietPort+rand.IntN(low-minQuietPort))
+		if tries < 100*n && high > low {
+			addr = "127.0.0.1:" + strconv.Itoa(low+rand.IntN(high-low))
 		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -295,9 +299,29 @@ func FreeURLs(n int) ([]url.URL, error) {
 	return urls, nil
 }
 
+// PortsEnv names the environment variable that sets the ports FreeURLs
+// chooses from, "low-high" (high excluded), as scripts/gotest gives each of
+// the test processes it runs side by side a range of its own.
+const PortsEnv = "BIREGISTER_TEST_PORTS"
+
 // minQuietPort is the lowest port FreeURLs picks: above the well-known and
 // most registered ports.
 const minQuietPort = 10000
+
+// quietPorts returns the range FreeURLs chooses from: PortsEnv's, or from
+// minQuietPort to the lowest local port of outgoing connections.
+func quietPorts() (low, high int, err error) {
+	if v := os.Getenv(PortsEnv); v != "" {
+		l, h, ok := strings.Cut(v, "-")
+		low, errLow := strconv.Atoi(l)
+		high, errHigh := strconv.Atoi(h)
+		if !ok || errLow != nil || errHigh != nil || low < 1024 || high <= low || high > 65536 {
+			return 0, 0, fmt.Errorf("%s=%q: want low-high, 1024 <= low < high <= 65536", PortsEnv, v)
+		}
+		return low, high, nil
+	}
+	return minQuietPort, ephemeralLow(), nil
+}
 
 // ephemeralLow returns the lowest local port of outgoing connections, from
 // Linux's setting, or 32768, its default and a common one elsewhere.
