@@ -183,7 +183,8 @@ func safeArgs(args []string, tokens map[string]string) (safeArgs []string, passw
 // wantsUsageError reports whether args are wrong as a command line, by
 // rules of its own: no command, an unknown one, flags the flag package
 // refuses, not one prefix, no endpoints, a timeout that is not positive,
-// a password twice or without a user, a certificate without its key.
+// a password twice, a password without a user or a user without one, a
+// certificate without its key.
 func wantsUsageError(args []string) bool {
 	if len(args) == 0 {
 		return true
@@ -222,5 +223,5 @@ func wantsUsageError(args []string) bool {
 	if !twice {
 		name, pw = o.user, o.password
 	}
-	return (pw != "" && name == "") || (o.cert == "") != (o.key == "")
+	return (pw == "") != (name == "") || (o.cert == "") != (o.key == "")
 }
