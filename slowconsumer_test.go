@@ -74,3 +74,21 @@ func TestWatcherSlowConsumerBeyondTheChannel(t *testing.T) {
 	c := recv(t, w.Changes())
 	assert.Equal(t, biregister.Change{Name: "m000", Op: biregister.OpDelete, Value: "v", Revision: c.Revision}, c)
 }
+
+// Close closes Changes after what the channel holds: a consumer still
+// receives those changes, in order, and none of those queued behind them.
+func TestCloseDropsQueuedChanges(t *testing.T) {
+	const buffer, total = 150, 100
+	w, _ := writeWhileNobodyReads(t, "/closing/", buffer, total)
+	held := cap(w.Changes())
+	require.Less(t, held, total, "the test needs changes queued behind the channel")
+	w.Close()
+	var got []string
+	for c := range w.Changes() {
+		got = append(got, c.Name)
+	}
+	require.Len(t, got, held, "what the channel held, and nothing queued behind it")
+	for i, name := range got {
+		assert.Equal(t, fmt.Sprintf("m%03d", i), name)
+	}
+}
