@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/leakcheck"
@@ -77,4 +79,19 @@ func stressCount(normal, stress int) int {
 		return stress
 	}
 	return normal
+}
+
+// requireReturnsClosed runs call, named what, in a goroutine, closes r, and
+// requires call to return ErrClosed.
+func requireReturnsClosed(t *testing.T, r biregister.Register, what string, call func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- call() }()
+	r.Close()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, biregister.ErrClosed)
+	case <-time.After(waitFor):
+		t.Fatalf("%s did not return on Close", what)
+	}
 }

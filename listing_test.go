@@ -56,7 +56,9 @@ func listingWatcher(t *testing.T, client *clientv3.Client, prefix string) *watch
 }
 
 // requireListedAsEtcd fails unless listed is what etcd holds under prefix
-// at revision, read in one Get.
+// at revision, read in one Get: each key one level below prefix (not
+// prefix itself), with its value and create revision, once. It has its own
+// rule for which keys are members, not the listing's.
 func requireListedAsEtcd(t *testing.T, client *clientv3.Client, prefix string, listed []Member, revision int64) {
 	t.Helper()
 	resp, err := client.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithRev(revision))
@@ -65,8 +67,8 @@ func requireListedAsEtcd(t *testing.T, client *clientv3.Client, prefix string, l
 	}
 	var want []Member
 	for _, kv := range resp.Kvs {
-		if m, ok := newMember(prefix, kv); ok {
-			want = append(want, m)
+		if name := string(kv.Key[len(prefix):]); name != "" && !strings.Contains(name, "/") {
+			want = append(want, Member{Name: name, Value: string(kv.Value), CreateRevision: kv.CreateRevision})
 		}
 	}
 	byName := func(a, b Member) int { return strings.Compare(a.Name, b.Name) }

@@ -190,15 +190,7 @@ func TestWaitLeaderClosed(t *testing.T) {
 	newRegister(t, etcd.Endpoints(), "/wl", "a", "v", 5)
 	b, err := biregister.NewRegister(etcd.Endpoints(), "/wl", "b", "v", 5)
 	require.NoError(t, err)
-	waited := make(chan error, 1)
-	go func() { waited <- b.WaitLeader(context.Background()) }()
-	b.Close()
-	select {
-	case err := <-waited:
-		assert.ErrorIs(t, err, biregister.ErrClosed)
-	case <-time.After(waitFor):
-		t.Fatal("WaitLeader did not return on Close")
-	}
+	requireReturnsClosed(t, b, "WaitLeader", func() error { return b.WaitLeader(context.Background()) })
 }
 
 func TestSetValue(t *testing.T) {

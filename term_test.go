@@ -195,14 +195,7 @@ func TestLead(t *testing.T) {
 	}
 	require.NoError(t, waitTerm(t, r).Err(), "Lead's context must end its own term only")
 
-	go func() { done <- r.Lead(context.Background(), func(term *biregister.Term) {}) }()
-	r.Close()
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, biregister.ErrClosed)
-	case <-time.After(waitFor):
-		t.Fatal("Lead did not return on Close")
-	}
+	requireReturnsClosed(t, r, "Lead", func() error { return r.Lead(context.Background(), func(*biregister.Term) {}) })
 }
 
 // Many terms in a row, ended every way but the lease, leave nothing behind:

@@ -6,7 +6,6 @@ import (
 	"context"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -46,13 +45,7 @@ func TestGRPCProxy(t *testing.T) {
 	oldest.Close() // revokes the lease through the proxy: deleted at once
 	waitOutput(t, &watchOut, `(?m)^\S+ DELETE b 10\.0\.0\.2:80 rev \d+$`)
 
-	cancel()
-	select {
-	case code := <-done:
-		assert.Equal(t, 0, code)
-	case <-time.After(waitFor):
-		t.Fatal("watch did not return after cancel")
-	}
+	stopWatch(t, cancel, done)
 	t.Logf("stdout:\n%sstderr:\n%s", watchOut.String(), watchErr.String())
 	assert.Empty(t, watchErr.String())
 

@@ -180,13 +180,7 @@ func TestWatch(t *testing.T) {
 	// The bulk members share one create revision: the first by name leads.
 	waitOutput(t, &out, `(?m)^\S+ LEADER bulk000 term \d+, registered \d+ revisions ago$`)
 
-	cancel()
-	select {
-	case code := <-done:
-		assert.Equal(t, 0, code)
-	case <-time.After(waitFor):
-		t.Fatal("watch did not return after cancel")
-	}
+	stopWatch(t, cancel, done)
 	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errOut.String())
 	assert.NotRegexp(t, `PUT +(old|bulk)`, out.String(), "the members present at start are in the table, not repeated as changes")
 	assert.Empty(t, errOut.String())
@@ -352,13 +346,7 @@ func TestWatchResync(t *testing.T) {
 
 	f.changes <- biregister.Change{Op: biregister.OpResync, Revision: 9}
 	waitOutput(t, &out, `(?m)^\S+ RESYNC rev 9: changes came too fast, the members are now:\n1 members at revision 9; leader a, term 5, registered 4 revisions ago\nLEADER +NAME +VALUE +CREATE-REVISION +AGE-REVISIONS\n\*\s+a\s+1\s+5\s+4\n$`)
-	cancel()
-	select {
-	case code := <-done:
-		assert.Equal(t, 0, code)
-	case <-time.After(waitFor):
-		t.Fatal("watch did not return after cancel")
-	}
+	stopWatch(t, cancel, done)
 	assert.Equal(t, 2, strings.Count(out.String(), "LEADER "))
 	assert.NotContains(t, out.String(), "PUT")
 }
@@ -382,4 +370,17 @@ func TestMutualTLS(t *testing.T) {
 		"-cacert", certs.CAFile, "/svc/tls/")
 	assert.Equal(t, 1, code, "without a client certificate")
 	assert.Contains(t, errOut, "tls")
+}
+
+// stopWatch cancels a watch command's context and requires it to return 0,
+// its exit code, on done.
+func stopWatch(t *testing.T, cancel context.CancelFunc, done <-chan int) {
+	t.Helper()
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(waitFor):
+		t.Fatal("watch did not return after cancel")
+	}
 }

@@ -125,34 +125,14 @@ func StartIsolated(t testing.TB, n int) *Cluster {
 // with what it knows. The cluster must come from StartIsolated.
 func (c *Cluster) IsolateFromPeers(t testing.TB, i int) {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	nw := c.network(t)
-	c.member(t, i)
-	for j := range c.members {
-		if j != i {
-			if err := nw.cutPeers(i, j); err != nil {
-				t.Fatalf("etcdtest: isolate member %d: %v", i, err)
-			}
-		}
-	}
+	c.changeNetwork(t, i, "isolate member", func(nw *network) error { return eachPeer(len(c.members), i, nw.cutPeers) })
 }
 
 // HealPeers undoes IsolateFromPeers: member i reaches every other member
 // again, and they reach it.
 func (c *Cluster) HealPeers(t testing.TB, i int) {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	nw := c.network(t)
-	c.member(t, i)
-	for j := range c.members {
-		if j != i {
-			if err := nw.healPeers(i, j); err != nil {
-				t.Fatalf("etcdtest: heal member %d: %v", i, err)
-			}
-		}
-	}
+	c.changeNetwork(t, i, "heal member", func(nw *network) error { return eachPeer(len(c.members), i, nw.healPeers) })
 }
 
 // CutClient cuts the test off from member i until HealClient: packets
@@ -162,24 +142,25 @@ func (c *Cluster) HealPeers(t testing.TB, i int) {
 // StartIsolated.
 func (c *Cluster) CutClient(t testing.TB, i int) {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	nw := c.network(t)
-	c.member(t, i)
-	if err := nw.cutClient(i); err != nil {
-		t.Fatalf("etcdtest: cut client from member %d: %v", i, err)
-	}
+	c.changeNetwork(t, i, "cut client from member", func(nw *network) error { return nw.cutClient(i) })
 }
 
 // HealClient undoes CutClient.
 func (c *Cluster) HealClient(t testing.TB, i int) {
 	t.Helper()
+	c.changeNetwork(t, i, "heal client of member", func(nw *network) error { return nw.healClient(i) })
+}
+
+// changeNetwork makes change to the network of member i, which must exist,
+// under the cluster's lock, and fails t with what if it cannot.
+func (c *Cluster) changeNetwork(t testing.TB, i int, what string, change func(nw *network) error) {
+	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	nw := c.network(t)
 	c.member(t, i)
-	if err := nw.healClient(i); err != nil {
-		t.Fatalf("etcdtest: heal client of member %d: %v", i, err)
+	if err := change(nw); err != nil {
+		t.Fatalf("etcdtest: %s %d: %v", what, i, err)
 	}
 }
 
@@ -409,6 +390,19 @@ func (nw *network) memberAddr(i int) string {
 
 // cutPeers drops the packets between members i and j: each one's route to
 // the other is a blackhole, so neither side's packets leave.
+// eachPeer calls link for member i and every other of n members, and
+// stops at the first error.
+func eachPeer(n, i int, link func(i, j int) error) error {
+	for j := range n {
+		if j != i {
+			if err := link(i, j); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (nw *network) cutPeers(i, j int) error {
 	pair := [2]int{min(i, j), max(i, j)}
 	if nw.peerCuts[pair] {

@@ -5,6 +5,7 @@ package metertest
 
 import (
 	"context"
+	"iter"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -49,24 +50,12 @@ func (m *Meters) Value(t testing.TB, name string, attrs ...attribute.KeyValue) i
 // or gauge name whose attributes include attrs; 0 if there is none.
 func Value(rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyValue) int64 {
 	var sum int64
-	add := func(points []metricdata.DataPoint[int64]) {
-		for _, p := range points {
-			if has(p.Attributes, attrs) {
-				sum += p.Value
-			}
-		}
-	}
-	for _, scope := range rm.ScopeMetrics {
-		for _, metric := range scope.Metrics {
-			if metric.Name != name {
-				continue
-			}
-			switch data := metric.Data.(type) {
-			case metricdata.Sum[int64]:
-				add(data.DataPoints)
-			case metricdata.Gauge[int64]:
-				add(data.DataPoints)
-			}
+	for data := range named(rm, name) {
+		switch data := data.(type) {
+		case metricdata.Sum[int64]:
+			sum += sumOf(data.DataPoints, attrs)
+		case metricdata.Gauge[int64]:
+			sum += sumOf(data.DataPoints, attrs)
 		}
 	}
 	return sum
@@ -77,12 +66,8 @@ func Value(rm metricdata.ResourceMetrics, name string, attrs ...attribute.KeyVal
 func (m *Meters) Count(t testing.TB, name string, attrs ...attribute.KeyValue) uint64 {
 	t.Helper()
 	var n uint64
-	for _, scope := range m.Collect(t).ScopeMetrics {
-		for _, metric := range scope.Metrics {
-			h, ok := metric.Data.(metricdata.Histogram[float64])
-			if !ok || metric.Name != name {
-				continue
-			}
+	for data := range named(m.Collect(t), name) {
+		if h, ok := data.(metricdata.Histogram[float64]); ok {
 			for _, p := range h.DataPoints {
 				if has(p.Attributes, attrs) {
 					n += p.Count
@@ -98,17 +83,33 @@ func (m *Meters) Count(t testing.TB, name string, attrs ...attribute.KeyValue) u
 func (m *Meters) Float(t testing.TB, name string, attrs ...attribute.KeyValue) float64 {
 	t.Helper()
 	var sum float64
-	for _, scope := range m.Collect(t).ScopeMetrics {
-		for _, metric := range scope.Metrics {
-			g, ok := metric.Data.(metricdata.Gauge[float64])
-			if !ok || metric.Name != name {
-				continue
-			}
-			for _, p := range g.DataPoints {
-				if has(p.Attributes, attrs) {
-					sum += p.Value
+	for data := range named(m.Collect(t), name) {
+		if g, ok := data.(metricdata.Gauge[float64]); ok {
+			sum += sumOf(g.DataPoints, attrs)
+		}
+	}
+	return sum
+}
+
+// named yields the data of every metric of rm called name.
+func named(rm metricdata.ResourceMetrics, name string) iter.Seq[metricdata.Aggregation] {
+	return func(yield func(metricdata.Aggregation) bool) {
+		for _, scope := range rm.ScopeMetrics {
+			for _, metric := range scope.Metrics {
+				if metric.Name == name && !yield(metric.Data) {
+					return
 				}
 			}
+		}
+	}
+}
+
+// sumOf returns the sum of the points whose attributes include attrs.
+func sumOf[N int64 | float64](points []metricdata.DataPoint[N], attrs []attribute.KeyValue) N {
+	var sum N
+	for _, p := range points {
+		if has(p.Attributes, attrs) {
+			sum += p.Value
 		}
 	}
 	return sum
