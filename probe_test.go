@@ -184,7 +184,7 @@ func rangesServed(t *testing.T, etcd *etcdtest.Cluster) float64 {
 
 // quietWatcher returns a Watcher of prefix that reaches etcd through etcd's
 // gRPC proxy only, once it has gone quiet, and its debug log.
-func quietWatcher(t *testing.T, etcd *etcdtest.Cluster, prefix string, opts ...Option) (Watcher, *syncbuf.Buffer) {
+func quietWatcher(t *testing.T, etcd *etcdtest.Cluster, prefix string, opts ...Option) (Watcher, *syncbuf.Buffer, *etcdtest.GRPCProxy) {
 	t.Helper()
 	proxy := etcd.StartGRPCProxy(t)
 	logs := new(syncbuf.Buffer)
@@ -196,7 +196,7 @@ func quietWatcher(t *testing.T, etcd *etcdtest.Cluster, prefix string, opts ...O
 	}
 	t.Cleanup(w.Close)
 	waitUntil(t, waitFor, func() bool { return strings.Contains(logs.String(), "progress requests go unanswered") })
-	return w, logs
+	return w, logs, proxy
 }
 
 // An idle Watcher behind etcd's gRPC proxy, which answers no progress
@@ -209,7 +209,7 @@ func TestIdleWatcherBehindGRPCProxyGoesQuiet(t *testing.T) {
 	if _, err := cli.Put(context.Background(), "/quiet/a", "v"); err != nil {
 		t.Fatal(err)
 	}
-	w, logs := quietWatcher(t, etcd, "/quiet")
+	w, logs, _ := quietWatcher(t, etcd, "/quiet")
 
 	before := rangesServed(t, etcd)
 	const intervals = 3
@@ -239,7 +239,7 @@ func TestWatcherBehindGRPCProxyNoticesReplacedEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metertest.New(t)
-	w, logs := quietWatcher(t, etcd, "/replaced", WithMeterProvider(m.Provider))
+	w, logs, _ := quietWatcher(t, etcd, "/replaced", WithMeterProvider(m.Provider))
 
 	etcd.Wipe(t)
 	replaced := time.Now()
@@ -256,6 +256,37 @@ func TestWatcherBehindGRPCProxyNoticesReplacedEtcd(t *testing.T) {
 	if n := m.Value(t, "biregister.listings", attrCause.String(string(causeEtcdReplaced))); n != 1 {
 		t.Fatalf("%d listings for a replaced etcd, want 1", n)
 	}
+}
+
+// A quiet Watcher behind etcd's gRPC proxy notices, at its next quiet
+// check, that the link between the proxy and etcd stalled: its read gets
+// no answer, it is not ready, and it lists again, which succeeds once the
+// link heals, with what changed meanwhile.
+func TestQuietWatcherNoticesStallBehindGRPCProxy(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 1)
+	cli := etcd.Client(t)
+	if _, err := cli.Put(context.Background(), "/pstall/a", "v"); err != nil {
+		t.Fatal(err)
+	}
+	w, logs, proxy := quietWatcher(t, etcd, "/pstall")
+	before := len(logs.String())
+
+	proxy.Back(0).Stall()
+	stalled := time.Now()
+	if _, err := cli.Put(context.Background(), "/pstall/b", "v"); err != nil {
+		t.Fatal(err)
+	}
+	// The next quiet check reads within a quiet interval, and the read
+	// waits ttl (5 s) for an answer.
+	bound := testQuietInterval + 2*testProbeInterval + 5*time.Second + 5*time.Second
+	waitUntil(t, bound, func() bool { return strings.Contains(logs.String()[before:], "listing again") })
+	t.Logf("stall between the proxy and etcd noticed %v after it began", time.Since(stalled))
+	if err := w.Ready(); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Ready() = %v while the listing cannot reach etcd", err)
+	}
+	proxy.Back(0).Heal()
+	waitUntil(t, waitFor, func() bool { return w.GetValueByName("b") == "v" && w.Ready() == nil })
 }
 
 // A Watcher whose stream stalls is not ready once etcd could not confirm it
