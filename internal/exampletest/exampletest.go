@@ -1,0 +1,51 @@
+// Package exampletest runs an example program's run function as its main
+// does, and stops it as SIGINT does.
+package exampletest
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
+)
+
+// Run calls run with args until its output holds every string of started,
+// then cancels its context and requires run to return nil with an output
+// that then holds every string of ended too, all within 30 s. Whatever
+// fails, run has returned before t's leak check, which Run starts.
+func Run(t *testing.T, run func(ctx context.Context, args []string, stdout io.Writer) error, args, started, ended []string) {
+	t.Helper()
+	leakcheck.VerifyNoLeaks(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := new(syncbuf.Buffer)
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err = run(ctx, args, out)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+
+	deadline := time.After(30 * time.Second)
+	if missing := out.WaitFor(deadline, started...); missing != "" {
+		t.Fatalf("output lacks %q:\n%s", missing, out)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-deadline:
+		t.Fatalf("run did not return after cancel; output:\n%s", out)
+	}
+	if err != nil {
+		t.Fatalf("run: %v; output:\n%s", err, out)
+	}
+	if missing := out.WaitFor(deadline, ended...); missing != "" {
+		t.Fatalf("output lacks %q:\n%s", missing, out)
+	}
+}
