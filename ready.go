@@ -31,8 +31,7 @@ func (w *watcher) Ready() error {
 	if !w.following.Load() {
 		return fmt.Errorf("%w: listing the group again", ErrNotReady)
 	}
-	silent := time.Duration(int64(time.Since(w.epoch)) - w.heardAt.Load())
-	return fmt.Errorf("%w: etcd has not confirmed the watch for %v", ErrNotReady, silent.Round(time.Millisecond))
+	return fmt.Errorf("%w: etcd has not confirmed the watch for %v", ErrNotReady, w.silence().Round(time.Millisecond))
 }
 
 // Ready returns nil while the Register is registered and its lease is
@@ -40,13 +39,12 @@ func (w *watcher) Ready() error {
 // the last acknowledged keepalive: during a silent cut it cannot know more.
 // Otherwise it returns an error that wraps ErrNotReady and says why.
 func (r *register) Ready() error {
-	st := r.Status()
 	switch {
 	case r.closing.Load():
 		return fmt.Errorf("%w: closed", ErrNotReady)
-	case !st.Registered:
-		return fmt.Errorf("%w: registering again since %v", ErrNotReady, time.Since(st.Since).Round(time.Millisecond))
-	case st.LeaseLeft <= 0:
+	case r.revision.Load() == 0:
+		return fmt.Errorf("%w: registering again since %v", ErrNotReady, time.Since(r.registeredSince()).Round(time.Millisecond))
+	case !r.leaseClock.alive():
 		return fmt.Errorf("%w: lease not certainly alive: no keepalive acknowledged in time", ErrNotReady)
 	}
 	return nil

@@ -25,7 +25,7 @@ func (r *register) Status() Status {
 	revision := r.revision.Load()
 	st.Registered = revision != 0
 	st.CreateRevision = revision
-	st.Since = r.watcher.epoch.Add(time.Duration(r.since.Load()))
+	st.Since = r.registeredSince()
 	if left := r.leaseClock.remaining(); revision != 0 && left > 0 {
 		st.LeaseLeft = left
 	}
@@ -33,11 +33,21 @@ func (r *register) Status() Status {
 	return st
 }
 
+// registeredSince returns when the current registration was made, or the
+// last one lost (Status.Since).
+func (r *register) registeredSince() time.Time {
+	return r.watcher.epoch.Add(time.Duration(r.since.Load()))
+}
+
 // current reports whether the watch is up and etcd confirmed the stream
 // within staleAfter.
 func (w *watcher) current() bool {
-	silent := time.Duration(int64(time.Since(w.epoch)) - w.heardAt.Load())
-	return w.following.Load() && silent <= w.staleAfter()
+	return w.following.Load() && w.silence() <= w.staleAfter()
+}
+
+// silence returns how long ago etcd last answered (see heard).
+func (w *watcher) silence() time.Duration {
+	return time.Duration(int64(time.Since(w.epoch)) - w.heardAt.Load())
 }
 
 // staleAfter is how long a stream may go unconfirmed before the cache is no
