@@ -21,12 +21,15 @@ import (
 func sortByCreate(members []Member) {
 	const positionBits = 24
 	const positionMask = 1<<positionBits - 1
-	packable := len(members) < 1<<positionBits &&
-		slices.IsSortedFunc(members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	if len(members) >= 1<<positionBits ||
+		!slices.IsSortedFunc(members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) }) {
+		slices.SortFunc(members, byPlace)
+		return
+	}
 	packed := make([]uint64, 0, len(members))
 	for i, m := range members {
-		if !packable || m.CreateRevision < 0 || m.CreateRevision >= 1<<(64-positionBits) {
-			slices.SortFunc(members, func(a, b Member) int { return placeOf(a).compare(placeOf(b)) })
+		if m.CreateRevision < 0 || m.CreateRevision >= 1<<(64-positionBits) {
+			slices.SortFunc(members, byPlace)
 			return
 		}
 		packed = append(packed, uint64(m.CreateRevision)<<positionBits|uint64(i))

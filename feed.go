@@ -53,7 +53,7 @@ func (f *feed) push(c Change) bool {
 		default:
 		}
 	}
-	if len(f.ch)+len(f.queue)-f.head >= f.size {
+	if f.room() <= 0 {
 		f.overflown = true
 		return false
 	}
@@ -104,6 +104,9 @@ func (f *feed) next(revision int64) Change {
 // the channel.
 func (f *feed) sent(revision int64) {
 	f.pop()
+	if f.pending() == nil {
+		return // nothing waits: no reason to yield
+	}
 	for range feedPatience {
 		if len(f.ch) <= cap(f.ch)/2 {
 			break

@@ -118,7 +118,7 @@ func FuzzListingPages(f *testing.F) {
 		stale, _, _ := emptySnapshot(0).replace(cached, 1, 0)
 		for _, s := range []*snapshot{emptySnapshot(0), stale} {
 			before := kv.gets.Load()
-			listed, header, err := listGroup(ctx, client, prefix, pageBytes, s, slog.New(slog.DiscardHandler))
+			listed, header, err := listGroup(ctx, client, prefix, pageBytes, s.names, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,7 +21,7 @@ func List(endpoints []string, prefix string, ttl int64, opts ...Option) (members
 	defer c.release()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
 	defer cancel()
-	members, header, err := listGroup(ctx, c.client, c.prefix, listPageBytes, emptySnapshot(0), c.cfg.logger)
+	members, header, err := listGroup(ctx, c.client, c.prefix, listPageBytes, nameTrie{}, c.cfg.logger)
 	if err != nil {
 		return nil, 0, fmt.Errorf("biregister: list %q: %w", c.prefix, err)
 	}

@@ -29,21 +29,21 @@ const listSample = 4096
 // list reads every member of the group at one revision and returns the
 // header of the first response; the cache's names plan a re-listing.
 func (w *watcher) list(ctx context.Context) ([]Member, *etcdserverpb.ResponseHeader, error) {
-	return listGroup(ctx, w.client, w.prefix, w.pageBytes, w.snap.Load(), w.logger)
+	return listGroup(ctx, w.client, w.prefix, w.pageBytes, w.snap.Load().names, w.logger)
 }
 
 // listGroup reads every member under prefix at one revision, in pages of
-// about pageBytes, planned by what s knows of the group (see plan), and
+// about pageBytes, planned by the names known of the group (see plan), and
 // returns the header of the first response. A revision compacted before
 // the last page was read makes it start again at a new one.
-func listGroup(ctx context.Context, client *clientv3.Client, prefix string, pageBytes int, s *snapshot, logger *slog.Logger) ([]Member, *etcdserverpb.ResponseHeader, error) {
+func listGroup(ctx context.Context, client *clientv3.Client, prefix string, pageBytes int, known nameTrie, logger *slog.Logger) ([]Member, *etcdserverpb.ResponseHeader, error) {
 	// A member cut off from its cluster's leader would hold a linearizable
 	// read until ctx ends; with WithRequireLeader it refuses at once, and
 	// the client retries on another member.
 	ctx = clientv3.WithRequireLeader(ctx)
 	for {
 		l := lister{client: client, prefix: prefix, pageBytes: pageBytes}
-		err := l.read(ctx, l.plan(s))
+		err := l.read(ctx, l.plan(known))
 		if !errors.Is(err, rpctypes.ErrCompacted) {
 			return l.members, l.header, err
 		}
@@ -153,10 +153,10 @@ func (l *lister) pageLimit() int64 {
 // names' hashes, so its first members are a sample unrelated to the order
 // of the names, read without visiting the rest. The sample's sizes size
 // the first page.
-func (l *lister) plan(s *snapshot) []string {
+func (l *lister) plan(known nameTrie) []string {
 	starts := []string{l.prefix}
 	var sample []string
-	for m := range s.names.all() {
+	for m := range known.all() {
 		if len(sample) == listSample {
 			break
 		}
@@ -165,11 +165,11 @@ func (l *lister) plan(s *snapshot) []string {
 	}
 	l.kvs = len(sample)
 	// Room for the group as s knows it, and for some growth.
-	l.members = make([]Member, 0, s.names.size+s.names.size/8)
+	l.members = make([]Member, 0, known.size+known.size/8)
 	if len(sample) == 0 {
 		return starts
 	}
-	ranges := min(s.names.size*l.bytes/len(sample)/l.pageBytes+1, len(sample))
+	ranges := min(known.size*l.bytes/len(sample)/l.pageBytes+1, len(sample))
 	if ranges == 1 {
 		return starts // one page holds the group: nothing to sort
 	}

@@ -75,7 +75,7 @@ func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 	in := &instruments{meter: m}
 	var err error
 	in.changes, err = m.Int64Counter("biregister.changes", metric.WithUnit("{change}"),
-		metric.WithDescription("Changes delivered on Changes, by op; a RESYNC stands for the changes a consumer that fell behind did not get."))
+		metric.WithDescription("Changes handed to the consumer of Changes (PUT and DELETE once in the channel or queued behind it, RESYNC once in the channel), by op; a RESYNC stands for the changes a consumer that fell behind did not get."))
 	keep(err)
 	in.listings, err = m.Int64Counter("biregister.listings", metric.WithUnit("{listing}"),
 		metric.WithDescription("Listings of the group, by cause: start, then each listing again."))

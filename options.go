@@ -22,7 +22,7 @@ const DefaultBufferSize = 10000
 // each page asks for as many members as fit in it at the mean size read so
 // far. etcd builds every response whole in memory, and the client decodes
 // it whole, so a bound keeps both small whatever the group's size; pages
-// much smaller would cost etcd more (see listRanges in listing.go).
+// much smaller would cost etcd more (see plan and readRange in listing.go).
 const listPageBytes = 32 << 20
 
 // probeTimes says when an idle Watcher checks its watch stream (probe.go).

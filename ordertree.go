@@ -37,6 +37,9 @@ type place struct {
 
 func placeOf(m Member) place { return place{m.CreateRevision, m.Name} }
 
+// byPlace orders members oldest first: by create revision, then name.
+func byPlace(a, b Member) int { return placeOf(a).compare(placeOf(b)) }
+
 func (p place) compare(o place) int {
 	if c := cmp.Compare(p.revision, o.revision); c != 0 {
 		return c

@@ -125,7 +125,6 @@ func (s *snapshot) replace(listed []Member, revision int64, most int) (*snapshot
 	puts, gone := listed, []Member(nil)
 	if s.names.size > 0 {
 		puts, gone = diffTries(s.names, next.names)
-		byPlace := func(a, b Member) int { return placeOf(a).compare(placeOf(b)) }
 		slices.SortFunc(puts, byPlace)
 		slices.SortFunc(gone, byPlace)
 	}

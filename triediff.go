@@ -9,9 +9,8 @@ import "math/bits"
 // next lacks or holds with another create revision, in no particular order.
 // Two tries of the same names have the same shape (delete keeps it), so a
 // re-listing that mostly equals the cache is compared node by node, each
-// node's members in order, with no lookup per member; subtries the two
-// share are skipped whole. A big group's root slots are compared side by
-// side.
+// node's members in order, with no lookup per member. A big group's root
+// slots are compared side by side.
 func diffTries(prev, next nameTrie) (puts, gone []Member) {
 	p, n := prev.root, next.root
 	if prev.size+next.size < parallelMin || p == nil || n == nil {
@@ -40,8 +39,8 @@ func diffNodes(p, n *trieNode, shift uint, put, gone func(Member)) {
 		// Colliding names, a handful at most: compared as lists.
 		diffLists(p, n, put, gone)
 	default:
-		for _, bit := range bitsOf(p.memberMap | p.childMap | n.memberMap | n.childMap) {
-			diffSlot(p, n, bit, shift, put, gone)
+		for used := p.memberMap | p.childMap | n.memberMap | n.childMap; used != 0; used &= used - 1 {
+			diffSlot(p, n, used&-used, shift, put, gone)
 		}
 	}
 }

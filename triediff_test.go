@@ -64,7 +64,6 @@ func TestDiffTriesAsLookups(t *testing.T) {
 				wantGone = append(wantGone, o)
 			}
 		}
-		byPlace := func(a, b Member) int { return placeOf(a).compare(placeOf(b)) }
 		slices.SortFunc(puts, byPlace)
 		slices.SortFunc(gone, byPlace)
 		slices.SortFunc(wantPuts, byPlace)
