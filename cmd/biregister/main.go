@@ -308,10 +308,7 @@ func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 	}
 	members := w.Members()
 	printGroup(out, members, w.Status().Revision)
-	leader := ""
-	if len(members) > 0 {
-		leader = members[0].Name
-	}
+	leader := leaderOf(members)
 	for {
 		select {
 		case <-ctx.Done():
@@ -328,19 +325,27 @@ func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 				fmt.Fprintf(out, "%s %-6s rev %d: changes came too fast, the members are now:\n", now, c.Op, c.Revision)
 				members := w.Members()
 				printGroup(out, members, c.Revision)
-				leader = ""
-				if len(members) > 0 {
-					leader = members[0].Name
-				}
+				leader = leaderOf(members)
 				continue
 			}
 			fmt.Fprintf(out, "%s %-6s %s %s rev %d\n", now, c.Op, quote(c.Name), quote(c.Value), c.Revision)
 			if name, _ := w.GetLeader(); name != leader {
-				leader = name
-				printLeader(out, now, w.Members(), c.Revision)
+				// The line and what it is compared with next come from one
+				// read: the leader may have moved again since GetLeader.
+				members := w.Members()
+				leader = leaderOf(members)
+				printLeader(out, now, members, c.Revision)
 			}
 		}
 	}
+}
+
+// leaderOf returns the name of the oldest of members, or "" for none.
+func leaderOf(members []biregister.Member) string {
+	if len(members) == 0 {
+		return ""
+	}
+	return members[0].Name
 }
 
 // printLeader prints a line on a new leader of the group: the oldest of
