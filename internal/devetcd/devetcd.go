@@ -274,7 +274,8 @@ func NewClient(endpoints []string, dialTimeout time.Duration) (*clientv3.Client,
 // the local ports of outgoing connections from: a port of that range, free
 // when chosen, was seen taken by another test's connection before etcd
 // could listen on it ("bind: address already in use"). PortsEnv narrows
-// the choice, so that processes running side by side never choose alike.
+// the choice, so that processes given ranges of their own do not choose
+// alike.
 func FreeURLs(n int) ([]url.URL, error) {
 	low, high, err := quietPorts()
 	if err != nil {

@@ -388,8 +388,6 @@ func (nw *network) memberAddr(i int) string {
 	return fmt.Sprintf("%s%d.%d", subnetPrefix, nw.slot, i+2)
 }
 
-// cutPeers drops the packets between members i and j: each one's route to
-// the other is a blackhole, so neither side's packets leave.
 // eachPeer calls link for member i and every other of n members, and
 // stops at the first error.
 func eachPeer(n, i int, link func(i, j int) error) error {
@@ -403,6 +401,8 @@ func eachPeer(n, i int, link func(i, j int) error) error {
 	return nil
 }
 
+// cutPeers drops the packets between members i and j: each one's route to
+// the other is a blackhole, so neither side's packets leave.
 func (nw *network) cutPeers(i, j int) error {
 	pair := [2]int{min(i, j), max(i, j)}
 	if nw.peerCuts[pair] {

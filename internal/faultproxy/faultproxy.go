@@ -142,29 +142,30 @@ func (p *Proxy) Cut() {
 // retransmission would deliver them. A write that is in progress stops
 // where it is and the rest of its chunk is held too; bytes that already
 // reached the kernel before Stall can still be read by the peer.
-func (p *Proxy) Stall() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.stalled = true
-	// A Write blocked on a peer that does not read would finish on its own
-	// once the peer reads again. Expiring its deadline makes it return the
-	// count written so far, so the writer can hold the rest.
-	for l := range p.links {
-		l.client.SetWriteDeadline(aLongTimeAgo)
-		l.server.SetWriteDeadline(aLongTimeAgo)
-	}
-	p.notify()
-}
+func (p *Proxy) Stall() { p.stall(true) }
 
 // StallRequests stops moving bytes from the client to the target, as Stall
 // does, while replies go on flowing: requests stop reaching the target, and
 // the answers already on their way (held by DelayReplies, say) still arrive.
-func (p *Proxy) StallRequests() {
+func (p *Proxy) StallRequests() { p.stall(false) }
+
+// stall stops moving bytes to the target, and to the client too if replies.
+func (p *Proxy) stall(replies bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stalledRequests = true
+	if replies {
+		p.stalled = true
+	} else {
+		p.stalledRequests = true
+	}
+	// A Write blocked on a peer that does not read would finish on its own
+	// once the peer reads again. Expiring its deadline makes it return the
+	// count written so far, so the writer can hold the rest.
 	for l := range p.links {
 		l.server.SetWriteDeadline(aLongTimeAgo)
+		if replies {
+			l.client.SetWriteDeadline(aLongTimeAgo)
+		}
 	}
 	p.notify()
 }
@@ -361,8 +362,7 @@ func (p *Proxy) write(l *link, dst net.Conn, q <-chan chunk, reply bool) {
 
 // await blocks until a chunk read at readAt may be written to dst: the
 // proxy is not stalled (in that direction) and, for a reply, the delay has
-// passed. It then
-// clears the write deadline a Stall may have left on dst, if dst is not
+// passed. It then clears the write deadline a Stall may have left on dst, if dst is not
 // nil. Doing both under p.mu means a Stall either comes before and is seen
 // here, or comes after and interrupts the Write that follows. await
 // returns false if the link was closed.
