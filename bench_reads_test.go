@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
@@ -89,6 +90,20 @@ func BenchmarkReads(b *testing.B) {
 			})
 		}},
 	}
+	// The floors, measured in the same run so that a slower machine shows as
+	// such: a Go map lookup of the same names (what GetValueByName would
+	// cost if every change copied a map), and the monotonic clock read that
+	// AmILeader cannot skip, since its answer is only as good as its reading
+	// of the lease deadline.
+	byName := w.GetAll()
+	start := time.Now()
+	reads = append(reads, []struct {
+		name string
+		run  func(b *testing.B)
+	}{
+		{"floor/map-lookup", func(b *testing.B) { readLoop(b, func(i int) { sinkString = byName[names[i%members]] }) }},
+		{"floor/clock-read", func(b *testing.B) { readLoop(b, func(int) { sinkBool = time.Since(start) < time.Hour }) }},
+	}...)
 	for _, r := range reads {
 		b.Run(r.name, r.run)
 	}
