@@ -83,9 +83,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 ## lint: go vet (with its stdversion check: no standard library newer than
-## go.mod's go line), gofmt and staticcheck.
+## go.mod's go line), gofmt, staticcheck, and README's Go row against go.mod.
 lint:
 	$(GO) vet $(PKGS)
+	@want=$$($(GO) list -m -f '{{.GoVersion}}' | cut -d. -f1,2); \
+	grep -q "^| Go | $$want or newer " README.md || { echo "README's Versions row for Go does not say $$want, go.mod's go line" >&2; exit 1; }
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) run $(STATICCHECK) $(PKGS)
 
