@@ -169,6 +169,17 @@ func TestValueTooLarge(t *testing.T) {
 	ok := newRegister(t, etcd.Endpoints(), "/big", "a", "small", 5)
 	assert.Error(t, ok.SetValue(context.Background(), huge))
 	assert.Equal(t, "small", ok.GetValueByName("a"))
+
+	// Just under the limit is a value like any other, from the constructor
+	// and from SetValue, and a Watcher gets it whole.
+	large := strings.Repeat("y", 1400<<10)
+	w := newWatcher(t, etcd.Endpoints(), "/big")
+	b := newRegister(t, etcd.Endpoints(), "/big", "b", large, 5)
+	require.NoError(t, ok.SetValue(context.Background(), large+"a"))
+	require.Eventually(t, func() bool {
+		return w.GetValueByName("a") == large+"a" && w.GetValueByName("b") == large
+	}, waitFor, 10*time.Millisecond)
+	assert.Equal(t, large, b.GetValueByName("b"))
 }
 
 func TestOperationsAfterClose(t *testing.T) {

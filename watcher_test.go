@@ -35,11 +35,16 @@ func TestInvalidArguments(t *testing.T) {
 		{"watcher dial timeout", func() (any, error) {
 			return biregister.NewWatcher(eps, "/p", 5, biregister.WithDialTimeout(-time.Second))
 		}},
+		{"watcher dial timeout 0", func() (any, error) { return biregister.NewWatcher(eps, "/p", 5, biregister.WithDialTimeout(0)) }},
 		{"register nil endpoints", func() (any, error) { return biregister.NewRegister(nil, "/p", "a", "v", 5) }},
 		{"register empty prefix", func() (any, error) { return biregister.NewRegister(eps, "", "a", "v", 5) }},
 		{"register empty name", func() (any, error) { return biregister.NewRegister(eps, "/p", "", "v", 5) }},
 		{"register name with slash", func() (any, error) { return biregister.NewRegister(eps, "/p", "a/b", "v", 5) }},
 		{"register ttl 0", func() (any, error) { return biregister.NewRegister(eps, "/p", "a", "v", 0) }},
+		{"register blank endpoint", func() (any, error) { return biregister.NewRegister([]string{""}, "/p", "a", "v", 5) }},
+		{"register name wait", func() (any, error) {
+			return biregister.NewRegister(eps, "/p", "a", "v", 5, biregister.WithNameWait(-time.Second))
+		}},
 		{"noname empty endpoints", func() (any, error) { return biregister.NewRegisterNoName([]string{}, "/p", "v", 5) }},
 		{"noname empty prefix", func() (any, error) { return biregister.NewRegisterNoName(eps, "", "v", 5) }},
 		{"noname ttl 0", func() (any, error) { return biregister.NewRegisterNoName(eps, "/p", "v", 0) }},
