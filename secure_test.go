@@ -388,34 +388,50 @@ func TestSecureAuthByCertificate(t *testing.T) {
 	checkSecureGroup(t, c.Endpoints(), biregister.WithTLS(c.Certs().ClientTLS(testcerts.ClientCert)))
 }
 
-// A restart of etcd forgets every login (simple tokens live in memory): the
-// clients log in again by themselves, and the group goes on working.
+// A restart of etcd forgets every simple token (they live in memory): the
+// clients log in again by themselves, and the group goes on working. JWT
+// tokens outlive the restart, and are what README advises for etcd 3.4,
+// where simple tokens cannot work across a restart: that advice is checked
+// on every server.
 func TestSecureAuthSurvivesRestart(t *testing.T) {
-	c := startSecureEtcd(t, etcdtest.Options{Auth: secureAuth()})
-	eps := c.Endpoints()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	status, err := c.Client(t).Status(ctx, eps[0])
-	require.NoError(t, err)
-	if strings.HasPrefix(status.Version, "3.4.") {
-		// Measured with Debian's 3.4.23: a Register stays stuck for good,
-		// every request timing out; with --auth-token jwt,... it recovers.
-		t.Skipf("etcd %s holds a request whose simple token it does not know until the request's deadline "+
-			"(etcd-io/etcd#11377), so the client never learns that it must log in again", status.Version)
+	for _, tokens := range []struct {
+		name string
+		jwt  bool
+	}{{"simple", false}, {"jwt", true}} {
+		t.Run(tokens.name, func(t *testing.T) {
+			auth := secureAuth()
+			auth.JWT = tokens.jwt
+			c := startSecureEtcd(t, etcdtest.Options{Auth: auth})
+			eps := c.Endpoints()
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			status, err := c.Client(t).Status(ctx, eps[0])
+			require.NoError(t, err)
+			login, err := c.Client(t).Authenticate(ctx, svcUser, svcPassword)
+			require.NoError(t, err)
+			// A JWT is three dot-separated parts; a simple token, two.
+			require.Equal(t, tokens.jwt, strings.Count(login.Token, ".") == 2, "the members issue the wrong kind of token")
+			if !tokens.jwt && strings.HasPrefix(status.Version, "3.4.") {
+				// Measured with Debian's 3.4.23: a Register stays stuck
+				// for good, every request timing out.
+				t.Skipf("etcd %s holds a request whose simple token it does not know until the request's deadline "+
+					"(etcd-io/etcd#11377), so the client never learns that it must log in again", status.Version)
+			}
+
+			logger, logs := secureLogger()
+			withAuth := biregister.WithAuth(svcUser, svcPassword)
+			w := newWatcher(t, eps, securePrefix, withAuth, biregister.WithLogger(logger))
+			r := newRegister(t, eps, securePrefix, "a", "v1", 5, withAuth, biregister.WithLogger(logger))
+			changes := w.Changes()
+			recvUntil(t, changes, func(c biregister.Change) bool { return c.Op == biregister.OpPut && c.Name == "a" })
+
+			c.Stop(t, 0)
+			c.Restart(t, 0)
+
+			require.NoError(t, r.SetValue(ctx, "v2"))
+			recvUntil(t, changes, func(c biregister.Change) bool { return c.Op == biregister.OpPut && c.Value == "v2" })
+			require.NoError(t, r.WaitLeader(ctx))
+			assertNoSecret(t, logs.String(), nil)
+		})
 	}
-
-	logger, logs := secureLogger()
-	auth := biregister.WithAuth(svcUser, svcPassword)
-	w := newWatcher(t, eps, securePrefix, auth, biregister.WithLogger(logger))
-	r := newRegister(t, eps, securePrefix, "a", "v1", 5, auth, biregister.WithLogger(logger))
-	changes := w.Changes()
-	recvUntil(t, changes, func(c biregister.Change) bool { return c.Op == biregister.OpPut && c.Name == "a" })
-
-	c.Stop(t, 0)
-	c.Restart(t, 0)
-
-	require.NoError(t, r.SetValue(ctx, "v2"))
-	recvUntil(t, changes, func(c biregister.Change) bool { return c.Op == biregister.OpPut && c.Value == "v2" })
-	require.NoError(t, r.WaitLeader(ctx))
-	assertNoSecret(t, logs.String(), nil)
 }

@@ -56,6 +56,9 @@ type Member struct {
 	// ClientTLS, if not nil, makes the member serve its client URL, which
 	// must then be an https URL, over TLS. The peer URL stays plain.
 	ClientTLS *ClientTLS
+	// AuthToken is etcd's --auth-token: the kind of token the member
+	// issues once auth is enabled. Empty keeps etcd's default, "simple".
+	AuthToken string
 }
 
 // ClientTLS is how a member secures its client port.
@@ -106,6 +109,10 @@ func Config(m Member, peers []Member, token, state string) *embed.Config {
 		}
 	}
 
+	if m.AuthToken != "" {
+		cfg.AuthToken = m.AuthToken
+	}
+
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.EnableGRPCGateway = false
 	cfg.EnablePprof = false
@@ -142,6 +149,9 @@ func Args(m Member, peers []Member, token, state string) []string {
 		if t.ClientCertAuth {
 			args = append(args, "--client-cert-auth")
 		}
+	}
+	if m.AuthToken != "" {
+		args = append(args, "--auth-token="+m.AuthToken)
 	}
 	return args
 }

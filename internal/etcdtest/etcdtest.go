@@ -140,6 +140,12 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	root := t.TempDir()
+	var authToken string
+	if opts.Auth != nil && opts.Auth.JWT {
+		if authToken, err = jwtAuthToken(root); err != nil {
+			t.Fatalf("etcdtest: %v", err)
+		}
+	}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("m%d", i)
 		dir := filepath.Join(root, name)
@@ -160,6 +166,7 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 				ClientURL: clientURL,
 				PeerURL:   urls[2*i+1],
 				ClientTLS: clientTLS,
+				AuthToken: authToken,
 			},
 			log: filepath.Join(dir, "etcd.log"),
 		})

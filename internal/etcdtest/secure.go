@@ -2,8 +2,14 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,17 +56,21 @@ const (
 )
 
 // Auth is the authentication set-up of a cluster: a root user, and users
-// whose roles may read and write one key prefix each. The members issue
-// etcd's default "simple" tokens, which live in a member's memory only:
-// after a Restart, clients log in again when told their token is invalid,
-// except against etcd 3.4, which holds a request with a token it does not
-// know until the request's deadline (etcd-io/etcd#11377), so that clients
-// that logged in before never learn it.
+// whose roles may read and write one key prefix each. By default the
+// members issue etcd's "simple" tokens, which live in a member's memory
+// only: after a Restart, clients log in again when told their token is
+// invalid, except against etcd 3.4, which holds a request with a token it
+// does not know until the request's deadline (etcd-io/etcd#11377), so that
+// clients that logged in before never learn it.
 type Auth struct {
 	// RootPassword is the password of the user root, who may do anything.
 	RootPassword string
 	// Users are the other users.
 	Users []User
+	// JWT makes the members issue JWT tokens signed with a key the harness
+	// generates (RS256), which stay valid across a restart: how etcd 3.4
+	// is best run with auth.
+	JWT bool
 }
 
 // User is a user of a cluster with auth enabled. Its role, named after it,
@@ -174,6 +184,29 @@ func (c *Cluster) setUpAuth(ctx context.Context) error {
 		return fmt.Errorf("enable auth: %w", err)
 	}
 	return nil
+}
+
+// jwtAuthToken writes a new RSA key pair to dir and returns the --auth-token
+// value that makes a member sign its tokens with it.
+func jwtAuthToken(dir string) (string, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", err
+	}
+	public, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return "", err
+	}
+	privateFile, publicFile := filepath.Join(dir, "jwt.key"), filepath.Join(dir, "jwt.pub")
+	for file, block := range map[string]*pem.Block{
+		privateFile: {Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)},
+		publicFile:  {Type: "PUBLIC KEY", Bytes: public},
+	} {
+		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=10m", publicFile, privateFile), nil
 }
 
 // frontEndpoint returns the endpoint of a member's front proxy with the
