@@ -3,6 +3,7 @@ package biregister
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,6 +71,50 @@ func TestTermReadsTheClock(t *testing.T) {
 			}
 			if cause := context.Cause(term); !errors.Is(cause, ErrLeaseDeadline) {
 				t.Fatalf("cause %v, want ErrLeaseDeadline", cause)
+			}
+		})
+	}
+}
+
+// notLeading names the reason a registration does not lead, for every reason
+// a term can end with, and AmILeader agrees with it.
+func TestNotLeadingSaysWhy(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	const ours = 7 // the create revision of our registration "a"
+	a := Member{Name: "a", Value: "v", CreateRevision: ours}
+	for _, tc := range []struct {
+		name     string
+		members  []Member // the cache
+		revision int64    // the cache's revision
+		change   func(r *register)
+		want     error
+	}{
+		{"leads", []Member{a, {Name: "b", CreateRevision: 9}}, 9, nil, nil},
+		{"closing", []Member{a}, 9, func(r *register) { r.closing.Store(true) }, ErrClosed},
+		{"registered again", []Member{a}, 9, func(r *register) { r.revision.Store(ours + 5) }, ErrRegistrationLost},
+		{"resigning", []Member{a}, 9, func(r *register) { r.resigning.Store(ours) }, ErrResigned},
+		{"lease deadline passed", []Member{a}, 9, func(r *register) { r.leaseClock.clear() }, ErrLeaseDeadline},
+		// Revisions go down only when etcd is restored from an older
+		// snapshot; a member older than ours then leads.
+		{"an older member", []Member{{Name: "b", CreateRevision: 5}, a}, 9, nil, ErrNotLeader},
+		{"not in the cache yet", []Member{{Name: "b", CreateRevision: 3}}, ours - 2, nil, ErrNotLeader},
+		{"gone from a cache that saw it", []Member{{Name: "b", CreateRevision: 3}}, 9, nil, ErrRegistrationLost},
+		{"another registration of the name", []Member{{Name: "a", CreateRevision: 4}}, 9, nil, ErrRegistrationLost},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &register{name: "a", key: "/t/a", leaseClock: newLeaseClock(), watcher: &watcher{}}
+			snap, _, _ := emptySnapshot(0).replace(slices.Clone(tc.members), tc.revision, 0)
+			r.watcher.snap.Store(snap)
+			r.revision.Store(ours)
+			r.leaseClock.extend(time.Now(), time.Hour)
+			if tc.change != nil {
+				tc.change(r)
+			}
+			if err := r.notLeading(ours); !errors.Is(err, tc.want) || (err == nil) != (tc.want == nil) {
+				t.Fatalf("notLeading = %v, want %v", err, tc.want)
+			}
+			if got := r.AmILeader(); got != (tc.want == nil) {
+				t.Fatalf("AmILeader = %v where notLeading says %v", got, tc.want)
 			}
 		})
 	}
