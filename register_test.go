@@ -298,6 +298,30 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 	assert.Contains(t, logs.String(), "leadership gained")
 }
 
+// A deletion the Register's watch delivers while its loop is busy with a
+// request is still noticed: the Register registers again, with the value
+// set meanwhile. (The loop once looked only at snapshots published while
+// it waited, and lost its key for good about half the time here.)
+func TestReRegisterAfterDeleteDuringRequest(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	a := newRegister(t, etcd.Endpoints(), "/rereg-busy", "a", "v0", 3)
+	ctx := context.Background()
+	for i := range 10 {
+		before := a.MyRevision()
+		_, err := cli.Delete(ctx, a.MyKey())
+		require.NoError(t, err)
+		value := fmt.Sprintf("v%d", i+1)
+		// The fence fails (the key is gone), so the value goes with the
+		// next registration.
+		require.NoError(t, a.SetValue(ctx, value))
+		require.Eventually(t, func() bool {
+			resp, err := cli.Get(ctx, a.MyKey())
+			return err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].CreateRevision > before && string(resp.Kvs[0].Value) == value
+		}, waitFor, time.Millisecond, "round %d: the key stayed deleted", i)
+	}
+}
+
 // While another live member holds the name, the Register keeps trying, with
 // backoff and a log line per failure, and gets its name back once it is free.
 func TestReRegisterWhileNameTaken(t *testing.T) {

@@ -20,8 +20,11 @@ func (r *register) run() {
 	var retry backoff
 	timer := time.NewTimer(keepAliveInterval(r.ttl))
 	defer timer.Stop()
+	// checked is the last snapshot looked at for a lost key. It is carried
+	// from pass to pass, not loaded afresh: a snapshot published while the
+	// loop was busy (a request, a tick) must still be looked at.
+	checked := r.watcher.snap.Load()
 	for {
-		snap := r.watcher.snap.Load()
 		select {
 		case <-r.ctx.Done():
 			return
@@ -31,8 +34,9 @@ func (r *register) run() {
 			if next, ok := r.keepAliveDone(result, &retry); ok {
 				timer.Reset(next)
 			}
-		case <-snap.replaced:
-			if r.keyLost(r.watcher.snap.Load()) {
+		case <-checked.replaced:
+			checked = r.watcher.snap.Load()
+			if r.keyLost(checked) {
 				r.watcher.logger.Warn("biregister: key deleted from outside, registering again", "key", r.key)
 				r.abandonLease()
 				timer.Reset(0)
