@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/faultproxy"
 	"github.com/biregister/biregister/internal/syncbuf"
 )
 
@@ -296,6 +298,48 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 	assert.Contains(t, logs.String(), "registering again")
 	assert.Contains(t, logs.String(), "leadership lost")
 	assert.Contains(t, logs.String(), "leadership gained")
+}
+
+// Close ends a SetValue or Resign that waits on an etcd that does not
+// answer: it returns ErrClosed, and Close returns within its bound instead of
+// waiting for the request (the etcd client waits for a connection as long
+// as the caller's context lets it).
+func TestCloseEndsRequestWaitingOnEtcd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		do   func(r biregister.Register) error
+	}{
+		{"SetValue", func(r biregister.Register) error { return r.SetValue(context.Background(), "v2") }},
+		{"Resign", func(r biregister.Register) error { return r.Resign(context.Background()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			etcd := startEtcd(t)
+			proxy := faultproxy.Start(t, etcd.Endpoint(0))
+			const ttl = 2
+			r, err := biregister.NewRegister([]string{proxy.Endpoint()}, "/close-busy", "a", "v", ttl)
+			require.NoError(t, err)
+			proxy.Stall()
+			done := make(chan error, 1)
+			go func() { done <- tc.do(r) }()
+			// Close only once the request waits on etcd inside the loop.
+			require.Eventually(t, func() bool { return stackHas("biregister.(*register)." + tc.name + ".func1") },
+				waitFor, time.Millisecond)
+			closed := make(chan struct{})
+			go func() { r.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(2 * ttl * time.Second):
+				t.Fatal("Close waited on the request")
+			}
+			require.ErrorIs(t, <-done, biregister.ErrClosed)
+		})
+	}
+}
+
+// stackHas reports whether any goroutine's stack holds fn.
+func stackHas(fn string) bool {
+	buf := make([]byte, 1<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
 }
 
 // A deletion the Register's watch delivers while its loop is busy with a

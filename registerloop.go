@@ -119,20 +119,29 @@ func (r *register) keepAliveDone(result keepAliveResult, retry *backoff) (time.D
 	return 0, false
 }
 
-// call runs do on the loop and returns its result.
+// call runs do on the loop and returns its result, or ErrClosed if Close
+// ended it.
 func (r *register) call(ctx context.Context, do func(ctx context.Context) error) error {
 	if r.closing.Load() {
 		return ErrClosed
 	}
+	// do ends with Close as well as with ctx: Close waits for the loop, and
+	// the loop must not wait on an etcd that does not answer.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.ctx, cancel)()
 	req := request{ctx: ctx, do: do, reply: make(chan error, 1)}
+	var err error
 	select {
 	case r.requests <- req:
+		err = <-req.reply
 	case <-ctx.Done():
-		return ctx.Err()
-	case <-r.ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil && r.ctx.Err() != nil {
 		return ErrClosed
 	}
-	return <-req.reply
+	return err
 }
 
 func (r *register) SetValue(ctx context.Context, value string) error {
