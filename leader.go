@@ -44,8 +44,8 @@ func (r *register) notLeading(revision int64) error {
 	if m, ok := snap.lookup(r.name); ok && m.CreateRevision == revision {
 		return ErrNotLeader
 	}
-	// Gone from a cache that is new enough to hold it, or not in it yet.
-	if snap.revision >= revision {
+	// Gone from a cache that applied its event, or not in it yet.
+	if snap.applied >= revision {
 		return ErrRegistrationLost
 	}
 	return ErrNotLeader

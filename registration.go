@@ -138,10 +138,10 @@ func (r *register) abandonLease() {
 }
 
 // keyLost reports whether snap shows that the current registration is gone.
-// A snapshot older than the registration cannot tell.
+// A snapshot that has not applied the registration's own event cannot tell.
 func (r *register) keyLost(snap *snapshot) bool {
 	revision := r.revision.Load()
-	if revision == 0 || snap.revision < revision {
+	if revision == 0 || snap.applied < revision {
 		return false
 	}
 	m, ok := snap.lookup(r.name)

@@ -18,24 +18,30 @@ import (
 // with the previous one, so a change costs the same in a group of ten members
 // as in one of a million.
 type snapshot struct {
-	names    nameTrie      // name → member
-	order    orderTree     // the members' places, ascending create revision
-	leader   Member        // order's first member, or the zero Member
-	revision int64         // the etcd revision this view reflects
+	names    nameTrie  // name → member
+	order    orderTree // the members' places, ascending create revision
+	leader   Member    // order's first member, or the zero Member
+	revision int64     // the etcd revision this view reflects
+	// applied is the revision of the newest event or listing the view
+	// holds: an event at or below it is a replay. It is not revision, which
+	// progress notifications move too: etcd before 3.4.25 and 3.5.8 may
+	// send a watch one at the current revision while events below it are
+	// still on their way (etcd-io/etcd#15220).
+	applied  int64
 	replaced chan struct{} // closed when a newer snapshot is published
 }
 
-func newSnapshot(names nameTrie, order orderTree, revision int64) *snapshot {
+func newSnapshot(names nameTrie, order orderTree, revision, applied int64) *snapshot {
 	var leader Member
 	if first, ok := order.first(); ok {
 		leader, _ = names.get(first.name)
 	}
-	return &snapshot{names: names, order: order, leader: leader, revision: revision, replaced: make(chan struct{})}
+	return &snapshot{names: names, order: order, leader: leader, revision: revision, applied: applied, replaced: make(chan struct{})}
 }
 
 // emptySnapshot returns a view of no members at revision.
 func emptySnapshot(revision int64) *snapshot {
-	return newSnapshot(nameTrie{}, orderTree{}, revision)
+	return newSnapshot(nameTrie{}, orderTree{}, revision, revision)
 }
 
 func (s *snapshot) lookup(name string) (Member, bool) { return s.names.get(name) }
@@ -60,10 +66,12 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 	names, order := s.names, s.order
 	b := new(batch)
 	changes := make([]Change, 0, len(events))
+	applied := s.applied
 	for _, ev := range events {
-		if ev.Kv.ModRevision <= s.revision {
+		if ev.Kv.ModRevision <= s.applied {
 			continue // s holds it already
 		}
+		applied = max(applied, ev.Kv.ModRevision)
 		m, ok := newMember(prefix, ev.Kv)
 		if !ok {
 			continue
@@ -90,10 +98,11 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
 		}
 	}
-	if len(changes) == 0 && revision == s.revision {
+	revision = max(s.revision, revision, applied) // never back
+	if len(changes) == 0 && revision == s.revision && applied == s.applied {
 		return s, nil
 	}
-	return newSnapshot(names, order, revision), changes
+	return newSnapshot(names, order, revision, applied), changes
 }
 
 // replace returns the snapshot that a fresh listing (members in any order, read
@@ -121,7 +130,7 @@ func (s *snapshot) replace(listed []Member, revision int64, most int) (*snapshot
 		// The two indexes share nothing but listed, which neither changes.
 		inParallel(2, build)
 	}
-	next := newSnapshot(names, order, revision)
+	next := newSnapshot(names, order, revision, revision)
 	puts, gone := listed, []Member(nil)
 	if s.names.size > 0 {
 		puts, gone = diffTries(s.names, next.names)

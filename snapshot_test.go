@@ -252,6 +252,33 @@ func TestApplySkipsEventsAlreadyHeld(t *testing.T) {
 	}
 }
 
+// etcd before 3.4.25 and 3.5.8 answers a progress request on a stream with
+// its current revision even to a watch whose events below that revision are
+// still on their way (etcd-io/etcd#15220): those events, when they come, are
+// applied, not taken for replays, and the cache keeps the revision etcd
+// reported.
+func TestApplyEventsBehindEarlyProgress(t *testing.T) {
+	s := groupOf(3) // at revision 3
+	early, changes := s.apply("/g/", nil, 10)
+	if len(changes) != 0 || early.revision != 10 {
+		t.Fatalf("progress notification: revision %d, changes %v", early.revision, changes)
+	}
+	late := []*clientv3.Event{
+		{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/g/late"), Value: []byte("v"), CreateRevision: 5, ModRevision: 5}},
+		{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000000"), ModRevision: 6}},
+	}
+	next, changes := early.apply("/g/", late, 6)
+	if len(changes) != 2 || next.revision != 10 || next.applied != 6 {
+		t.Fatalf("events behind the progress notification: changes %v, revision %d, applied %d", changes, next.revision, next.applied)
+	}
+	if _, ok := next.lookup("late"); !ok || next.leader.Name != "member-0000001" {
+		t.Fatalf("the cache did not take the late events: leader %q", next.leader.Name)
+	}
+	if again, changes := next.apply("/g/", late, 6); again != next || len(changes) != 0 {
+		t.Fatalf("a replay of the late events changed the cache: %v", changes)
+	}
+}
+
 // BenchmarkSnapshotApply is the cost of one watch event on the cache, by
 // group size: it must not grow with the group (no copy, no scan).
 func BenchmarkSnapshotApply(b *testing.B) {

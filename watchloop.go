@@ -46,7 +46,7 @@ func (w *watcher) run() {
 			return
 		}
 		if why == resume {
-			from = w.snap.Load().revision
+			from = w.snap.Load().applied
 			w.logger.Debug("biregister: progress request unanswered, watching again", "revision", from)
 			continue
 		}
