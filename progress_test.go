@@ -32,7 +32,9 @@ func TestProgressRequestsOnSharedStreamLoseNothing(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var requests sync.WaitGroup
-	requests.Go(func() {
+	requests.Add(1)
+	go func() {
+		defer requests.Done()
 		// The Watcher's watch metadata, so the Watcher's stream; a thousand
 		// requests a second, so that answers often overtake events.
 		rctx := clientv3.WithRequireLeader(ctx)
@@ -45,13 +47,15 @@ func TestProgressRequestsOnSharedStreamLoseNothing(t *testing.T) {
 			case <-ctx.Done():
 			}
 		}
-	})
+	}()
 	// Big values make the watch fall behind the writes, so that events wait
 	// on the server while progress answers go out.
 	value := strings.Repeat("v", 16<<10)
 	var writers sync.WaitGroup
 	for g := range 8 {
-		writers.Go(func() {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
 			for i := range 300 {
 				key := fmt.Sprintf("%sk%d-%d", prefix, g, i%16)
 				var err error
@@ -65,7 +69,7 @@ func TestProgressRequestsOnSharedStreamLoseNothing(t *testing.T) {
 					return
 				}
 			}
-		})
+		}()
 	}
 	writers.Wait()
 	cancel()

@@ -180,12 +180,14 @@ func checkRejected(t *testing.T, eps []string, ttl int64, check func(t *testing.
 	outcomes := make([]outcome, len(secureConstructors))
 	var wg sync.WaitGroup
 	for i, ctor := range secureConstructors {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			logger, logs := secureLogger()
 			start := time.Now()
 			err := ctor.new(eps, ttl, append(opts, biregister.WithLogger(logger))...)
 			outcomes[i] = outcome{err, time.Since(start), logs}
-		})
+		}()
 	}
 	wg.Wait()
 	for i, ctor := range secureConstructors {
