@@ -24,7 +24,16 @@ FUZZ_TARGETS := .:FuzzCache .:FuzzListingPages \
 	./grpcresolver:FuzzParseEndpoint ./grpcresolver:FuzzEndpointString \
 	./grpcresolver:FuzzResolverUpdate ./cmd/biregister:FuzzArgs
 
-.PHONY: test test-etcd34 compat stress fuzz bench lint demo cluster-demo
+.PHONY: gomin test test-etcd34 compat stress fuzz bench lint demo cluster-demo
+
+## gomin: go vet with the Go release go.mod's go line names (fetched through
+## the module proxy as a toolchain), and the unit tests that need no etcd:
+## the oldest Go we say we support builds us.
+gomin:
+	@min=go$$($(GO) list -m -f '{{.GoVersion}}'); \
+	echo "gomin: $$min"; \
+	GOTOOLCHAIN=$$min $(GO) vet $(PKGS) && \
+	GOTOOLCHAIN=$$min $(GO) test -count=1 -run 'TestInvalidArguments|TestLease|TestBackoff|TestNotLeadingSaysWhy|TestApply|TestIndexes' .
 
 ## test: the whole suite, race detector on, against real embedded etcd; the
 ## root package's tests in three processes side by side (scripts/gotest).
