@@ -305,7 +305,14 @@ func TestWatcherReadinessAcrossStall(t *testing.T) {
 	proxy.Stall()
 	stalled := time.Now()
 	waitUntil(t, waitFor, func() bool { return errors.Is(w.Ready(), ErrNotReady) })
-	t.Logf("not ready %v after the stall began: %v", time.Since(stalled), w.Ready())
+	took := time.Since(stalled)
+	t.Logf("not ready %v after the stall began: %v", took, w.Ready())
+	// etcd last confirmed the stream before the stall; README's bound,
+	// two probe intervals plus the ttl, counts from then. The slack is for
+	// the polling and a loaded machine.
+	if bound := 2*testProbeInterval + time.Second; took > bound+500*time.Millisecond {
+		t.Fatalf("not ready only %v after the stall began, past the bound of %v", took, bound)
+	}
 	proxy.Heal()
 	waitUntil(t, waitFor, func() bool { return w.Ready() == nil })
 }
