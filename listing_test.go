@@ -200,3 +200,98 @@ func TestListingCompactedMeanwhile(t *testing.T) {
 		t.Fatalf("listed %d members, want the %d and the one written meanwhile", len(listed), testGroup)
 	}
 }
+
+// rangeLog wraps a client's KV and records what etcd answered each read.
+type rangeLog struct {
+	clientv3.KV
+	mu    sync.Mutex
+	pages []listedPage
+}
+
+// listedPage is one range response: how many keys it returned and their
+// bytes as the lister sizes them, how many keys etcd counted for it, and
+// the revision it was read at.
+type listedPage struct {
+	kvs, bytes      int
+	count, revision int64
+}
+
+func (l *rangeLog) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	resp, err := l.KV.Get(ctx, key, opts...)
+	if err == nil {
+		p := listedPage{kvs: len(resp.Kvs), count: resp.Count, revision: resp.Header.Revision}
+		for _, kv := range resp.Kvs {
+			p.bytes += len(kv.Key) + len(kv.Value) + kvOverhead
+		}
+		l.mu.Lock()
+		l.pages = append(l.pages, p)
+		l.mu.Unlock()
+	}
+	return resp, err
+}
+
+// take returns the pages recorded so far and forgets them.
+func (l *rangeLog) take() []listedPage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pages := l.pages
+	l.pages = nil
+	return pages
+}
+
+// What README promises of a listing's reads: the first page of a first
+// listing asks for listFirstPage members; every later page holds about
+// pageBytes; every page reads the first one's revision; and a re-listing,
+// planned from the cache's names, never has etcd count much more than a
+// page's worth of keys for a page (a first listing's first page counts the
+// group once).
+func TestListingPageBounds(t *testing.T) {
+	const prefix = "/bounds/"
+	client := startFilled(t, prefix)
+	log := &rangeLog{KV: client.KV}
+	client.KV = log
+	w := listingWatcher(t, client, prefix)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	listed, header, err := w.list(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := log.take()
+	requireListedAsEtcd(t, client, prefix, listed, header.Revision)
+	log.take() // the check's read
+	if first[0].kvs != listFirstPage || first[0].count != testGroup {
+		t.Fatalf("first page: %d members of %d counted, want %d of %d", first[0].kvs, first[0].count, listFirstPage, testGroup)
+	}
+	meanBytes := first[0].bytes / first[0].kvs
+	perPage := int64(testPageBytes / meanBytes)
+	checkPages := func(what string, pages []listedPage, revision int64) {
+		t.Helper()
+		for i, p := range pages {
+			if p.revision != revision {
+				t.Fatalf("%s, page %d: read at revision %d, the listing's is %d", what, i, p.revision, revision)
+			}
+			if p.bytes > testPageBytes+testPageBytes/2 {
+				t.Fatalf("%s, page %d: %d bytes, over the page's %d", what, i, p.bytes, testPageBytes)
+			}
+		}
+	}
+	checkPages("first listing", first[1:], header.Revision)
+
+	snap, _, _ := emptySnapshot(0).replace(listed, header.Revision, 0)
+	w.snap.Store(snap)
+	listed, header, err = w.list(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := log.take()
+	requireListedAsEtcd(t, client, prefix, listed, header.Revision)
+	checkPages("re-listing", again, header.Revision)
+	for i, p := range again {
+		if p.count > 3*perPage {
+			t.Fatalf("re-listing, page %d: etcd counted %d keys for a page of about %d", i, p.count, perPage)
+		}
+	}
+	t.Logf("first listing %d pages, re-listing %d pages of about %d members", len(first), len(again), perPage)
+}
