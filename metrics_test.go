@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/faultproxy"
@@ -75,7 +76,38 @@ func TestMetrics(t *testing.T) {
 
 	require.Positive(t, m.Value(t, "biregister.changes", inGroup("/metrics/"), ofOp(biregister.OpPut)))
 	require.Positive(t, m.Value(t, "biregister.changes", inGroup("/metrics/"), ofOp(biregister.OpDelete)))
+	require.Positive(t, m.Value(t, "biregister.leadership.changes", ofMember("a"), attribute.Bool("biregister.leading", false)),
+		"leadership lost with the key")
 	_ = w
+
+	// Each instrument is of the kind and unit README's table gives.
+	kinds := map[string]string{}
+	for _, scope := range m.Collect(t).ScopeMetrics {
+		for _, metric := range scope.Metrics {
+			var kind string
+			switch data := metric.Data.(type) {
+			case metricdata.Sum[int64]:
+				if data.IsMonotonic {
+					kind = "counter"
+				}
+			case metricdata.Gauge[int64], metricdata.Gauge[float64]:
+				kind = "gauge"
+			case metricdata.Histogram[float64]:
+				kind = "histogram"
+			}
+			kinds[metric.Name] = kind + ", " + metric.Unit
+		}
+	}
+	require.Equal(t, map[string]string{
+		"biregister.members":            "gauge, {member}",
+		"biregister.leader":             "gauge, {leader}",
+		"biregister.leadership.changes": "counter, {change}",
+		"biregister.changes":            "counter, {change}",
+		"biregister.listings":           "counter, {listing}",
+		"biregister.registrations":      "counter, {registration}",
+		"biregister.keepalive.duration": "histogram, s",
+		"biregister.lease.remaining":    "gauge, s",
+	}, kinds)
 }
 
 // A consumer that falls behind gets a RESYNC, counted as such.
