@@ -24,6 +24,7 @@ type Change struct {
 	// Value is the member's new value for OpPut, its last value for OpDelete.
 	Value string
 	// Revision is the etcd revision of the change. For the members present at
-	// start and for OpResync it is the revision the cache was read at.
+	// start it is the revision the cache was read at; for OpResync, that of
+	// the newest change the cache holds when the RESYNC is delivered.
 	Revision int64
 }

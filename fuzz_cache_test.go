@@ -616,6 +616,9 @@ func (z *cacheFuzz) checkConsumer() {
 	j := 0       // the next change of want the consumer may receive
 	resyncs := 0 // RESYNCs received since the last change
 	for i, c := range z.got {
+		if i > 0 && c.Revision < z.got[i-1].Revision {
+			t.Fatalf("change %d received, %s, goes back from revision %d", i, briefChange(c), z.got[i-1].Revision)
+		}
 		if c.Op == OpResync {
 			resyncs++
 			continue

@@ -99,6 +99,13 @@ func TestNotLeadingSaysWhy(t *testing.T) {
 		{"an older member", []Member{{Name: "b", CreateRevision: 5}, a}, 9, nil, ErrNotLeader},
 		{"not in the cache yet", []Member{{Name: "b", CreateRevision: 3}}, ours - 2, nil, ErrNotLeader},
 		{"gone from a cache that saw it", []Member{{Name: "b", CreateRevision: 3}}, 9, nil, ErrRegistrationLost},
+		// A progress notification ahead of our registration's event (etcd
+		// before 3.4.25 and 3.5.8 sends one): the event is still to come.
+		{"not in the cache yet, progress beyond", []Member{{Name: "b", CreateRevision: 3}}, ours - 2,
+			func(r *register) {
+				ahead, _ := r.watcher.snap.Load().apply("/t/", nil, ours+3)
+				r.watcher.snap.Store(ahead)
+			}, ErrNotLeader},
 		{"another registration of the name", []Member{{Name: "a", CreateRevision: 4}}, 9, nil, ErrRegistrationLost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +122,9 @@ func TestNotLeadingSaysWhy(t *testing.T) {
 			}
 			if got := r.AmILeader(); got != (tc.want == nil) {
 				t.Fatalf("AmILeader = %v where notLeading says %v", got, tc.want)
+			}
+			if lost := r.keyLost(r.watcher.snap.Load()); lost != errors.Is(tc.want, ErrRegistrationLost) && tc.name != "registered again" {
+				t.Fatalf("keyLost = %v where notLeading says %v", lost, tc.want)
 			}
 		})
 	}

@@ -103,9 +103,9 @@ func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, 
 	case probeUnanswered:
 		// etcd defers progress answers to a watch that starts beyond its
 		// current revision (server watchable_store.go, progressIfSync), as
-		// every watch of an idle store does; one that starts at the cache's
-		// own revision gets answers (that revision's events come again and
-		// are skipped). Not so from the start: such a watch is "unsynced"
+		// every watch of an idle store does; one that starts at the newest
+		// event the cache holds (applied) gets answers (that revision's
+		// events come again and are skipped). Not so from the start: such a watch is "unsynced"
 		// at first and gets its first events up to 100 ms late.
 		if from > w.snap.Load().revision {
 			return resume, true

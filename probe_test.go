@@ -311,7 +311,7 @@ func TestWatcherReadinessAcrossStall(t *testing.T) {
 	// two probe intervals plus the ttl, counts from then. The slack is for
 	// the polling and a loaded machine.
 	if bound := 2*testProbeInterval + time.Second; took > bound+time.Second {
-		t.Fatalf("not ready only %v after the stall began, past the bound of %v", took, bound)
+		t.Fatalf("not ready until %v after the stall began, past the bound of %v", took, bound)
 	}
 	proxy.Heal()
 	waitUntil(t, waitFor, func() bool { return w.Ready() == nil })

@@ -6,6 +6,7 @@ package biregister
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -120,7 +121,8 @@ func (r *register) keepAliveDone(result keepAliveResult, retry *backoff) (time.D
 }
 
 // call runs do on the loop and returns its result, or ErrClosed if Close
-// ended it.
+// ended it before it was done (any other error do returns is returned as
+// is).
 func (r *register) call(ctx context.Context, do func(ctx context.Context) error) error {
 	if r.closing.Load() {
 		return ErrClosed
@@ -138,7 +140,7 @@ func (r *register) call(ctx context.Context, do func(ctx context.Context) error)
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	if err != nil && r.ctx.Err() != nil {
+	if r.ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return ErrClosed
 	}
 	return err

@@ -109,9 +109,11 @@ func (r *register) putIfAbsent(ctx context.Context, extra ...clientv3.Cmp) error
 
 // revoke revokes the lease and forgets the registration. It is best effort: a
 // lease it cannot revoke expires by itself within ttl, so it waits no longer.
+// It tries even when parent has ended (Close ends the request it runs in): a
+// lease left behind would keep a key it may just have put alive for ttl.
 func (r *register) revoke(parent context.Context) {
 	if r.lease != 0 {
-		ctx, cancel := context.WithTimeout(parent, r.ttl)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.ttl)
 		_, err := r.client.Revoke(ctx, r.lease)
 		cancel()
 		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {

@@ -18,15 +18,18 @@ import (
 // with the previous one, so a change costs the same in a group of ten members
 // as in one of a million.
 type snapshot struct {
-	names    nameTrie  // name → member
-	order    orderTree // the members' places, ascending create revision
-	leader   Member    // order's first member, or the zero Member
-	revision int64     // the etcd revision this view reflects
-	// applied is the revision of the newest event or listing the view
-	// holds: an event at or below it is a replay. It is not revision, which
-	// progress notifications move too: etcd before 3.4.25 and 3.5.8 may
-	// send a watch one at the current revision while events below it are
-	// still on their way (etcd-io/etcd#15220).
+	names  nameTrie  // name → member
+	order  orderTree // the members' places, ascending create revision
+	leader Member    // order's first member, or the zero Member
+	// revision is the newest etcd revision the view is known to reflect:
+	// that of its events, or of a progress notification, which says that
+	// nothing changed up to it — except from etcd before 3.4.25 and 3.5.8,
+	// which may send a watch one at the current revision while events
+	// below it are still on their way (etcd-io/etcd#15220).
+	revision int64
+	// applied is the revision of the newest event applied or skipped, or of
+	// the listing: an event at or below it is a replay. Unlike revision, it
+	// never runs ahead of events to come.
 	applied  int64
 	replaced chan struct{} // closed when a newer snapshot is published
 }

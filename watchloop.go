@@ -265,6 +265,8 @@ func (w *watcher) wait(d time.Duration) bool {
 	}
 }
 
-// revision returns the revision of the cache, which an owed OpResync
-// carries.
-func (w *watcher) revision() int64 { return w.snap.Load().revision }
+// revision returns the revision an owed OpResync carries: that of the
+// newest event or listing the cache holds, so that no change delivered after
+// it has a lower one (a progress notification can run ahead of events still
+// to come; see snapshot.applied).
+func (w *watcher) revision() int64 { return w.snap.Load().applied }
