@@ -408,6 +408,58 @@ func TestReRegisterWhileNameTaken(t *testing.T) {
 	assert.Contains(t, logs.String(), biregister.ErrNameTaken.Error())
 }
 
+// Answers that lag by more than half a renewal interval make the next
+// keepalive go out on a new stream, and the lease lives on: the old
+// streams' answers still extend it. Never more than three are open at once.
+func TestKeepAliveNewStreamWhenAnswersLag(t *testing.T) {
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const method = "LeaseKeepAlive"
+	streams := func() (started, open float64) {
+		m, err := benchutil.Scrape(etcd.Endpoint(0))
+		require.NoError(t, err)
+		started = m.DeltaBy(benchutil.Metrics{}, "grpc_server_started_total", "grpc_method")[method]
+		handled := m.DeltaBy(benchutil.Metrics{}, "grpc_server_handled_total", "grpc_method")[method]
+		return started, started - handled
+	}
+	const ttl = 3 // renewals every second; a new stream after 500 ms unanswered
+	r := newRegister(t, []string{proxy.Endpoint()}, "/svc/ka-lag", "a", "v", ttl)
+	revision := r.MyRevision()
+	started0, _ := streams()
+	proxy.DelayReplies(1200 * time.Millisecond)
+	var most float64
+	require.Eventually(t, func() bool {
+		started, open := streams()
+		most = max(most, open)
+		return started-started0 >= 3
+	}, waitFor, 20*time.Millisecond, "no new stream for keepalives left unanswered")
+	// Sample for three more intervals of renewals, each on a new stream.
+	sample := time.NewTicker(20 * time.Millisecond)
+	defer sample.Stop()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-sample.C {
+		_, open := streams()
+		most = max(most, open)
+		require.True(t, r.AmILeader(), "the lease lapsed although its answers only lagged")
+	}
+	t.Logf("answers 1.2 s late: at most %.0f keepalive streams open at once", most)
+	assert.Equal(t, revision, r.MyRevision(), "the lease lasted: no registration again")
+
+	// Answers that do not come for longer than the lease: the old streams
+	// are given up once their answers could no longer extend it, and no
+	// more than three are ever open.
+	proxy.DelayReplies(waitFor)
+	startedLate, _ := streams()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); <-sample.C {
+		_, open := streams()
+		most = max(most, open)
+	}
+	started, _ := streams()
+	t.Logf("answers held: %.0f streams opened in 5 s, at most %.0f open at once", started-startedLate, most)
+	assert.GreaterOrEqual(t, started-startedLate, 3.0, "keepalive streams opened while answers were held")
+	assert.LessOrEqual(t, most, 3.0, "keepalive streams open at once")
+	proxy.DelayReplies(0) // so that Close's revoke is answered
+}
+
 // An idle Register renews its lease over one long-lived stream: one message
 // per keepalive, not a stream per keepalive.
 func TestKeepAliveOneStream(t *testing.T) {
