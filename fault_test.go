@@ -281,6 +281,8 @@ func TestEtcdRestartWithData(t *testing.T) {
 	seen := collect(w)
 	require.Eventually(t, func() bool { return len(seen.snapshot()) == 2 }, waitFor, time.Millisecond)
 
+	revision := a.MyRevision()
+	bLed := watchLeading(b)
 	etcd.Stop(t, 0)
 	etcd.Restart(t, 0)
 	c := newRegister(t, etcd.Endpoints(), "/restart", "c", "vc", ttl)
@@ -294,7 +296,33 @@ func TestEtcdRestartWithData(t *testing.T) {
 	}
 	assert.False(t, seen.has(biregister.OpDelete, "a"))
 	assert.False(t, seen.has(biregister.OpDelete, "b"))
-	assert.False(t, b.AmILeader())
+	assert.False(t, bLed(), "leadership must never move")
+	assert.Equal(t, revision, a.MyRevision(), "the leader registered again")
+}
+
+// watchLeading samples r.AmILeader every millisecond until the function it
+// returns is called, which reports whether r ever led meanwhile.
+func watchLeading(r biregister.Register) (stop func() bool) {
+	done := make(chan struct{})
+	led := make(chan bool, 1)
+	go func() {
+		ever := false
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			ever = ever || r.AmILeader()
+			select {
+			case <-done:
+				led <- ever
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() bool {
+		close(done)
+		return <-led
+	}
 }
 
 // etcd replaced by an empty cluster on the same address: members create their
@@ -340,28 +368,13 @@ func TestClusterRollingRestart(t *testing.T) {
 	seen := collect(w)
 	require.Eventually(t, func() bool { return len(seen.snapshot()) == 2 }, waitFor, time.Millisecond)
 
-	stop := make(chan struct{})
-	bLed := make(chan bool, 1)
-	go func() {
-		led := false
-		for {
-			select {
-			case <-stop:
-				bLed <- led
-				return
-			default:
-			}
-			led = led || b.AmILeader()
-			time.Sleep(time.Millisecond)
-		}
-	}()
+	bLed := watchLeading(b)
 	for i := range 3 {
 		etcd.Stop(t, i)
 		etcd.Restart(t, i)
 	}
 	require.Eventually(t, a.AmILeader, waitFor, time.Millisecond)
-	close(stop)
-	assert.False(t, <-bLed, "leadership must never move")
+	assert.False(t, bLed(), "leadership must never move")
 	assert.False(t, seen.has(biregister.OpDelete, "a"))
 	assert.False(t, seen.has(biregister.OpDelete, "b"))
 	assert.Equal(t, []string{"a", "b"}, w.GetNames())
