@@ -436,13 +436,22 @@ func TestKeepAliveNewStreamWhenAnswersLag(t *testing.T) {
 	// Sample for three more intervals of renewals, each on a new stream.
 	sample := time.NewTicker(20 * time.Millisecond)
 	defer sample.Stop()
+	led := 0
+	samples := 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-sample.C {
 		_, open := streams()
 		most = max(most, open)
-		require.True(t, r.AmILeader(), "the lease lapsed although its answers only lagged")
+		samples++
+		if r.AmILeader() {
+			led++
+		}
 	}
-	t.Logf("answers 1.2 s late: at most %.0f keepalive streams open at once", most)
+	t.Logf("answers 1.2 s late: at most %.0f keepalive streams open at once; leading in %d of %d samples", most, led, samples)
+	// Each answer extends the lease 0.5 s beyond the next one's arrival: a
+	// loop stalled that long on a loaded machine may see a lapse, correctly;
+	// the lease itself must last.
 	assert.Equal(t, revision, r.MyRevision(), "the lease lasted: no registration again")
+	assert.Greater(t, led, samples/2, "the lease lapsed although its answers only lagged")
 
 	// Answers that do not come for longer than the lease: the old streams
 	// are given up once their answers could no longer extend it, and no
