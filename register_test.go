@@ -410,7 +410,7 @@ func TestReRegisterWhileNameTaken(t *testing.T) {
 
 // Answers that lag by more than half a renewal interval make the next
 // keepalive go out on a new stream, and the lease lives on: the old
-// streams' answers still extend it. Never more than three are open at once.
+// streams' answers still extend it.
 func TestKeepAliveNewStreamWhenAnswersLag(t *testing.T) {
 	etcd := startEtcd(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
@@ -453,9 +453,10 @@ func TestKeepAliveNewStreamWhenAnswersLag(t *testing.T) {
 	assert.Equal(t, revision, r.MyRevision(), "the lease lasted: no registration again")
 	assert.Greater(t, led, samples/2, "the lease lapsed although its answers only lagged")
 
-	// Answers that do not come for longer than the lease: the old streams
-	// are given up once their answers could no longer extend it, and no
-	// more than three are ever open.
+	// Answers that do not come for longer than the lease: a keepalive still
+	// goes out every interval, each on a new stream. (How many are open at
+	// once is TestKeepAliveStreamsWhileAnswersHeld's: etcd's count of open
+	// streams lags behind the client's cancellations.)
 	proxy.DelayReplies(waitFor)
 	startedLate, _ := streams()
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); <-sample.C {
@@ -463,9 +464,8 @@ func TestKeepAliveNewStreamWhenAnswersLag(t *testing.T) {
 		most = max(most, open)
 	}
 	started, _ := streams()
-	t.Logf("answers held: %.0f streams opened in 5 s, at most %.0f open at once", started-startedLate, most)
+	t.Logf("answers held: %.0f streams opened in 5 s, at most %.0f open at once on etcd's count", started-startedLate, most)
 	assert.GreaterOrEqual(t, started-startedLate, 3.0, "keepalive streams opened while answers were held")
-	assert.LessOrEqual(t, most, 3.0, "keepalive streams open at once")
 	proxy.DelayReplies(0) // so that Close's revoke is answered
 }
 
