@@ -512,7 +512,7 @@ func (z *cacheFuzz) owner() {
 			return
 		}
 		select {
-		case ch <- z.w.feed.next(z.w.revision()):
+		case ch <- z.w.feed.next(z.w.resyncRevision()):
 			z.w.deliverWaiting()
 		default:
 			return
@@ -534,8 +534,8 @@ func (z *cacheFuzz) consume(n int) {
 		case OpResync:
 			z.resync = true
 			z.view = z.w.GetAll()
-			if c.Revision > z.w.revision() {
-				z.t.Fatalf("RESYNC at revision %d, ahead of the cache at %d", c.Revision, z.w.revision())
+			if c.Revision > z.w.resyncRevision() {
+				z.t.Fatalf("RESYNC at revision %d, ahead of the cache at %d", c.Revision, z.w.resyncRevision())
 			}
 		case OpPut:
 			z.view[c.Name] = c.Value

@@ -26,24 +26,13 @@ import (
 // prefix key itself, and those with '/' are deeper keys.
 var listingNames = []string{"a", "a\x00", "a\x00\x00", "a\x01", "ab", "a/", "a/b", "", "\xff", "\xff\xff", "b", "b\x00"}
 
-// countingKV counts the range requests of a listing.
-type countingKV struct {
-	clientv3.KV
-	gets atomic.Int64
-}
-
-func (kv *countingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	kv.gets.Add(1)
-	return kv.KV.Get(ctx, key, opts...)
-}
-
 // FuzzListingPages writes a small group, with keys around it that are not
 // in it, to a real etcd, lists it in pages of a few bytes, planned from no
 // cache and from a stale one, and checks that each listing holds exactly
 // the members one unpaginated Get returns at the listing's revision.
 func FuzzListingPages(f *testing.F) {
 	client := etcdtest.Start(f, 1).Client(f)
-	kv := &countingKV{KV: client.KV}
+	kv := &rangeLog{KV: client.KV}
 	client.KV = kv
 	var inputs atomic.Int64
 	// The client connects at its first request: before the leak checks.
@@ -117,14 +106,15 @@ func FuzzListingPages(f *testing.F) {
 		}
 		stale, _, _ := emptySnapshot(0).replace(cached, 1, 0)
 		for _, s := range []*snapshot{emptySnapshot(0), stale} {
-			before := kv.gets.Load()
+			kv.take() // the writes' reads
 			listed, header, err := listGroup(ctx, client, prefix, pageBytes, s.names, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
+			pages := kv.take()
 			requireListedAsEtcd(t, client, prefix, listed, header.Revision)
 			t.Logf("%d names, cache of %d, pages of %d bytes: %d members in %d requests",
-				len(names), s.names.size, pageBytes, len(listed), kv.gets.Load()-before)
+				len(names), s.names.size, pageBytes, len(listed), len(pages))
 		}
 	})
 }

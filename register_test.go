@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -339,16 +338,7 @@ func TestCloseEndsRequestWaitingOnEtcd(t *testing.T) {
 }
 
 // stackHas reports whether any goroutine's stack holds fn.
-func stackHas(fn string) bool {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return strings.Contains(string(buf[:n]), fn)
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-}
+func stackHas(fn string) bool { return strings.Contains(benchutil.Stacks(), fn) }
 
 // A deletion the Register's watch delivers while its loop is busy with a
 // request is still noticed: the Register registers again, with the value

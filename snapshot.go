@@ -65,6 +65,8 @@ func (s *snapshot) members() iter.Seq[Member] {
 // revision order) and the changes they make. Each event costs O(log n), and
 // the nodes one call copies are changed in place by its later events (one
 // batch), so a burst applied at once copies each touched path only once.
+// revision is that of a progress notification among the responses, or 0: the
+// view's revision becomes the newest of its own, the events' and that.
 func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64) (*snapshot, []Change) {
 	names, order := s.names, s.order
 	b := new(batch)

@@ -93,7 +93,7 @@ func (w *watcher) follow(from int64) cause {
 		select {
 		case <-w.ctx.Done():
 			return resume
-		case w.feed.pending() <- w.feed.next(w.revision()):
+		case w.feed.pending() <- w.feed.next(w.resyncRevision()):
 			w.deliverWaiting()
 		case resp, ok := <-events:
 			if !ok {
@@ -165,18 +165,16 @@ func (w *watcher) apply(responses []clientv3.WatchResponse) {
 	if len(responses) == 0 {
 		return
 	}
-	cur := w.snap.Load()
-	revision := cur.revision
+	// The events' revisions are the snapshot's to take (apply); only a
+	// progress notification tells more. Not a header of a response with
+	// events: a catching-up watch may send one ahead of events still to come.
+	var progress int64
 	var events []*clientv3.Event
 	for _, resp := range responses {
-		switch {
-		case len(resp.Events) > 0:
-			// Not the header's revision: a catching-up watch may send a
-			// response whose header is ahead of events still to come.
-			revision = max(revision, resp.Events[len(resp.Events)-1].Kv.ModRevision)
-		case resp.IsProgressNotify():
-			// A lagging member may report an older revision: never go back.
-			revision = max(revision, resp.Header.GetRevision())
+		if resp.IsProgressNotify() {
+			// A lagging member may report an older revision: apply never
+			// goes back.
+			progress = max(progress, resp.Header.GetRevision())
 		}
 		if len(responses) == 1 {
 			events = resp.Events
@@ -184,7 +182,7 @@ func (w *watcher) apply(responses []clientv3.WatchResponse) {
 			events = append(events, resp.Events...)
 		}
 	}
-	w.advance(cur.apply(w.prefix, events, revision))
+	w.advance(w.snap.Load().apply(w.prefix, events, progress))
 }
 
 // relist lists the group, for why, until it succeeds or the Watcher
@@ -244,7 +242,7 @@ func (w *watcher) advance(next *snapshot, changes []Change) {
 // deliverWaiting hands the consumer what waits in the feed as it makes room.
 func (w *watcher) deliverWaiting() {
 	resyncs := w.feed.resyncs.Load()
-	w.feed.sent(w.revision())
+	w.feed.sent(w.resyncRevision())
 	w.metrics.delivered(OpResync, w.feed.resyncs.Load()-resyncs)
 }
 
@@ -259,14 +257,14 @@ func (w *watcher) wait(d time.Duration) bool {
 			return false
 		case <-timer.C:
 			return true
-		case w.feed.pending() <- w.feed.next(w.revision()):
+		case w.feed.pending() <- w.feed.next(w.resyncRevision()):
 			w.deliverWaiting()
 		}
 	}
 }
 
-// revision returns the revision an owed OpResync carries: that of the
+// resyncRevision returns the revision an owed OpResync carries: that of the
 // newest event or listing the cache holds, so that no change delivered after
 // it has a lower one (a progress notification can run ahead of events still
 // to come; see snapshot.applied).
-func (w *watcher) revision() int64 { return w.snap.Load().applied }
+func (w *watcher) resyncRevision() int64 { return w.snap.Load().applied }

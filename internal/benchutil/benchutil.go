@@ -199,17 +199,8 @@ func WaitWatchesSettled(endpoint string, ok func(watchers float64) bool, timeout
 //
 // "total" is their sum.
 func Goroutines() map[string]int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 	counts := map[string]int{}
-	for _, g := range strings.Split(string(buf), "\n\n") {
+	for _, g := range strings.Split(Stacks(), "\n\n") {
 		if !strings.HasPrefix(g, "goroutine ") {
 			continue
 		}
@@ -217,6 +208,19 @@ func Goroutines() map[string]int {
 		counts[origin(g)]++
 	}
 	return counts
+}
+
+// Stacks returns the stacks of every goroutine, as runtime.Stack writes
+// them, whatever their size.
+func Stacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 // origin classifies one goroutine's stack as Goroutines describes.
