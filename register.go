@@ -130,6 +130,7 @@ func (r *register) GetValueByName(name string) string { return r.watcher.GetValu
 func (r *register) GetLeader() (name, val string)     { return r.watcher.GetLeader() }
 func (r *register) Members() []Member                 { return r.watcher.Members() }
 func (r *register) Updated() <-chan struct{}          { return r.watcher.Updated() }
+func (r *register) View() View                        { return r.watcher.View() }
 func (r *register) Changes() <-chan Change            { return r.watcher.Changes() }
 func (r *register) Closed() <-chan struct{}           { return r.watcher.Closed() }
 func (r *register) EtcdClient() *clientv3.Client      { return r.client }

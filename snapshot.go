@@ -47,6 +47,14 @@ func emptySnapshot(revision int64) *snapshot {
 	return newSnapshot(nameTrie{}, orderTree{}, revision, revision)
 }
 
+// closedSnapshot returns the last view of a closed Watcher: no members, and
+// already replaced.
+func closedSnapshot() *snapshot {
+	s := emptySnapshot(0)
+	close(s.replaced)
+	return s
+}
+
 func (s *snapshot) lookup(name string) (Member, bool) { return s.names.get(name) }
 
 // members yields the members in ascending create revision.

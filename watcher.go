@@ -37,7 +37,12 @@ type Watcher interface {
 	// cache. It is a feed of its own, for code that follows the group without
 	// taking anything from Changes: call Updated, then read the cache, then
 	// wait on the channel, so that no change between the two is missed.
+	// After Close it returns a closed channel: check Closed to stop.
 	Updated() <-chan struct{}
+	// View returns the current view of the group: one immutable snapshot
+	// whose Diff with an earlier view says what changed since, at a cost
+	// proportional to the change.
+	View() View
 
 	// Close stops watching, closes Changes and Closed, and releases everything
 	// the Watcher started. It is idempotent and safe from any goroutine.
@@ -217,6 +222,8 @@ func (w *watcher) Members() []Member {
 }
 
 func (w *watcher) Updated() <-chan struct{} { return w.snap.Load().replaced }
+
+func (w *watcher) View() View { return View{w.snap.Load()} }
 
 func (w *watcher) Changes() <-chan Change { return w.feed.ch }
 

@@ -37,8 +37,10 @@ func (w *watcher) start(ctx context.Context) error {
 func (w *watcher) run() {
 	defer close(w.done)
 	defer close(w.feed.ch)
-	// A closed Watcher knows no members: readers must not act on a frozen view.
-	defer w.publish(emptySnapshot(0))
+	// A closed Watcher knows no members: readers must not act on a frozen
+	// view. Nothing replaces that last view, so it reads as replaced already:
+	// a loop that waits on Updated never hangs on a closed Watcher.
+	defer w.publish(closedSnapshot())
 	from := w.snap.Load().revision + 1
 	for {
 		why := w.follow(from)
