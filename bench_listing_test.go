@@ -76,11 +76,11 @@ func listingInterleaved(b *testing.B, c *clientv3.Client, prefix string, n int) 
 		},
 		func() {
 			start := time.Now()
-			listed, header, err := w.list(ctx)
+			l, err := w.list(ctx)
 			if err != nil {
 				b.Fatal(err)
 			}
-			next, changes, _ := w.snap.Load().replace(listed, header.Revision, DefaultBufferSize)
+			next, changes, _ := w.snap.Load().replace(l.members, l.header.Revision, DefaultBufferSize)
 			relist.Add(time.Since(start))
 			if next.names.size != n || len(changes) != 0 {
 				b.Fatalf("re-listing: %d members and %d changes, want %d and none", next.names.size, len(changes), n)

@@ -2,7 +2,10 @@
 
 package biregister
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrInvalidArgument is returned for an argument the library cannot use:
@@ -27,3 +30,15 @@ var (
 	// ErrNotLeader means another registration is now the oldest.
 	ErrNotLeader = errors.New("biregister: another member leads")
 )
+
+// maxQuoted is how many bytes of a key an error message quotes: names and
+// values can be megabytes long.
+const maxQuoted = 128
+
+// quoteKey quotes key for an error message, cut short if it is long.
+func quoteKey(key string) string {
+	if len(key) <= maxQuoted {
+		return fmt.Sprintf("%q", key)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", key[:maxQuoted], len(key))
+}

@@ -175,7 +175,7 @@ func FuzzCache(f *testing.F) {
 		z := &cacheFuzz{
 			t: t, in: in, size: size,
 			etcd:  fakeEtcd{kvs: map[string]fuzzEvent{}, rev: 1},
-			w:     newWatcher(nil, func() {}, prefix, 10, cfg, probeTimes{}),
+			w:     newWatcher(nil, func() {}, prefix, cfg),
 			cache: map[string]Member{},
 			view:  map[string]string{},
 		}
@@ -445,7 +445,7 @@ func (z *cacheFuzz) relist(first bool) {
 	if first {
 		why = causeStart
 	}
-	z.w.adopt(listed, &etcdserverpb.ResponseHeader{ClusterId: 1, Revision: z.etcd.rev}, why)
+	z.w.adopt(listing{members: listed, header: &etcdserverpb.ResponseHeader{ClusterId: 1, Revision: z.etcd.rev}}, why)
 	for _, kv := range kvs {
 		clear(kv.Key)
 		clear(kv.Value)

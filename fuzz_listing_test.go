@@ -107,10 +107,11 @@ func FuzzListingPages(f *testing.F) {
 		stale, _, _ := emptySnapshot(0).replace(cached, 1, 0)
 		for _, s := range []*snapshot{emptySnapshot(0), stale} {
 			kv.take() // the writes' reads
-			listed, header, err := listGroup(ctx, client, prefix, pageBytes, s.names, slog.New(slog.DiscardHandler))
+			l, err := listGroup(ctx, client, prefix, "", pageBytes, s.names, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
+			listed, header := l.members, l.header
 			pages := kv.take()
 			requireListedAsEtcd(t, client, prefix, listed, header.Revision)
 			t.Logf("%d names, cache of %d, pages of %d bytes: %d members in %d requests",

@@ -12,12 +12,12 @@ import (
 func (r *register) AmILeader() bool {
 	// notLeading(revision) == nil, without finding out why not: AmILeader
 	// is the read leader-only code asks before every piece of work.
-	revision := r.revision.Load()
-	if revision == 0 || r.closing.Load() || r.resigning.Load() == revision {
+	reg := r.current.Load()
+	if reg == nil || reg.resigned || r.closing.Load() {
 		return false
 	}
 	m := r.watcher.snap.Load().leader
-	return m.CreateRevision == revision && m.Name == r.name && r.leaseClock.alive()
+	return m.CreateRevision == reg.revision && m.Name == r.name && reg.clock.alive()
 }
 
 // notLeading returns why the registration created at revision does not lead
@@ -25,14 +25,15 @@ func (r *register) AmILeader() bool {
 // cache, and its lease is certainly alive. Any goroutine may ask; nothing is
 // locked and nothing waits.
 func (r *register) notLeading(revision int64) error {
+	reg := r.current.Load()
 	switch {
 	case r.closing.Load():
 		return ErrClosed
-	case r.revision.Load() != revision:
+	case reg == nil || reg.revision != revision:
 		return ErrRegistrationLost
-	case r.resigning.Load() == revision:
+	case reg.resigned:
 		return ErrResigned
-	case !r.leaseClock.alive():
+	case !reg.clock.alive():
 		return ErrLeaseDeadline
 	}
 	// The create revision, not just the name, must match: after a
@@ -52,7 +53,7 @@ func (r *register) notLeading(revision int64) error {
 }
 
 func (r *register) Fence() clientv3.Cmp {
-	revision := r.revision.Load()
+	revision := r.MyRevision()
 	if revision == 0 {
 		// Not registered: "= 0" would hold for an absent key, so compare with
 		// a revision no key ever has.
@@ -87,14 +88,14 @@ func (r *register) WaitLeader(ctx context.Context) error {
 func (r *register) leadingTenure() *tenure {
 	for {
 		current := r.tenure.Load()
-		revision := r.revision.Load()
-		if current != nil && current.revision == revision && current.check() == nil {
+		reg := r.current.Load()
+		if current != nil && reg != nil && current.revision == reg.revision && current.check() == nil {
 			return current
 		}
-		if revision == 0 || r.notLeading(revision) != nil {
+		if reg == nil || r.notLeading(reg.revision) != nil {
 			return nil
 		}
-		tn := newTenure(r.key, revision, r.leaseClock, r.notLeading)
+		tn := newTenure(r.key, reg.revision, reg.clock, r.notLeading)
 		if !r.tenure.CompareAndSwap(current, tn) {
 			tn.end(nil)
 			continue

@@ -3,6 +3,7 @@ package biregister
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -48,18 +49,14 @@ func TestTermReadsTheClock(t *testing.T) {
 		}},
 	} {
 		t.Run(call.name, func(t *testing.T) {
-			r := &register{name: "a", key: "/t/a", leaseClock: newLeaseClock(), watcher: &watcher{}}
 			const revision = 7
-			snap, _, _ := emptySnapshot(0).replace([]Member{{Name: "a", Value: "v", CreateRevision: revision}}, revision, 0)
-			r.watcher.snap.Store(snap)
-			r.revision.Store(revision)
-			r.leaseClock.extend(time.Now(), time.Hour)
-			term := newTenure(r.key, revision, r.leaseClock, r.notLeading).term
+			r := testRegister([]Member{{Name: "a", Value: "v", CreateRevision: revision}}, revision, revision)
+			term := newTenure(r.key, revision, r.clock, r.notLeading).term
 			if err := call.ended(term); err != nil {
 				t.Fatalf("a term of a live lease reports %v", err)
 			}
 
-			r.leaseClock.deadline.Store(int64(time.Since(r.leaseClock.epoch))) // the deadline is now
+			r.clock.monoDeadline.Store(int64(time.Since(r.clock.epoch))) // the deadline is now
 			err := call.ended(term)
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, ErrLeaseDeadline) {
 				t.Fatalf("the first call past the deadline reports %v", err)
@@ -91,9 +88,15 @@ func TestNotLeadingSaysWhy(t *testing.T) {
 	}{
 		{"leads", []Member{a, {Name: "b", CreateRevision: 9}}, 9, nil, nil},
 		{"closing", []Member{a}, 9, func(r *register) { r.closing.Store(true) }, ErrClosed},
-		{"registered again", []Member{a}, 9, func(r *register) { r.revision.Store(ours + 5) }, ErrRegistrationLost},
-		{"resigning", []Member{a}, 9, func(r *register) { r.resigning.Store(ours) }, ErrResigned},
-		{"lease deadline passed", []Member{a}, 9, func(r *register) { r.leaseClock.clear() }, ErrLeaseDeadline},
+		{"registered again", []Member{a}, 9, func(r *register) {
+			r.current.Store(&registration{revision: ours + 5, cluster: 1, clock: r.clock})
+		}, ErrRegistrationLost},
+		{"resigning", []Member{a}, 9, func(r *register) {
+			resigned := *r.current.Load()
+			resigned.resigned = true
+			r.current.Store(&resigned)
+		}, ErrResigned},
+		{"lease deadline passed", []Member{a}, 9, func(r *register) { r.clock.clear() }, ErrLeaseDeadline},
 		// Revisions go down only when etcd is restored from an older
 		// snapshot; a member older than ours then leads.
 		{"an older member", []Member{{Name: "b", CreateRevision: 5}, a}, 9, nil, ErrNotLeader},
@@ -103,17 +106,13 @@ func TestNotLeadingSaysWhy(t *testing.T) {
 		// before 3.4.25 and 3.5.8 sends one): the event is still to come.
 		{"not in the cache yet, progress beyond", []Member{{Name: "b", CreateRevision: 3}}, ours - 2,
 			func(r *register) {
-				ahead, _ := r.watcher.snap.Load().apply("/t/", nil, ours+3)
+				ahead, _ := r.watcher.snap.Load().apply("/t/", "/t/a", nil, ours+3)
 				r.watcher.snap.Store(ahead)
 			}, ErrNotLeader},
 		{"another registration of the name", []Member{{Name: "a", CreateRevision: 4}}, 9, nil, ErrRegistrationLost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &register{name: "a", key: "/t/a", leaseClock: newLeaseClock(), watcher: &watcher{}}
-			snap, _, _ := emptySnapshot(0).replace(slices.Clone(tc.members), tc.revision, 0)
-			r.watcher.snap.Store(snap)
-			r.revision.Store(ours)
-			r.leaseClock.extend(time.Now(), time.Hour)
+			r := testRegister(tc.members, tc.revision, ours)
 			if tc.change != nil {
 				tc.change(r)
 			}
@@ -128,4 +127,23 @@ func TestNotLeadingSaysWhy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testRegister returns a register "a" under "/t/", on lease 1 of cluster 1
+// alive for an hour, registered at revision (its value "v"), whose cache
+// holds members at cacheRevision: its own key as the member "a" says.
+func testRegister(members []Member, cacheRevision, revision int64) *register {
+	r := &register{name: "a", key: "/t/a", watcher: &watcher{logger: slog.New(slog.DiscardHandler)},
+		changed: newSignal(), lease: 1, clock: newLeaseClock(), value: "v", written: revision}
+	snap, _, _ := emptySnapshot(0).replace(slices.Clone(members), cacheRevision, 0)
+	snap.cluster = 1
+	for _, m := range members {
+		if m.Name == r.name {
+			snap.own = keyState{createRevision: m.CreateRevision, modRevision: m.CreateRevision, lease: r.lease, value: m.Value}
+		}
+	}
+	r.watcher.snap.Store(snap)
+	r.clock.extend(time.Now(), time.Hour)
+	r.current.Store(&registration{revision: revision, cluster: 1, clock: r.clock})
+	return r
 }

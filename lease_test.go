@@ -18,13 +18,13 @@ func TestLeaseClockDeadline(t *testing.T) {
 	if !c.extend(sent, ttl) {
 		t.Fatal("the first answer did not revive the lease")
 	}
-	if got, want := time.Duration(c.deadline.Load()), time.Second+ttl-time.Second; got != want {
+	if got, want := time.Duration(c.monoDeadline.Load()), time.Second+ttl-time.Second; got != want {
 		t.Fatalf("deadline %v after the epoch, want %v: the send time plus ttl less ttl/10", got, want)
 	}
 	if c.extend(sent.Add(-time.Millisecond), ttl) {
 		t.Fatal("an answer to an older send revived a live lease")
 	}
-	if got := time.Duration(c.deadline.Load()); got != ttl {
+	if got := time.Duration(c.monoDeadline.Load()); got != ttl {
 		t.Fatalf("an answer to an older send moved the deadline to %v", got)
 	}
 	if c.extend(sent.Add(time.Millisecond), ttl) {
@@ -39,6 +39,41 @@ func TestLeaseClockDeadline(t *testing.T) {
 	}
 	if left := c.remaining(); left > ttl-leaseMargin(ttl) || left <= 0 {
 		t.Fatalf("%v left, want at most %v", left, ttl-leaseMargin(ttl))
+	}
+}
+
+// A machine suspended longer than the lease has left: Go's monotonic clock
+// stood still, the wall clock went on, and the lease is over on the first
+// read after the resume; the next acknowledged keepalive, sent after it,
+// revives it. A step of the wall clock backwards extends nothing.
+func TestLeaseClockCountsSuspend(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	const ttl = 3 * time.Second
+	c := newLeaseClock()
+	var asleep time.Duration // how far the wall clock ran ahead of the monotonic one
+	c.now = func() (time.Duration, int64) {
+		now := time.Now()
+		return now.Sub(c.epoch), now.Add(asleep).UnixNano()
+	}
+	c.extend(time.Now(), ttl)
+	if !c.alive() {
+		t.Fatal("a lease just acknowledged is not alive")
+	}
+	asleep = 2 * ttl
+	if c.alive() || c.remaining() > 0 {
+		t.Fatalf("after a suspend of 2 ttl the lease is still alive, %v left", c.remaining())
+	}
+	// A keepalive sent after the resume: its wall reading includes the
+	// time asleep.
+	if !c.extend(time.Now().Add(asleep), ttl) || !c.alive() {
+		t.Fatal("a keepalive sent after the resume did not revive the lease")
+	}
+	c.clear()
+	asleep = 0
+	c.extend(time.Now(), ttl)
+	asleep = -time.Hour
+	if left := c.remaining(); left > ttl-leaseMargin(ttl) {
+		t.Fatalf("a wall clock stepped back extended the lease: %v left", left)
 	}
 }
 

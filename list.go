@@ -5,7 +5,6 @@ package biregister
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // List returns the members of the group under prefix, oldest (the leader)
@@ -19,12 +18,12 @@ func List(endpoints []string, prefix string, ttl int64, opts ...Option) (members
 		return nil, 0, err
 	}
 	defer c.release()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ttl)
 	defer cancel()
-	members, header, err := listGroup(ctx, c.client, c.prefix, listPageBytes, nameTrie{}, c.cfg.logger)
+	l, err := listGroup(ctx, c.client, c.prefix, "", listPageBytes, nameTrie{}, c.cfg.logger)
 	if err != nil {
 		return nil, 0, fmt.Errorf("biregister: list %q: %w", c.prefix, err)
 	}
-	sortByCreate(members)
-	return members, header.Revision, nil
+	sortByCreate(l.members)
+	return l.members, l.header.Revision, nil
 }

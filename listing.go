@@ -26,26 +26,34 @@ const kvOverhead = 24
 // where its ranges begin.
 const listSample = 4096
 
-// list reads every member of the group at one revision and returns the
-// header of the first response; the cache's names plan a re-listing.
-func (w *watcher) list(ctx context.Context) ([]Member, *etcdserverpb.ResponseHeader, error) {
-	return listGroup(ctx, w.client, w.prefix, w.pageBytes, w.snap.Load().names, w.logger)
+// listing is what one listing read: every member of the group at one
+// revision.
+type listing struct {
+	members []Member
+	header  *etcdserverpb.ResponseHeader // of the first page
+	own     keyState                     // the key ownKey, if one was asked for
+}
+
+// list reads every member of the group at one revision; the cache's names
+// plan a re-listing.
+func (w *watcher) list(ctx context.Context) (listing, error) {
+	return listGroup(ctx, w.client, w.prefix, w.ownKey, w.pageBytes, w.snap.Load().names, w.logger)
 }
 
 // listGroup reads every member under prefix at one revision, in pages of
 // about pageBytes, planned by the names known of the group (see plan), and
-// returns the header of the first response. A revision compacted before
-// the last page was read makes it start again at a new one.
-func listGroup(ctx context.Context, client *clientv3.Client, prefix string, pageBytes int, known nameTrie, logger *slog.Logger) ([]Member, *etcdserverpb.ResponseHeader, error) {
+// what etcd holds at ownKey (a Register's own key, or ""). A revision
+// compacted before the last page was read makes it start again at a new one.
+func listGroup(ctx context.Context, client *clientv3.Client, prefix, ownKey string, pageBytes int, known nameTrie, logger *slog.Logger) (listing, error) {
 	// A member cut off from its cluster's leader would hold a linearizable
 	// read until ctx ends; with WithRequireLeader it refuses at once, and
 	// the client retries on another member.
 	ctx = clientv3.WithRequireLeader(ctx)
 	for {
-		l := lister{client: client, prefix: prefix, pageBytes: pageBytes}
+		l := lister{client: client, prefix: prefix, ownKey: ownKey, pageBytes: pageBytes}
 		err := l.read(ctx, l.plan(known))
 		if !errors.Is(err, rpctypes.ErrCompacted) {
-			return l.members, l.header, err
+			return listing{members: l.members, header: l.header, own: l.own}, err
 		}
 		logger.Debug("biregister: listed revision compacted meanwhile, listing again", "revision", l.header.GetRevision())
 	}
@@ -56,7 +64,9 @@ func listGroup(ctx context.Context, client *clientv3.Client, prefix string, page
 type lister struct {
 	client    *clientv3.Client
 	prefix    string
+	ownKey    string
 	pageBytes int
+	own       keyState // what the listing read at ownKey
 
 	header  *etcdserverpb.ResponseHeader // of the first page; nil before it
 	members []Member
@@ -121,6 +131,9 @@ func (l *lister) readRange(ctx context.Context, from, to string) error {
 		}
 		for i, kv := range resp.Kvs {
 			l.bytes += len(kv.Key) + len(kv.Value) + kvOverhead
+			if l.ownKey != "" && string(kv.Key) == l.ownKey {
+				l.own = keyStateOfKV(kv)
+			}
 			if m, ok := newMember(l.prefix, kv); ok {
 				l.members = append(l.members, m)
 			}

@@ -50,7 +50,7 @@ func listingWatcher(t *testing.T, client *clientv3.Client, prefix string) *watch
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWatcher(client, func() {}, prefix, 10, cfg, probeTimes{})
+	w := newWatcher(client, func() {}, prefix, cfg)
 	w.pageBytes = testPageBytes
 	return w
 }
@@ -137,10 +137,11 @@ func TestListingUnderChurn(t *testing.T) {
 			t.Fatalf("only %d listings had writes between their pages in time", churned)
 		}
 		before := writes.Load()
-		listed, header, err := w.list(ctx)
+		l, err := w.list(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
+		listed, header := l.members, l.header
 		if writes.Load() > before+1 {
 			churned++
 		}
@@ -188,10 +189,11 @@ func TestListingCompactedMeanwhile(t *testing.T) {
 	ctx := context.Background()
 	kv := &compactingKV{KV: client.KV}
 	client.KV = kv
-	listed, header, err := listingWatcher(t, client, prefix).list(ctx)
+	l, err := listingWatcher(t, client, prefix).list(ctx)
 	if err != nil {
 		t.Fatalf("a listing whose revision was compacted: %v", err)
 	}
+	listed, header := l.members, l.header
 	if header.Revision < kv.compacted.Load() || kv.compacted.Load() == 0 {
 		t.Fatalf("listed at revision %d, want at least the compacted %d", header.Revision, kv.compacted.Load())
 	}
@@ -254,10 +256,11 @@ func TestListingPageBounds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	listed, header, err := w.list(ctx)
+	l, err := w.list(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	listed, header := l.members, l.header
 	first := log.take()
 	requireListedAsEtcd(t, client, prefix, listed, header.Revision)
 	log.take() // the check's read
@@ -281,10 +284,11 @@ func TestListingPageBounds(t *testing.T) {
 
 	snap, _, _ := emptySnapshot(0).replace(listed, header.Revision, 0)
 	w.snap.Store(snap)
-	listed, header, err = w.list(ctx)
+	l, err = w.list(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	listed, header = l.members, l.header
 	again := log.take()
 	requireListedAsEtcd(t, client, prefix, listed, header.Revision)
 	checkPages("re-listing", again, header.Revision)

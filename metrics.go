@@ -36,7 +36,8 @@ const (
 	causeWatchNotCreated cause = "watch_not_created" // etcd did not create the watch in time
 	causeStalled         cause = "stalled"           // the stream said nothing, and a read failed
 	causeEtcdReplaced    cause = "etcd_replaced"     // another cluster, or one restored to an older revision
-	causeKeyDeleted      cause = "key_deleted"       // the key was deleted or replaced from outside
+	causeKeyDeleted      cause = "key_deleted"       // the key was deleted, or created anew by another member
+	causeKeyReplaced     cause = "key_replaced"      // the key was written from outside: another lease or value, or none
 	causeLeaseLost       cause = "lease_lost"        // etcd said the lease is gone
 	causeResigned        cause = "resigned"          // Resign
 )
@@ -137,7 +138,7 @@ func newRecorder(in *instruments, attrs ...attribute.KeyValue) *recorder {
 		r.byOp[op] = add(with(attrOp.String(string(op))))
 	}
 	for _, c := range []cause{causeStart, causeWatchFailed, causeWatchNotCreated, causeStalled,
-		causeEtcdReplaced, causeKeyDeleted, causeLeaseLost, causeResigned} {
+		causeEtcdReplaced, causeKeyDeleted, causeKeyReplaced, causeLeaseLost, causeResigned} {
 		r.byCause[c] = add(with(attrCause.String(string(c))))
 	}
 	r.byLeading[0] = add(with(attrLeading.Bool(false)))

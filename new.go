@@ -6,6 +6,7 @@ package biregister
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -14,11 +15,11 @@ import (
 // holds the group's current members, or with an error if etcd cannot be read
 // within ttl seconds.
 func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (Watcher, error) {
-	w, _, err := connectWatcher(endpoints, prefix, ttl, opts, true)
+	w, cfg, err := connectWatcher(endpoints, prefix, ttl, opts)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ttl)*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ttl)
 	defer cancel()
 	if err := w.start(ctx); err != nil {
 		w.releaseClient()
@@ -28,18 +29,13 @@ func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (W
 }
 
 // connectWatcher checks the arguments, connects to etcd and returns a
-// watcher that is not started yet, and the configuration; probed says
-// whether it checks its own watch stream (see probe.go).
-func connectWatcher(endpoints []string, prefix string, ttl int64, opts []Option, probed bool) (*watcher, *config, error) {
+// watcher that is not started yet, and the configuration.
+func connectWatcher(endpoints []string, prefix string, ttl int64, opts []Option) (*watcher, *config, error) {
 	c, err := connect(endpoints, prefix, ttl, opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	var probe probeTimes
-	if probed {
-		probe = c.cfg.probe
-	}
-	return newWatcher(c.client, c.release, c.prefix, ttl, c.cfg, probe), c.cfg, nil
+	return newWatcher(c.client, c.release, c.prefix, c.cfg), c.cfg, nil
 }
 
 // NewRegister registers name with value under prefix, with a lease of ttl
@@ -69,32 +65,30 @@ func asRegister(r *register, err error) (Register, error) {
 	return r, nil
 }
 
-// newRegister registers, lists the group and starts both loops; an empty
-// name registers under the current revision.
+// newRegister registers, lists the group and starts the loop and the
+// keeper; an empty name registers under the current revision.
 func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts []Option) (*register, error) {
-	// Not probed: the keepalive answers bring the same news (see probe.go).
-	w, cfg, err := connectWatcher(endpoints, prefix, ttl, opts, false)
+	w, cfg, err := connectWatcher(endpoints, prefix, ttl, opts)
 	if err != nil {
 		return nil, err
 	}
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	r := &register{
-		watcher:    w,
-		client:     w.client,
-		name:       name,
-		key:        w.prefix + name,
-		ttl:        time.Duration(ttl) * time.Second,
-		requests:   make(chan request),
-		loopDone:   make(chan struct{}),
-		ctx:        loopCtx,
-		cancel:     stopLoop,
-		leaseClock: newLeaseClock(),
-		changed:    newSignal(),
-		value:      value,
+		watcher:  w,
+		client:   w.client,
+		name:     name,
+		key:      w.prefix + name,
+		ttl:      cfg.ttl,
+		requests: make(chan request),
+		loopDone: make(chan struct{}),
+		ctx:      loopCtx,
+		cancel:   stopLoop,
+		changed:  newSignal(),
+		value:    value,
 	}
-	r.keepAlives = newKeepAliveStreams(loopCtx, w.client, r.ttl, &r.background)
-	// Register before listing, so the first snapshot already holds this member.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.nameWait+r.ttl)
+	// Register before listing, so the first snapshot already holds this
+	// member. The lease is handed to the keeper once there is one.
+	ctx, cancel := context.WithTimeout(context.Background(), addDurations(cfg.nameWait, r.ttl))
 	defer cancel()
 	if name == "" {
 		err = r.createNoName(ctx)
@@ -102,18 +96,30 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		err = r.createWhenFree(ctx, cfg.nameWait)
 	}
 	if err == nil {
-		if err = w.start(ctx); err != nil {
-			r.revoke(context.Background())
-		}
+		w.ownKey = r.key
+		err = w.start(ctx)
 	}
 	if err != nil {
+		r.revokeAll()
 		stopLoop()
 		w.releaseClient()
 		return nil, err
 	}
 	r.metrics = newRecorder(w.metrics.instruments(), attrPrefix.String(w.prefix), attrName.String(r.name))
+	r.keeper = newLeaseKeeper(loopCtx, w.client, r.ttl, r.key, w.observe, r.changed.notify, r.metrics, w.logger)
+	go r.keeper.run(loopCtx)
+	r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
 	r.metrics.registered(causeStart)
 	r.stopObserving = r.metrics.observeRegistration(r.AmILeader, func() time.Duration { return r.Status().LeaseLeft })
 	go r.run()
 	return r, nil
+}
+
+// addDurations returns a + b, or the largest Duration where the sum would
+// overflow: WithNameWait(math.MaxInt64) waits as long as it takes.
+func addDurations(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }

@@ -36,10 +36,15 @@ type probeTimes struct {
 // minutes, the interval of etcd's own progress notifications.
 var defaultProbe = probeTimes{interval: 5 * time.Second, quiet: 10 * time.Minute}
 
+// maxLeaseTTL is the longest lease etcd grants, in seconds (server
+// lease/lessor.go, MaxLeaseTTL): a ttl beyond it could never be a lease.
+const maxLeaseTTL = 9_000_000_000
+
 // Option configures a Watcher or a Register.
 type Option func(*config)
 
 type config struct {
+	ttl         time.Duration // the constructor's, checked
 	client      *clientv3.Client
 	dialTimeout time.Duration
 	tls         *tls.Config
@@ -118,7 +123,11 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // newConfig applies opts over the defaults and checks the arguments shared by
 // every constructor.
 func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*config, string, error) {
+	if ttl < 1 || ttl > maxLeaseTTL {
+		return nil, "", fmt.Errorf("%w: ttl %d outside [1, %d]", ErrInvalidArgument, ttl, maxLeaseTTL)
+	}
 	cfg := &config{
+		ttl:         time.Duration(ttl) * time.Second,
 		dialTimeout: time.Duration(ttl) * time.Second,
 		bufferSize:  DefaultBufferSize,
 		probe:       defaultProbe,
@@ -127,9 +136,6 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 		if opt != nil {
 			opt(cfg)
 		}
-	}
-	if ttl < 1 {
-		return nil, "", fmt.Errorf("%w: ttl %d < 1", ErrInvalidArgument, ttl)
 	}
 	if prefix == "" {
 		return nil, "", fmt.Errorf("%w: empty prefix", ErrInvalidArgument)

@@ -6,8 +6,8 @@
 // where the resumed watch may wait for a revision that never comes. A
 // Watcher whose stream stays silent for a probe interval therefore sends one
 // progress request: its answer proves the stream alive, and its header tells
-// the etcd that answered. A Register's watcher is not probed: the keepalive
-// answers bring it the same news (observe), at no extra cost.
+// the etcd that answered. A Register's watcher is probed the same way: its
+// keepalive answers may come from another member than its watch's.
 //
 // Where progress requests go unanswered on a stream that a read finds
 // healthy (etcd's gRPC proxy answers none, etcd-io/etcd#19710; or another
@@ -143,8 +143,10 @@ func (w *watcher) requestProgress(ctx context.Context) {
 // observe hands the watch loop a response header that etcd sent on another
 // stream (a Register's keepalive answers), to check for a replaced or rewound
 // etcd. It never blocks: if a header is already waiting, that one is checked.
+// It says nothing of the watch stream: a keepalive answered by one member
+// proves nothing of a watch held by another, which is probed as any
+// Watcher's.
 func (w *watcher) observe(header *etcdserverpb.ResponseHeader) {
-	w.heard()
 	select {
 	case w.headers <- header:
 	default:

@@ -136,7 +136,7 @@ func TestWatchCreationStalled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWatcher(client, releaseClient, prefix, 1, cfg, cfg.probe)
+	w := newWatcher(client, releaseClient, prefix, cfg)
 	w.snap.Store(emptySnapshot(resp.Header.Revision))
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	defer w.cancel()

@@ -39,12 +39,13 @@ func (w *watcher) Ready() error {
 // the last acknowledged keepalive: during a silent cut it cannot know more.
 // Otherwise it returns an error that wraps ErrNotReady and says why.
 func (r *register) Ready() error {
+	reg := r.current.Load()
 	switch {
 	case r.closing.Load():
 		return fmt.Errorf("%w: closed", ErrNotReady)
-	case r.revision.Load() == 0:
+	case reg == nil:
 		return fmt.Errorf("%w: registering again since %v", ErrNotReady, time.Since(r.registeredSince()).Round(time.Millisecond))
-	case !r.leaseClock.alive():
+	case !reg.clock.alive():
 		return fmt.Errorf("%w: lease not certainly alive: no keepalive acknowledged in time", ErrNotReady)
 	}
 	return nil

@@ -58,8 +58,10 @@ type Register interface {
 }
 
 // register is a Register. Its goroutine, run (registerloop.go), owns the
-// registration: only it grants, renews, revokes and creates, and it serves
-// the requests of other goroutines (SetValue, Resign) itself.
+// registration: only it grants, creates, deletes and revokes, and it serves
+// the requests of other goroutines (SetValue, Resign) itself. The lease is
+// renewed by another goroutine, the keeper (keeper.go), so that no request
+// waiting on etcd ever delays a keepalive.
 //
 // The registration changes hands twice. The constructor registers before the
 // loop exists, so lease and value are its own until `go r.run()`, which
@@ -73,21 +75,20 @@ type register struct {
 	name     string
 	key      string
 	ttl      time.Duration
+	keeper   *leaseKeeper
 	requests chan request    // from any goroutine to the loop
 	loopDone chan struct{}   // closed when run has returned
-	ctx      context.Context // ends the loop and everything it started
+	ctx      context.Context // ends the loop, the keeper and everything they started
 	cancel   context.CancelFunc
 	metrics  *recorder // with the prefix and the name
 	// Unregisters the gauges of the registration; called by Close.
 	stopObserving func()
 
 	// Written by the loop (the constructor before it), read by any goroutine.
-	revision   atomic.Int64 // create revision of the registration; 0 while there is none
-	leaseClock *leaseClock  // until when the lease is certainly alive
-	changed    signal       // notified when the registration changes or its lease comes back to life
-	resigning  atomic.Int64 // the registration Resign gives up: it leads no more
+	current atomic.Pointer[registration] // nil while there is none
+	changed signal                       // notified whenever current changes
 	// Since the watcher's epoch: when the registration was made, or, while
-	// there is none, when it was lost.
+	// there is none, when the last one was lost.
 	since atomic.Int64
 
 	// Written by Close, read by any goroutine.
@@ -99,18 +100,39 @@ type register struct {
 	tenure atomic.Pointer[tenure]
 
 	// Owned by the loop (see above for the handover).
-	lease         clientv3.LeaseID // 0 while there is none
-	value         string
+	lease    clientv3.LeaseID // 0 while there is none
+	clock    *leaseClock      // the lease's
+	granting grant            // a grant whose answer has not come yet, or none
+	value    string           // the value etcd last accepted for the key
+	// unsure is a value whose write got no answer: etcd may hold it. The
+	// key holding it is then still ours (see judge).
+	unsure *string
+	// written is the revision of the registration's last write of the key:
+	// a view that applied it tells what became of the key.
+	written int64
+	// squatter is the mod revision of a key without a lease at our name, to
+	// delete before registering again; 0 if none.
+	squatter int64
+	// resignOwed: a Resign whose delete got no answer; the loop deletes
+	// until it knows, and the registration leads no more meanwhile.
+	resignOwed    bool
 	loggedLeading bool  // what the log and the metrics last said of leadership
 	lostCause     cause // why the registration was lost: the next one's cause
-	keepAlives    *keepAliveStreams
-	background    sync.WaitGroup // keepalive streams' goroutines and revokes in flight
+}
+
+// registration is one registration of the key, as the loop publishes it:
+// readers take its revision and its lease's deadline as one value, so that
+// a registration made meanwhile never lends its lease to an older one.
+type registration struct {
+	revision int64       // the key's create revision
+	cluster  uint64      // the etcd cluster it was made in
+	clock    *leaseClock // of its lease: until when it is certainly alive
+	resigned bool        // Resign gave up its leadership: it leads no more
 }
 
 // request is work on the registration that the loop does for another
 // goroutine, so that only the loop ever changes the registration.
 type request struct {
-	ctx   context.Context
 	do    func(ctx context.Context) error
 	reply chan error
 }
@@ -118,7 +140,12 @@ type request struct {
 func (r *register) MyKey() string  { return r.key }
 func (r *register) MyName() string { return r.name }
 
-func (r *register) MyRevision() int64 { return r.revision.Load() }
+func (r *register) MyRevision() int64 {
+	if reg := r.current.Load(); reg != nil {
+		return reg.revision
+	}
+	return 0
+}
 
 // The Watcher's reads and feeds, forwarded: a named field rather than an
 // embedded one, so that every method a Register has is one it declares.
@@ -136,26 +163,31 @@ func (r *register) Closed() <-chan struct{}           { return r.watcher.Closed(
 func (r *register) EtcdClient() *clientv3.Client      { return r.client }
 func (r *register) Prefix() string                    { return r.watcher.prefix }
 
-// registered records a new registration created at revision.
-func (r *register) registered(revision int64) {
+// registered publishes a new registration created at revision in cluster,
+// on the current lease, whose last write was at written.
+func (r *register) registered(revision int64, cluster uint64, written int64) {
 	r.since.Store(int64(time.Since(r.watcher.epoch)))
-	r.revision.Store(revision)
+	r.written = written
+	r.publish(&registration{revision: revision, cluster: cluster, clock: r.clock})
+}
+
+// publish makes reg the current registration and wakes whoever waits for a
+// change of it.
+func (r *register) publish(reg *registration) {
+	r.current.Store(reg)
 	r.changed.notify()
 }
 
-// forget drops the registration, so the loop registers again.
-func (r *register) forget() {
-	r.since.Store(int64(time.Since(r.watcher.epoch)))
-	r.lease = 0
-	r.revision.Store(0)
-	r.leaseClock.clear()
-	r.changed.notify()
-}
-
-// extendLease records that etcd acknowledged a keepalive or a grant sent at
-// sent, for a lease of leaseTTL seconds.
-func (r *register) extendLease(sent time.Time, leaseTTL int64) {
-	if r.leaseClock.extend(sent, time.Duration(leaseTTL)*time.Second) {
-		r.changed.notify()
+// lose drops the registration, lost for why; the lease stays, and the loop
+// registers again on it.
+func (r *register) lose(why cause) {
+	if r.current.Load() == nil {
+		return
 	}
+	r.since.Store(int64(time.Since(r.watcher.epoch)))
+	r.lostCause = why
+	r.written = 0
+	r.unsure = nil
+	r.resignOwed = false
+	r.publish(nil)
 }

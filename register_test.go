@@ -306,11 +306,12 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 // for a connection as long as the caller's context lets it).
 func TestCloseEndsRequestWaitingOnEtcd(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		do   func(r biregister.Register) error
+		name   string
+		do     func(r biregister.Register) error
+		inLoop string // what the loop runs for it
 	}{
-		{"SetValue", func(r biregister.Register) error { return r.SetValue(context.Background(), "v2") }},
-		{"Resign", func(r biregister.Register) error { return r.Resign(context.Background()) }},
+		{"SetValue", func(r biregister.Register) error { return r.SetValue(context.Background(), "v2") }, "setValue("},
+		{"Resign", func(r biregister.Register) error { return r.Resign(context.Background()) }, "resign("},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			etcd := startEtcd(t)
@@ -323,7 +324,7 @@ func TestCloseEndsRequestWaitingOnEtcd(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- tc.do(r) }()
 			// Close only once the request waits on etcd inside the loop.
-			require.Eventually(t, func() bool { return stackHas("biregister.(*register)." + tc.name + ".func1") },
+			require.Eventually(t, func() bool { return stackHas("biregister.(*register)." + tc.inLoop) },
 				waitFor, time.Millisecond)
 			closed := make(chan struct{})
 			go func() { r.Close(); close(closed) }()

@@ -1,6 +1,6 @@
 // The registration loop: the goroutine that owns a Register's registration.
-// It keeps the lease alive, registers again when the registration is lost,
-// and does what other goroutines ask of the registration.
+// It registers again when the registration is lost or not its own any
+// more, and does what other goroutines ask of the registration.
 
 package biregister
 
@@ -8,200 +8,292 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// run owns the registration: it keeps the lease alive, registers again when
-// the registration is lost, and serves requests.
+// run owns the registration: it registers again when the registration is
+// lost, and serves requests. The keeper renews the lease meanwhile.
 func (r *register) run() {
 	defer close(r.loopDone)
-	defer r.background.Wait()
 	var retry backoff
-	timer := time.NewTimer(keepAliveInterval(r.ttl))
+	timer := time.NewTimer(0)
+	if !r.owesWork() {
+		timer.Stop()
+	}
 	defer timer.Stop()
+	armed := r.owesWork()
 	// checked is the last snapshot looked at for a lost key. It is carried
 	// from pass to pass, not loaded afresh: a snapshot published while the
-	// loop was busy (a request, a tick) must still be looked at.
+	// loop was busy (a request, a retry) must still be looked at.
 	checked := r.watcher.snap.Load()
+	// Leadership also ends by the clock alone: looked at every ttl/3, so
+	// that a lapse of the lease is logged within that, while AmILeader
+	// itself turns false on time.
+	look := time.NewTicker(keepAliveInterval(r.ttl))
+	defer look.Stop()
 	for {
+		r.checkTenure()
+		r.logLeadership()
+		changed := r.changed.wait()
 		select {
 		case <-r.ctx.Done():
 			return
+		case <-look.C:
+		case <-changed:
 		case <-timer.C:
-			timer.Reset(r.tick(&retry))
-		case result := <-r.keepAlives.answers:
-			if next, ok := r.keepAliveDone(result, &retry); ok {
-				timer.Reset(next)
+			armed = false
+			if err := r.registerAgain(); err != nil {
+				if r.ctx.Err() == nil {
+					r.watcher.logger.Warn("biregister: registering again failed, retrying", "key", r.key, "err", err)
+				}
+				delay := retry.next()
+				if errors.Is(err, errDetached) {
+					delay = 0 // the key without a lease goes first, at once
+				}
+				timer.Reset(delay)
+				armed = true
+			} else {
+				retry.reset()
+			}
+		case <-r.keeper.lost:
+			if r.lease != 0 && clientv3.LeaseID(r.keeper.lostLease.Load()) == r.lease {
+				r.watcher.logger.Warn("biregister: lease lost, registering again", "key", r.key)
+				r.dropLease()
+				r.lose(causeLeaseLost)
+				r.lostCause = causeLeaseLost // also if the key's deletion came first
 			}
 		case <-checked.replaced:
 			checked = r.watcher.snap.Load()
-			if r.keyLost(checked) {
-				r.watcher.logger.Warn("biregister: key deleted from outside, registering again", "key", r.key)
-				r.abandonLease()
-				timer.Reset(0)
-			}
+			r.keyLost(checked)
 		case req := <-r.requests:
-			req.reply <- req.do(req.ctx)
+			ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
+			req.reply <- req.do(ctx)
+			cancel()
 		}
-		r.checkTenure()
-		r.logLeadership()
+		if !armed && r.owesWork() {
+			timer.Reset(0)
+			armed = true
+		}
 	}
 }
 
+// owesWork reports whether the registration must be made again, or a
+// resignation finished.
+func (r *register) owesWork() bool { return r.current.Load() == nil || r.resignOwed }
+
+// registerAgain finishes a resignation whose answer never came, if one is
+// owed, and registers.
+func (r *register) registerAgain() error {
+	ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
+	defer cancel()
+	if r.resignOwed {
+		if err := r.deleteKey(ctx); err != nil {
+			return err
+		}
+		r.resignOwed = false
+		r.lose(causeResigned)
+	}
+	if err := r.create(ctx); err != nil {
+		return err
+	}
+	r.watcher.logger.Info("biregister: registered again", "key", r.key, "revision", r.MyRevision(), "cause", r.lostCause)
+	r.metrics.registered(r.lostCause)
+	return nil
+}
+
 // logLeadership logs when leadership was gained or lost since the last look.
-// The loop looks at least every ttl/3, so a lapse of the lease is logged
-// within that, while AmILeader itself turns false on time.
 func (r *register) logLeadership() {
 	if leading := r.AmILeader(); leading != r.loggedLeading {
 		r.loggedLeading = leading
 		r.metrics.leadershipChanged(leading)
 		if leading {
-			r.watcher.logger.Info("biregister: leadership gained", "key", r.key, "revision", r.revision.Load())
+			r.watcher.logger.Info("biregister: leadership gained", "key", r.key, "revision", r.MyRevision())
 		} else {
 			r.watcher.logger.Info("biregister: leadership lost", "key", r.key)
 		}
 	}
 }
 
-// tick sends a keepalive, or registers again if there is no lease; it returns
-// when to tick next.
-func (r *register) tick(retry *backoff) time.Duration {
-	if r.lease != 0 {
-		r.keepAlives.send(r.lease)
-		return keepAliveInterval(r.ttl)
-	}
-	ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
-	err := r.create(ctx)
-	cancel()
-	if err != nil {
-		if r.ctx.Err() == nil {
-			r.watcher.logger.Warn("biregister: registering again failed, retrying", "key", r.key, "err", err)
-		}
-		return retry.next()
-	}
-	r.watcher.logger.Info("biregister: registered again", "key", r.key, "revision", r.revision.Load(), "cause", r.lostCause)
-	r.metrics.registered(r.lostCause)
-	retry.reset()
-	return 0 // keep alive at once: its answer tells the watcher if etcd was replaced
-}
-
-// keepAliveDone applies the outcome of a keepalive; it returns when to tick
-// next if that must change.
-func (r *register) keepAliveDone(result keepAliveResult, retry *backoff) (time.Duration, bool) {
-	wasCurrent := result.from == r.keepAlives.current()
-	answered, ok := r.keepAlives.answered(result)
-	switch {
-	case !ok:
-		return 0, false // about a stream given up since
-	case result.err != nil:
-		if r.ctx.Err() != nil || !wasCurrent {
-			return 0, false
-		}
-		r.watcher.logger.Warn("biregister: keepalive failed, retrying", "key", r.key, "err", result.err)
-		return retry.next(), true
-	}
-	if result.resp.Header != nil {
-		r.watcher.observe(result.resp.Header)
-	}
-	switch {
-	case answered.lease != r.lease:
-		return 0, false // about a lease given up since
-	case result.resp.TTL <= 0:
-		r.watcher.logger.Warn("biregister: lease lost, registering again", "key", r.key)
-		r.lostCause = causeLeaseLost
-		r.forget()
-		return 0, true
-	}
-	r.extendLease(answered.sent, result.resp.TTL)
-	r.metrics.keepAliveAnswered(time.Since(answered.sent))
-	retry.reset()
-	return 0, false
-}
-
-// call runs do on the loop and returns its result, or ErrClosed if Close
-// ended it before it was done (any other error do returns is returned as
-// is).
-func (r *register) call(ctx context.Context, do func(ctx context.Context) error) error {
+// call runs do on the loop and returns its result. The loop carries do to
+// its end, within ttl, whatever becomes of ctx: a caller that stops
+// waiting (ctx.Err()) leaves the Register as etcd then says it is. It
+// stops waiting when until ends, which ends with ctx or later. It returns
+// ErrClosed if the Register is closed, or Close ended do.
+func (r *register) call(ctx, until context.Context, do func(ctx context.Context) error) error {
 	if r.closing.Load() {
 		return ErrClosed
 	}
-	// do ends with Close as well as with ctx: Close waits for the loop, and
-	// the loop must not wait on an etcd that does not answer.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(r.ctx, cancel)()
-	req := request{ctx: ctx, do: do, reply: make(chan error, 1)}
-	var err error
+	req := request{do: do, reply: make(chan error, 1)}
 	select {
 	case r.requests <- req:
-		err = <-req.reply
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if r.ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	case <-until.Done():
+		return ctx.Err()
+	case <-r.ctx.Done():
 		return ErrClosed
 	}
-	return err
+	select {
+	case err := <-req.reply:
+		if r.ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return ErrClosed
+		}
+		return err
+	case <-until.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *register) SetValue(ctx context.Context, value string) error {
-	return r.call(ctx, func(ctx context.Context) error {
-		// Set first: a registration made later, even after a failure here,
-		// carries the newest value.
+	return r.call(ctx, ctx, func(ctx context.Context) error { return r.setValue(ctx, value) })
+}
+
+// setValue writes value to the key, on the loop. The Register takes it
+// only once etcd did: a value etcd refuses leaves it as it was.
+func (r *register) setValue(ctx context.Context, value string) error {
+	reg := r.current.Load()
+	if reg == nil {
+		// Registering again: register now, with the new value.
+		old := r.value
 		r.value = value
-		if r.lease == 0 {
-			return nil
-		}
-		// If the fence fails, the key is gone: the loop notices it from the
-		// watch and registers again, with the new value.
-		_, err := r.client.Txn(ctx).
-			If(r.Fence()).
-			Then(clientv3.OpPut(r.key, value, clientv3.WithLease(r.lease))).
-			Commit()
-		if err != nil {
-			return fmt.Errorf("biregister: set value of %q: %w", r.key, err)
+		if err := r.create(ctx); err != nil {
+			r.value = old
+			return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
 		}
 		return nil
-	})
+	}
+	resp, err := r.client.Txn(ctx).
+		If(r.ours(reg)...).
+		Then(clientv3.OpPut(r.key, value, clientv3.WithLease(r.lease))).
+		Else(clientv3.OpGet(r.key)).
+		Commit()
+	switch {
+	case err != nil:
+		if ambiguous(err) {
+			r.unsure = &value // etcd may hold it: the key holding it is still ours
+		}
+		return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
+	case resp.Succeeded:
+		r.value, r.unsure = value, nil
+		r.written = resp.Header.Revision
+		return nil
+	}
+	// The key is not ours any more: registered again, it holds the new value.
+	held := keyState{}
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		held = keyStateOfKV(kvs[0])
+	}
+	if r.judge(reg, held) == keyReplaced {
+		r.squatter = held.modRevision
+	}
+	r.lose(causeKeyDeleted)
+	return r.setValue(ctx, value)
+}
+
+// ours returns the comparisons that hold while the key is reg's: its
+// create revision, on our lease.
+func (r *register) ours(reg *registration) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision),
+		clientv3.Compare(clientv3.LeaseValue(r.key), "=", r.lease),
+	}
 }
 
 func (r *register) Resign(ctx context.Context) error {
-	return r.call(ctx, func(ctx context.Context) error {
-		if r.lease == 0 {
-			return nil
-		}
-		// Leadership and the term end before the key goes, so that no one
-		// can lead while they last.
-		resigned := r.revision.Load()
-		r.resigning.Store(resigned)
-		r.endTenure(ErrResigned)
-		if _, err := r.client.Txn(ctx).If(r.Fence()).Then(clientv3.OpDelete(r.key)).Commit(); err != nil {
-			r.resigning.CompareAndSwap(resigned, 0) // still the registration
-			return fmt.Errorf("biregister: resign %q: %w", r.key, err)
-		}
-		r.lostCause = causeResigned
-		if err := r.putIfAbsent(ctx); err != nil {
-			// Stepped down, but not back yet: the loop registers again.
-			r.revoke(ctx)
-			return nil
-		}
-		r.metrics.registered(causeResigned)
-		return nil
-	})
+	// Resign ends this member's terms before its delete goes out: called
+	// with such a term (work under Lead handing leadership on), it must not
+	// end with it.
+	until, stop := outlastResign(ctx)
+	defer stop()
+	return r.call(ctx, until, r.resign)
 }
 
-// Close ends the loop, then revokes the lease, then closes the watcher, which
-// releases the client.
+// resign gives up leadership, on the loop: the registration leads no more,
+// its terms end, and its key goes; then it registers again, at the back.
+// If etcd refuses the delete, it leads again as before; if no answer comes,
+// it leads no more, and the loop deletes until it knows.
+func (r *register) resign(ctx context.Context) error {
+	reg := r.current.Load()
+	if reg == nil || r.resignOwed {
+		return nil
+	}
+	resigned := *reg
+	resigned.resigned = true
+	r.publish(&resigned)
+	r.endTenure(ErrResigned)
+	if err := r.deleteKey(ctx); err != nil {
+		if ambiguous(err) {
+			r.resignOwed = true
+		} else {
+			r.publish(reg)
+		}
+		return fmt.Errorf("biregister: resign %s: %w", quoteKey(r.key), err)
+	}
+	r.lose(causeResigned)
+	if err := r.putIfAbsent(ctx); err != nil {
+		return nil // stepped down, but not back yet: the loop registers again
+	}
+	r.metrics.registered(causeResigned)
+	return nil
+}
+
+// deleteKey deletes the key if it is still the registration's.
+func (r *register) deleteKey(ctx context.Context) error {
+	reg := r.current.Load()
+	_, err := r.client.Txn(ctx).If(r.ours(reg)...).Then(clientv3.OpDelete(r.key)).Commit()
+	return err
+}
+
+// outlastResign returns a context that ends when ctx does, unless ctx ends
+// because this member resigned (see Resign); stop releases it.
+func outlastResign(ctx context.Context) (context.Context, context.CancelFunc) {
+	outlasting, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		if cause := context.Cause(ctx); !errors.Is(cause, ErrResigned) {
+			cancel(cause)
+		}
+	})
+	return outlasting, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+// Close ends the loop and the keeper, then revokes the lease, then closes
+// the watcher, which releases the client.
 func (r *register) Close() {
 	r.closeOnce.Do(func() {
 		r.closing.Store(true)
 		r.endTenure(ErrClosed)
 		r.cancel()
 		<-r.loopDone
+		<-r.keeper.done
+		if r.loggedLeading {
+			r.loggedLeading = false
+			r.metrics.leadershipChanged(false)
+			r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "cause", "closed")
+		}
 		r.stopObserving()
-		r.revoke(context.Background())
+		r.revokeAll()
 		r.watcher.Close()
 	})
+}
+
+// revokeAll revokes the lease and any lease whose grant got no answer, side
+// by side, each within closeWait.
+func (r *register) revokeAll() {
+	var revoking sync.WaitGroup
+	for _, id := range []clientv3.LeaseID{r.lease, r.grantAsked()} {
+		if id == 0 {
+			continue
+		}
+		revoking.Add(1)
+		go func() {
+			defer revoking.Done()
+			r.revoke(context.Background(), id)
+		}()
+	}
+	revoking.Wait()
+	r.dropLease()
 }

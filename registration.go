@@ -1,5 +1,6 @@
-// Registering in etcd: granting a lease, creating the key only where no live
-// member holds the name, and giving the lease back.
+// Registering in etcd: granting a lease under an id of our own, creating the
+// key only where no live member holds the name, telling whether the key is
+// still the registration's, and giving the lease back.
 
 package biregister
 
@@ -7,145 +8,244 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
-// create grants a lease and puts the key if no live member holds the name and
-// every extra comparison holds.
-func (r *register) create(ctx context.Context, extra ...clientv3.Cmp) error {
-	sent := time.Now()
-	lease, err := r.client.Grant(ctx, int64(r.ttl/time.Second))
-	if err != nil {
-		return fmt.Errorf("biregister: grant lease: %w", err)
-	}
-	r.lease = lease.ID
-	if err := r.putIfAbsent(ctx, extra...); err != nil {
-		r.revoke(ctx)
+// grant is a lease grant under an id the library chose: if its answer is
+// lost, asking again under the same id tells whether it went through, and
+// Close can revoke the id whatever became of it, so no lease is left
+// behind.
+type grant struct {
+	id        clientv3.LeaseID // 0: no grant under way
+	firstSent time.Time        // when it was first asked for: no lease of that id began earlier
+	asked     bool             // it was asked for: etcd may hold it
+}
+
+// errDetached is why a name is taken by a key without a lease: no live
+// member holds it, and the key would outlive every member. The loop
+// deletes it, if it is still as it was read, and registers.
+var errDetached = fmt.Errorf("%w: by a key without a lease", ErrNameTaken)
+
+// create registers: it grants a lease if there is none, deletes a key
+// without a lease found at our name, then puts the key if no live member
+// holds the name.
+func (r *register) create(ctx context.Context) error {
+	if err := r.deleteSquatter(ctx); err != nil {
 		return err
 	}
-	r.extendLease(sent, lease.TTL)
-	return nil
-}
-
-// createWhenFree is create, but while a live member holds the name it waits
-// for that member's key to go, for at most wait.
-func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error {
-	giveUp := time.Now().Add(wait)
-	for {
-		err := r.create(ctx)
-		left := time.Until(giveUp)
-		if !errors.Is(err, ErrNameTaken) || left <= 0 {
+	if r.lease == 0 {
+		if err := r.grantLease(ctx); err != nil {
 			return err
 		}
-		r.watcher.logger.Info("biregister: name held by a live member, waiting for its key to go", "key", r.key, "wait", left)
-		if err := r.awaitKeyGone(ctx, left); err != nil {
-			return fmt.Errorf("biregister: wait for %q: %w", r.key, err)
-		}
 	}
+	return r.putIfAbsent(ctx)
 }
 
-// awaitKeyGone returns once the key is absent or d has passed, or with the
-// error that ended ctx.
-func (r *register) awaitKeyGone(ctx context.Context, d time.Duration) error {
-	waitCtx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), d)
-	defer cancel()
-	resp, err := r.client.Get(waitCtx, r.key)
+// grantLease grants a lease of ttl under an id of our own and hands it to
+// the keeper. An id etcd already holds is ours if we asked for it before
+// (an answer lost); a new id is drawn only once the last one is settled.
+func (r *register) grantLease(ctx context.Context) error {
+	if r.granting.id == 0 {
+		// Positive, as etcd's own: 0 means no lease.
+		r.granting = grant{id: clientv3.LeaseID(rand.Int64N(math.MaxInt64) + 1), firstSent: time.Now()}
+	}
+	asked := r.granting.asked
+	r.granting.asked = true
+	// As etcd's own client: wait for a connection rather than fail fast.
+	resp, err := pb.NewLeaseClient(r.client.ActiveConnection()).LeaseGrant(ctx,
+		&pb.LeaseGrantRequest{ID: int64(r.granting.id), TTL: int64(r.ttl / time.Second)}, grpc.WaitForReady(true))
+	ttl := r.ttl
 	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case err != nil || len(resp.Kvs) == 0:
-		return nil // d passed, or the key is gone: the caller tries once more
-	}
-	events := r.client.Watch(waitCtx, r.key, clientv3.WithRev(resp.Header.Revision+1), clientv3.WithFilterPut())
-	for resp := range events {
-		if len(resp.Events) > 0 || resp.Err() != nil {
-			return nil
+	case err == nil:
+		ttl = time.Duration(resp.TTL) * time.Second
+	case asked && errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseExist):
+		// Our earlier ask went through: the lease began after it was sent.
+	default:
+		if !ambiguous(err) {
+			r.granting = grant{} // refused, or an id someone else holds: draw anew
 		}
+		return fmt.Errorf("biregister: grant lease: %w", rpctypes.Error(err))
 	}
-	return ctx.Err()
-}
-
-// createNoName registers under the current revision as name. The transaction
-// also requires that nothing under the prefix changed since that revision was
-// read: then every member that registered before has a smaller name, and
-// concurrent callers that read the same revision retry with a newer one.
-func (r *register) createNoName(ctx context.Context) error {
-	prefix := r.watcher.prefix
-	for {
-		resp, err := r.client.Get(ctx, prefix)
-		if err != nil {
-			return fmt.Errorf("biregister: read revision: %w", err)
-		}
-		revision := resp.Header.Revision
-		r.name = fmt.Sprintf("%020d", revision)
-		r.key = prefix + r.name
-		err = r.create(ctx, clientv3.Compare(clientv3.ModRevision(prefix), "<", revision+1).WithPrefix())
-		if !errors.Is(err, ErrNameTaken) {
-			return err
-		}
-	}
-}
-
-// putIfAbsent puts the key with the current value on the current lease if no
-// live member holds the name and every extra comparison holds; otherwise it
-// fails with ErrNameTaken.
-func (r *register) putIfAbsent(ctx context.Context, extra ...clientv3.Cmp) error {
-	resp, err := r.client.Txn(ctx).
-		If(append(extra, clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0))...).
-		Then(clientv3.OpPut(r.key, r.value, clientv3.WithLease(r.lease))).
-		Commit()
-	if err == nil && !resp.Succeeded {
-		err = fmt.Errorf("%w: %q", ErrNameTaken, r.key)
-	}
-	if err != nil {
-		return fmt.Errorf("biregister: register %q: %w", r.key, err)
-	}
-	r.registered(resp.Header.Revision)
+	r.lease, r.clock = r.granting.id, newLeaseClock()
+	r.clock.extend(r.granting.firstSent, ttl)
+	r.granting = grant{}
+	r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
 	return nil
 }
 
-// revoke revokes the lease and forgets the registration. It is best effort: a
-// lease it cannot revoke expires by itself within ttl, so it waits no longer.
-// It tries even when parent has ended (Close ends the request it runs in): a
-// lease left behind would keep a key it may just have put alive for ttl.
-func (r *register) revoke(parent context.Context) {
-	if r.lease != 0 {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), r.ttl)
-		_, err := r.client.Revoke(ctx, r.lease)
-		cancel()
-		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			r.watcher.logger.Warn("biregister: revoke lease failed", "key", r.key, "err", err)
-		}
+// grantAsked returns the id of a grant asked for whose answer never came,
+// or 0: etcd may hold it.
+func (r *register) grantAsked() clientv3.LeaseID {
+	if r.granting.asked {
+		return r.granting.id
 	}
-	r.forget()
+	return 0
 }
 
-// abandonLease forgets the registration and revokes its lease in the
-// background, so that registering again does not wait for an etcd that may be
-// down: the revoke is only there not to leave the lease to expire.
-func (r *register) abandonLease() {
-	lease := r.lease
-	r.lostCause = causeKeyDeleted
-	r.forget()
-	r.background.Add(1)
-	go func() {
-		defer r.background.Done()
-		ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
-		defer cancel()
-		_, _ = r.client.Revoke(ctx, lease)
-	}()
+// dropLease forgets the lease etcd no longer has (or that is given up).
+func (r *register) dropLease() {
+	if r.lease == 0 {
+		return
+	}
+	r.keeper.keep(keptLease{})
+	r.clock.clear()
+	r.lease, r.clock = 0, nil
 }
 
-// keyLost reports whether snap shows that the current registration is gone.
-// A snapshot that has not applied the registration's own event cannot tell.
+// putIfAbsent puts the key with the value on the lease if no live member
+// holds the name, and publishes the registration; otherwise it fails with
+// ErrNameTaken (errDetached for a key without a lease). A key already on
+// our lease is ours: a put whose answer was lost.
+func (r *register) putIfAbsent(ctx context.Context) error {
+	resp, err := r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
+		Then(clientv3.OpPut(r.key, r.value, clientv3.WithLease(r.lease))).
+		Else(clientv3.OpGet(r.key)).
+		Commit()
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			// The key went with its lease.
+			r.dropLease()
+			r.lostCause = causeLeaseLost
+		}
+		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), err)
+	}
+	if resp.Succeeded {
+		r.registered(resp.Header.Revision, resp.Header.ClusterId, resp.Header.Revision)
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), ErrNameTaken)
+	}
+	held := keyStateOfKV(kvs[0])
+	switch {
+	case held.lease == r.lease:
+		r.registered(held.createRevision, resp.Header.ClusterId, held.modRevision)
+		return nil
+	case held.lease == 0:
+		r.squatter = held.modRevision
+		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), errDetached)
+	}
+	return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), ErrNameTaken)
+}
+
+// deleteSquatter deletes the key without a lease found at our name, if it
+// is still as it was read.
+func (r *register) deleteSquatter(ctx context.Context) error {
+	if r.squatter == 0 {
+		return nil
+	}
+	_, err := r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(r.key), "=", r.squatter)).
+		Then(clientv3.OpDelete(r.key)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("biregister: delete %s, written from outside: %w", quoteKey(r.key), err)
+	}
+	r.watcher.logger.Warn("biregister: deleted our key, written from outside", "key", r.key)
+	r.squatter = 0
+	return nil
+}
+
+// verdict is what a state of the key means for the registration.
+type verdict int
+
+const (
+	keyOurs     verdict = iota // bound to our lease, holding our value
+	keyDeleted                 // gone
+	keyReplaced                // written from outside in place, or a key without a lease: to be deleted
+	keyTaken                   // created anew on another lease: the name is another member's
+)
+
+// judge returns what held, the state of the key, means for reg, the
+// current registration.
+func (r *register) judge(reg *registration, held keyState) verdict {
+	switch {
+	case held.createRevision == 0:
+		return keyDeleted
+	case held.createRevision == reg.revision && held.lease == r.lease &&
+		(held.value == r.value || r.unsure != nil && held.value == *r.unsure):
+		return keyOurs
+	case held.createRevision == reg.revision || held.lease == 0:
+		return keyReplaced
+	}
+	return keyTaken
+}
+
+// keyLost reports whether snap shows the registration gone or not its own,
+// and drops it then, for the loop to register again. A view that has not
+// applied the registration's last write cannot tell.
 func (r *register) keyLost(snap *snapshot) bool {
-	revision := r.revision.Load()
-	if revision == 0 || snap.applied < revision {
+	reg := r.current.Load()
+	if reg == nil || snap.applied < r.written {
 		return false
 	}
-	m, ok := snap.lookup(r.name)
-	return !ok || m.CreateRevision != revision
+	held := snap.own
+	if snap.cluster != reg.cluster {
+		held = keyState{} // another etcd: the registration is not there
+	}
+	switch r.judge(reg, held) {
+	case keyOurs:
+		if r.unsure != nil && held.value == *r.unsure {
+			r.value, r.unsure = held.value, nil // the write went through
+		}
+		r.written = max(r.written, held.modRevision)
+		return false
+	case keyReplaced:
+		r.squatter = held.modRevision
+		r.watcher.logger.Warn("biregister: key written from outside, registering again", "key", r.key)
+		r.lose(causeKeyReplaced)
+	default:
+		r.watcher.logger.Warn("biregister: key deleted, registering again", "key", r.key)
+		r.lose(causeKeyDeleted)
+	}
+	return true
 }
+
+// revoke revokes id, waiting at most closeWait: it is best effort, a lease
+// it cannot revoke expires by itself within ttl. It tries even when parent
+// has ended (Close ends the request it runs in): a lease left behind would
+// keep a key alive for ttl.
+func (r *register) revoke(parent context.Context, id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), closeWait(r.ttl))
+	defer cancel()
+	_, err := r.client.Revoke(ctx, id)
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		r.watcher.logger.Warn("biregister: revoke lease failed", "key", r.key, "err", err)
+	}
+}
+
+// ambiguous reports whether err leaves it unknown whether etcd applied the
+// request: it ended without an answer (a deadline, a cancellation, a lost
+// connection, a proposal etcd could not commit in time). What etcd refuses
+// outright, it never applied.
+func ambiguous(err error) bool {
+	code := status.Code(err)
+	var etcdErr rpctypes.EtcdError
+	if errors.As(err, &etcdErr) {
+		code = etcdErr.Code()
+	}
+	switch code {
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
+		codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange, codes.Unauthenticated,
+		codes.Unimplemented:
+		return false
+	}
+	return true
+}
+
+// closeWait is the most Close waits for etcd to revoke the lease: a
+// revoke takes milliseconds, and a Register whose etcd does not answer
+// must still let its process end within a shutdown's grace period
+// (Kubernetes gives 30 s); its key then goes when the lease expires.
+func closeWait(ttl time.Duration) time.Duration { return min(ttl, 2*time.Second) }

@@ -30,7 +30,12 @@ type snapshot struct {
 	// applied is the revision of the newest event applied or skipped, or of
 	// the listing: an event at or below it is a replay. Unlike revision, it
 	// never runs ahead of events to come.
-	applied  int64
+	applied int64
+	// cluster is the etcd cluster the view was listed from.
+	cluster uint64
+	// own is what etcd holds at a Register's own key, as of applied; zero
+	// for a Watcher's view (see register.judge).
+	own      keyState
 	replaced chan struct{} // closed when a newer snapshot is published
 }
 
@@ -75,16 +80,21 @@ func (s *snapshot) members() iter.Seq[Member] {
 // batch), so a burst applied at once copies each touched path only once.
 // revision is that of a progress notification among the responses, or 0: the
 // view's revision becomes the newest of its own, the events' and that.
-func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64) (*snapshot, []Change) {
+// ownKey is a Register's own key, whose state the view keeps (own), or "".
+func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revision int64) (*snapshot, []Change) {
 	names, order := s.names, s.order
 	b := new(batch)
 	changes := make([]Change, 0, len(events))
 	applied := s.applied
+	own := s.own
 	for _, ev := range events {
 		if ev.Kv.ModRevision <= s.applied {
 			continue // s holds it already
 		}
 		applied = max(applied, ev.Kv.ModRevision)
+		if ownKey != "" && string(ev.Kv.Key) == ownKey {
+			own = keyStateOf(ev)
+		}
 		m, ok := newMember(prefix, ev.Kv)
 		if !ok {
 			continue
@@ -115,7 +125,9 @@ func (s *snapshot) apply(prefix string, events []*clientv3.Event, revision int64
 	if len(changes) == 0 && revision == s.revision && applied == s.applied {
 		return s, nil
 	}
-	return newSnapshot(names, order, revision, applied), changes
+	next := newSnapshot(names, order, revision, applied)
+	next.cluster, next.own = s.cluster, own
+	return next, changes
 }
 
 // replace returns the snapshot that a fresh listing (members in any order, read

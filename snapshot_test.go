@@ -241,12 +241,12 @@ func TestApplySkipsEventsAlreadyHeld(t *testing.T) {
 		{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000002"), Value: []byte("10.0.0.1:8080"), CreateRevision: 3, ModRevision: 3}},
 		{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000000"), ModRevision: 2}},
 	}
-	next, changes := s.apply("/g/", again, 3)
+	next, changes := s.apply("/g/", "", again, 3)
 	if next != s || len(changes) != 0 {
 		t.Fatalf("events at or below the snapshot's revision changed it: %v", changes)
 	}
 	newer := &clientv3.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000000"), ModRevision: 4}}
-	next, changes = s.apply("/g/", append(again, newer), 4)
+	next, changes = s.apply("/g/", "", append(again, newer), 4)
 	if len(changes) != 1 || changes[0].Op != OpDelete || next.leader.Name != "member-0000001" {
 		t.Fatalf("changes %v, leader %q", changes, next.leader.Name)
 	}
@@ -259,7 +259,7 @@ func TestApplySkipsEventsAlreadyHeld(t *testing.T) {
 // reported.
 func TestApplyEventsBehindEarlyProgress(t *testing.T) {
 	s := groupOf(3) // at revision 3
-	early, changes := s.apply("/g/", nil, 10)
+	early, changes := s.apply("/g/", "", nil, 10)
 	if len(changes) != 0 || early.revision != 10 {
 		t.Fatalf("progress notification: revision %d, changes %v", early.revision, changes)
 	}
@@ -267,14 +267,14 @@ func TestApplyEventsBehindEarlyProgress(t *testing.T) {
 		{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("/g/late"), Value: []byte("v"), CreateRevision: 5, ModRevision: 5}},
 		{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/g/member-0000000"), ModRevision: 6}},
 	}
-	next, changes := early.apply("/g/", late, 6)
+	next, changes := early.apply("/g/", "", late, 6)
 	if len(changes) != 2 || next.revision != 10 || next.applied != 6 {
 		t.Fatalf("events behind the progress notification: changes %v, revision %d, applied %d", changes, next.revision, next.applied)
 	}
 	if _, ok := next.lookup("late"); !ok || next.leader.Name != "member-0000001" {
 		t.Fatalf("the cache did not take the late events: leader %q", next.leader.Name)
 	}
-	if again, changes := next.apply("/g/", late, 6); again != next || len(changes) != 0 {
+	if again, changes := next.apply("/g/", "", late, 6); again != next || len(changes) != 0 {
 		t.Fatalf("a replay of the late events changed the cache: %v", changes)
 	}
 }
@@ -301,7 +301,7 @@ func BenchmarkSnapshotApply(b *testing.B) {
 				ev := []*clientv3.Event{events[kind](int64(n) + 1)}
 				b.ReportAllocs()
 				for b.Loop() {
-					next, _ := base.apply("/g/", ev, int64(n)+1)
+					next, _ := base.apply("/g/", "", ev, int64(n)+1)
 					if kind == "leader-leaves" && next.leader == leader {
 						b.Fatal("leader unchanged")
 					}

@@ -22,13 +22,12 @@ func (w *watcher) Status() Status {
 
 func (r *register) Status() Status {
 	st := r.watcher.Status()
-	revision := r.revision.Load()
-	st.Registered = revision != 0
-	st.CreateRevision = revision
-	st.Since = r.registeredSince()
-	if left := r.leaseClock.remaining(); revision != 0 && left > 0 {
-		st.LeaseLeft = left
+	if reg := r.current.Load(); reg != nil {
+		st.Registered = true
+		st.CreateRevision = reg.revision
+		st.LeaseLeft = max(reg.clock.remaining(), 0)
 	}
+	st.Since = r.registeredSince()
 	st.Leading = r.AmILeader()
 	return st
 }
@@ -53,12 +52,9 @@ func (w *watcher) silence() time.Duration {
 // staleAfter is how long a stream may go unconfirmed before the cache is no
 // longer known to be current: the longest a healthy stream stays silent
 // between two of its checks (probe.go), plus the time etcd may take to
-// answer the second. A Register's watcher is confirmed by the keepalive
-// answers, three per ttl.
+// answer the second.
 func (w *watcher) staleAfter() time.Duration {
 	switch {
-	case w.probe.interval == 0:
-		return 2 * w.timeout
 	case w.progressUnanswered.Load():
 		return w.probe.quiet + 2*w.probe.interval + w.timeout
 	}

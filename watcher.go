@@ -122,6 +122,9 @@ type watcher struct {
 	done          chan struct{}                     // closed when run has returned
 	epoch         time.Time                         // the monotonic origin of heardAt
 	metrics       *recorder
+	// Set before start: a Register's own key, whose state the views keep
+	// (snapshot.own); "" for a Watcher.
+	ownKey string
 
 	// Written by the loop, read by any goroutine.
 	snap               atomic.Pointer[snapshot]
@@ -146,7 +149,7 @@ type watcher struct {
 
 // newWatcher returns a watcher that is not started yet. releaseClient is
 // called by Close, or by the constructor if start fails.
-func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, ttl int64, cfg *config, probe probeTimes) *watcher {
+func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, cfg *config) *watcher {
 	logger := cfg.logger.With("prefix", prefix)
 	in, err := newInstruments(cfg.meters)
 	if err != nil {
@@ -159,10 +162,10 @@ func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, tt
 		client:        client,
 		releaseClient: releaseClient,
 		prefix:        prefix,
-		timeout:       time.Duration(ttl) * time.Second,
+		timeout:       cfg.ttl,
 		pageBytes:     listPageBytes,
 		logger:        logger,
-		probe:         probe,
+		probe:         cfg.probe,
 		headers:       make(chan *etcdserverpb.ResponseHeader, 1),
 		done:          make(chan struct{}),
 		feed:          newFeed(cfg.bufferSize),

@@ -9,8 +9,7 @@ import (
 	"fmt"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
+		clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // maxResponsesPerSnapshot bounds how many watch responses go into one
@@ -21,11 +20,11 @@ const maxResponsesPerSnapshot = 256
 // start lists the group (within ctx), queues its members as the first changes
 // and starts the goroutine that follows the group.
 func (w *watcher) start(ctx context.Context) error {
-	listed, header, err := w.list(ctx)
+	l, err := w.list(ctx)
 	if err != nil {
 		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
 	}
-	w.adopt(listed, header, causeStart)
+	w.adopt(l, causeStart)
 	w.stopObserving = w.metrics.observeMembers(func() int64 { return int64(w.snap.Load().order.size) })
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
@@ -184,7 +183,7 @@ func (w *watcher) apply(responses []clientv3.WatchResponse) {
 			events = append(events, resp.Events...)
 		}
 	}
-	w.advance(w.snap.Load().apply(w.prefix, events, progress))
+	w.advance(w.snap.Load().apply(w.prefix, w.ownKey, events, progress))
 }
 
 // relist lists the group, for why, until it succeeds or the Watcher
@@ -194,10 +193,10 @@ func (w *watcher) relist(why cause) {
 	var delay backoff
 	for {
 		ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
-		listed, header, err := w.list(ctx)
+		l, err := w.list(ctx)
 		cancel()
 		if err == nil {
-			w.adopt(listed, header, why)
+			w.adopt(l, why)
 			return
 		}
 		if w.ctx.Err() != nil {
@@ -210,14 +209,15 @@ func (w *watcher) relist(why cause) {
 	}
 }
 
-// adopt makes a listing, read at header's revision for why, the cache, and
+// adopt makes a listing, read for why, the cache, and
 // delivers the difference as changes.
-func (w *watcher) adopt(listed []Member, header *etcdserverpb.ResponseHeader, why cause) {
+func (w *watcher) adopt(l listing, why cause) {
 	w.heard()
 	w.listings.Add(1)
 	w.metrics.listed(why)
-	w.clusterID = header.ClusterId
-	next, changes, cut := w.snap.Load().replace(listed, header.Revision, w.feed.room())
+	w.clusterID = l.header.ClusterId
+	next, changes, cut := w.snap.Load().replace(l.members, l.header.Revision, w.feed.room())
+	next.cluster, next.own = l.header.ClusterId, l.own
 	w.advance(next, changes)
 	if cut {
 		w.feed.overflow()
