@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"time"
 
-		clientv3 "go.etcd.io/etcd/client/v3"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // maxResponsesPerSnapshot bounds how many watch responses go into one
