@@ -376,14 +376,7 @@ func TestReRegisterWhileNameTaken(t *testing.T) {
 
 	// Someone takes the name the moment a's key is gone.
 	ctx := context.Background()
-	lease, err := cli.Grant(ctx, 60)
-	require.NoError(t, err)
-	_, err = cli.Txn(ctx).
-		Then(clientv3.OpDelete(a.MyKey()), clientv3.OpPut("/squat/other", "x")).
-		Commit()
-	require.NoError(t, err)
-	_, err = cli.Put(ctx, a.MyKey(), "squatter", clientv3.WithLease(lease.ID))
-	require.NoError(t, err)
+	lease := takeName(t, cli, a)
 
 	require.Eventually(t, func() bool { return strings.Count(logs.String(), "registering again failed") >= 3 }, waitFor, time.Millisecond,
 		"the Register must keep trying, and say so")
@@ -392,7 +385,7 @@ func TestReRegisterWhileNameTaken(t *testing.T) {
 	assert.Equal(t, "squatter", a.GetValueByName("a"))
 
 	freed := time.Now()
-	_, err = cli.Revoke(ctx, lease.ID)
+	_, err := cli.Revoke(ctx, lease)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return a.GetValueByName("a") == "mine" && a.MyRevision() != 0 }, waitFor, time.Millisecond)
 	t.Logf("name taken back %v after it was freed", time.Since(freed))
