@@ -10,13 +10,19 @@ import (
 )
 
 func (r *register) AmILeader() bool {
-	// notLeading(revision) == nil, without finding out why not: AmILeader
-	// is the read leader-only code asks before every piece of work.
-	reg := r.current.Load()
-	if reg == nil || reg.resigned || r.closing.Load() {
+	return !r.closing.Load() && r.leads(r.current.Load(), r.watcher.snap.Load())
+}
+
+// leads reports whether reg leads in snap: it is the oldest member there,
+// and its lease is certainly alive. It is notLeading(reg.revision) == nil
+// without finding out why not: AmILeader is the read leader-only code asks
+// before every piece of work. reg carries its lease's clock, so a
+// registration made since, on another lease, never makes it look alive.
+func (r *register) leads(reg *registration, snap *snapshot) bool {
+	if reg == nil || reg.resigned {
 		return false
 	}
-	m := r.watcher.snap.Load().leader
+	m := snap.leader
 	return m.CreateRevision == reg.revision && m.Name == r.name && reg.clock.alive()
 }
 

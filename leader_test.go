@@ -129,6 +129,29 @@ func TestNotLeadingSaysWhy(t *testing.T) {
 	}
 }
 
+// A reader that took the registration just before the loop replaced it
+// (its lease lost, a new registration on a new lease) reads the old
+// registration with its own lease's deadline, never the new one's: the
+// revision and the deadline are one value.
+func TestLeadershipReadsOneRegistration(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	const ours = 7
+	r := testRegister([]Member{{Name: "a", Value: "v", CreateRevision: ours}}, 9, ours)
+	old, snap := r.current.Load(), r.watcher.snap.Load()
+	if !r.leads(old, snap) {
+		t.Fatal("the registration does not lead")
+	}
+	// The loop: the lease is lost, and the Register registers again on a
+	// new one, whose answer just came; the cache still shows the old key.
+	r.clock.clear()
+	r.clock = newLeaseClock()
+	r.clock.extend(time.Now(), time.Hour)
+	r.current.Store(&registration{revision: ours + 5, cluster: 1, clock: r.clock})
+	if r.leads(old, snap) {
+		t.Fatal("the old registration leads on the new lease's deadline")
+	}
+}
+
 // testRegister returns a register "a" under "/t/", on lease 1 of cluster 1
 // alive for an hour, registered at revision (its value "v"), whose cache
 // holds members at cacheRevision: its own key as the member "a" says.

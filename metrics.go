@@ -40,6 +40,7 @@ const (
 	causeKeyReplaced     cause = "key_replaced"      // the key was written from outside: another lease or value, or none
 	causeLeaseLost       cause = "lease_lost"        // etcd said the lease is gone
 	causeResigned        cause = "resigned"          // Resign
+	causeClosed          cause = "closed"            // Close: registered no more
 )
 
 // resume is no cause to list again: a new watch may resume from the cache

@@ -276,6 +276,7 @@ func (r *register) Close() {
 		}
 		r.stopObserving()
 		r.revokeAll()
+		r.lose(causeClosed)
 		r.watcher.Close()
 	})
 }
