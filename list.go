@@ -20,7 +20,7 @@ func List(endpoints []string, prefix string, ttl int64, opts ...Option) (members
 	defer c.release()
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ttl)
 	defer cancel()
-	l, err := listGroup(ctx, c.client, c.prefix, "", listPageBytes, nameTrie{}, c.cfg.logger)
+	l, err := listGroup(ctx, lister{client: c.client, prefix: c.prefix, pageBytes: listPageBytes}, nameTrie{}, c.cfg.logger)
 	if err != nil {
 		return nil, 0, fmt.Errorf("biregister: list %q: %w", c.prefix, err)
 	}

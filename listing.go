@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -34,23 +35,24 @@ type listing struct {
 	own     keyState                     // the key ownKey, if one was asked for
 }
 
-// list reads every member of the group at one revision; the cache's names
-// plan a re-listing.
+// list reads every member of the group at one revision, each page within
+// the watcher's timeout; the cache's names plan a re-listing.
 func (w *watcher) list(ctx context.Context) (listing, error) {
-	return listGroup(ctx, w.client, w.prefix, w.ownKey, w.pageBytes, w.snap.Load().names, w.logger)
+	spec := lister{client: w.client, prefix: w.prefix, ownKey: w.ownKey, pageBytes: w.pageBytes, pageTimeout: w.timeout}
+	return listGroup(ctx, spec, w.snap.Load().names, w.logger)
 }
 
-// listGroup reads every member under prefix at one revision, in pages of
-// about pageBytes, planned by the names known of the group (see plan), and
-// what etcd holds at ownKey (a Register's own key, or ""). A revision
-// compacted before the last page was read makes it start again at a new one.
-func listGroup(ctx context.Context, client *clientv3.Client, prefix, ownKey string, pageBytes int, known nameTrie, logger *slog.Logger) (listing, error) {
+// listGroup reads every member under spec's prefix at one revision, in
+// pages of about spec's pageBytes, planned by the names known of the group
+// (see plan), and what etcd holds at spec's ownKey. A revision compacted
+// before the last page was read makes it start again at a new one.
+func listGroup(ctx context.Context, spec lister, known nameTrie, logger *slog.Logger) (listing, error) {
 	// A member cut off from its cluster's leader would hold a linearizable
 	// read until ctx ends; with WithRequireLeader it refuses at once, and
 	// the client retries on another member.
 	ctx = clientv3.WithRequireLeader(ctx)
 	for {
-		l := lister{client: client, prefix: prefix, ownKey: ownKey, pageBytes: pageBytes}
+		l := spec
 		err := l.read(ctx, l.plan(known))
 		if !errors.Is(err, rpctypes.ErrCompacted) {
 			return listing{members: l.members, header: l.header, own: l.own}, err
@@ -62,11 +64,14 @@ func listGroup(ctx context.Context, client *clientv3.Client, prefix, ownKey stri
 // lister reads one listing: ranges of keys, page by page, every page at the
 // revision of the first.
 type lister struct {
-	client    *clientv3.Client
-	prefix    string
-	ownKey    string
-	pageBytes int
-	own       keyState // what the listing read at ownKey
+	// Set by the caller of listGroup.
+	client      *clientv3.Client
+	prefix      string
+	ownKey      string // a Register's own key, whose state it keeps (own), or ""
+	pageBytes   int
+	pageTimeout time.Duration // bound of each page's read; 0: ctx's alone
+
+	own keyState // what the listing read at ownKey
 
 	header  *etcdserverpb.ResponseHeader // of the first page; nil before it
 	members []Member
@@ -116,7 +121,7 @@ func (l *lister) readRange(ctx context.Context, from, to string) error {
 			// one consistent snapshot however long it takes.
 			opts = append(opts, clientv3.WithRev(l.header.Revision))
 		}
-		resp, err := l.client.Get(ctx, from, opts...)
+		resp, err := l.get(ctx, from, opts)
 		if err != nil {
 			return err
 		}
@@ -147,6 +152,18 @@ func (l *lister) readRange(ctx context.Context, from, to string) error {
 		rest = resp.Count - int64(len(resp.Kvs))
 		from = string(last) + "\x00"
 	}
+}
+
+// get reads one page, within pageTimeout: a big group read over a slow link
+// takes as many timeouts as it has pages, and a bound on the whole would
+// make it never list again.
+func (l *lister) get(ctx context.Context, from string, opts []clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if l.pageTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.pageTimeout)
+		defer cancel()
+	}
+	return l.client.Get(ctx, from, opts...)
 }
 
 // pageLimit returns how many keys the next page asks for: as many as fit in

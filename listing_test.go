@@ -13,7 +13,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/biregister/biregister/internal/devetcd"
 	"github.com/biregister/biregister/internal/etcdtest"
+	"github.com/biregister/biregister/internal/faultproxy"
 	"github.com/biregister/biregister/internal/leakcheck"
 )
 
@@ -298,4 +300,48 @@ func TestListingPageBounds(t *testing.T) {
 		}
 	}
 	t.Logf("first listing %d pages, re-listing %d pages of about %d members", len(first), len(again), perPage)
+}
+
+// A re-listing bounds each page by the ttl, not the whole: a group that
+// takes several ttls to read over a slow link still lists again.
+func TestRelistingBoundedPerPage(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	const prefix = "/slow-relist/"
+	etcd := etcdtest.Start(t, 1)
+	direct := etcd.Client(t)
+	for i := range 200 {
+		if _, err := direct.Put(context.Background(), fmt.Sprintf("%sm%03d", prefix, i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	client, err := devetcd.NewClient([]string{proxy.Endpoint()}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	cfg, _, err := newConfig(nil, prefix, 1, []Option{WithClient(client)}) // ttl 1 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatcher(client, func() {}, prefix, cfg)
+	w.pageBytes = 400 // about ten members a page: twenty pages
+	w.ctx, w.cancel = context.WithTimeout(context.Background(), waitFor)
+	defer w.cancel()
+	l, err := w.list(w.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.adopt(l, causeStart)
+
+	proxy.DelayReplies(100 * time.Millisecond) // twenty pages: 2 s, twice the ttl
+	start := time.Now()
+	w.relist(causeWatchFailed)
+	if w.ctx.Err() != nil {
+		t.Fatalf("the re-listing did not end in %v", waitFor)
+	}
+	t.Logf("re-listed in %v, %d listings", time.Since(start), w.listings.Load())
+	if got := w.listings.Load(); got != 2 {
+		t.Fatalf("%d listings, want 2", got)
+	}
 }

@@ -188,13 +188,12 @@ func (w *watcher) apply(responses []clientv3.WatchResponse) {
 
 // relist lists the group, for why, until it succeeds or the Watcher
 // closes, and turns the difference from the cache into changes, so no
-// deletion made while the watch was down goes unseen.
+// deletion made while the watch was down goes unseen. Each page is bounded
+// (see lister.get), not the whole: a group of any size lists again.
 func (w *watcher) relist(why cause) {
 	var delay backoff
 	for {
-		ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
-		l, err := w.list(ctx)
-		cancel()
+		l, err := w.list(w.ctx)
 		if err == nil {
 			w.adopt(l, why)
 			return
