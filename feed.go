@@ -13,6 +13,15 @@ import (
 // consumer falls behind, up to the buffer size.
 const feedSlots = 64
 
+// feedQueueBytes bounds the names and values the queue behind the channel
+// holds, whatever the buffer size: a buffer of 10,000 changes of 1.5 MiB
+// values would be 15 GB. Beyond it, as beyond the buffer size, the feed
+// owes a RESYNC.
+const feedQueueBytes = 64 << 20
+
+// changeOverhead is about what a queued Change costs beyond its strings.
+const changeOverhead = 64
+
 // feedPatience bounds how often the owner yields for its consumer to make
 // room (see sent).
 const feedPatience = 16
@@ -30,6 +39,7 @@ type feed struct {
 	queue     []Change // changes waiting for room in ch, oldest at queue[head]
 	head      int
 	size      int  // the most changes ch and queue hold together
+	bytes     int  // what the queue's changes hold, by changeBytes; at most feedQueueBytes
 	overflown bool // changes were dropped: an OpResync is owed after the queue
 	// resyncs counts the OpResync changes delivered; any goroutine may read
 	// it (Status).
@@ -53,7 +63,7 @@ func (f *feed) push(c Change) bool {
 		default:
 		}
 	}
-	if f.room() <= 0 {
+	if f.room() <= 0 || f.bytes+changeBytes(c) > feedQueueBytes {
 		f.overflown = true
 		return false
 	}
@@ -64,8 +74,12 @@ func (f *feed) push(c Change) bool {
 		f.queue, f.head = f.queue[:n], 0
 	}
 	f.queue = append(f.queue, c)
+	f.bytes += changeBytes(c)
 	return true
 }
+
+// changeBytes is about what c holds in memory.
+func changeBytes(c Change) int { return len(c.Name) + len(c.Value) + changeOverhead }
 
 // room returns how many more changes the feed takes before it overflows.
 func (f *feed) room() int {
@@ -130,6 +144,7 @@ func (f *feed) pop() {
 		f.resyncs.Add(1)
 		return
 	}
+	f.bytes -= changeBytes(f.queue[f.head])
 	f.queue[f.head] = Change{} // its strings are the consumer's now
 	if f.head++; f.head == len(f.queue) {
 		// Caught up: let the queue's memory go.

@@ -95,3 +95,35 @@ func TestFeedKeepsOrderWhenTheConsumerMakesRoom(t *testing.T) {
 		t.Fatalf("got %d changes ending %q, want the late one last", len(got), got[len(got)-1])
 	}
 }
+
+// The queue behind the channel holds at most feedQueueBytes of names and
+// values, whatever the buffer size: beyond, the feed owes a RESYNC, and a
+// consumer that catches up gets the room back.
+func TestFeedBoundedInBytes(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	f := newFeed(DefaultBufferSize)
+	big := string(make([]byte, 1<<20))
+	for range feedSlots { // the channel's own slots
+		f.push(Change{Name: "a", Value: big})
+	}
+	queued := 0
+	for f.push(Change{Name: "a", Value: big}) {
+		queued++
+		if f.bytes > feedQueueBytes {
+			t.Fatalf("the queue holds %d bytes, more than %d", f.bytes, feedQueueBytes)
+		}
+	}
+	if want := feedQueueBytes / changeBytes(Change{Name: "a", Value: big}); queued != want {
+		t.Fatalf("%d changes of 1 MiB queued, want %d", queued, want)
+	}
+	for f.pending() != nil {
+		for len(f.ch) > 0 {
+			<-f.ch
+		}
+		f.pending() <- f.next(1)
+		f.sent(1)
+	}
+	if f.bytes != 0 || f.queue != nil {
+		t.Fatalf("a consumer that caught up leaves %d bytes queued", f.bytes)
+	}
+}

@@ -16,8 +16,10 @@ import (
 )
 
 // listFirstPage is how many members the first page of a listing asks for,
-// before any member's size is known: small enough for any sensible value.
-const listFirstPage = 1000
+// before any member's size is known: at etcd's default limit of 1.5 MiB a
+// request, and so a value, the page holds at most 30 MiB, within
+// listPageBytes. Later pages are sized by the bytes read.
+const listFirstPage = 20
 
 // kvOverhead is about what a key-value costs in a range response beyond its
 // key and value: revisions, version, lease and field tags.
