@@ -23,9 +23,10 @@ import (
 // highest revision yet), so push appends along the right edge and nodes fill
 // up completely. The keys of one transaction share a revision and come in its
 // order, not necessarily in name order: those that are not the youngest go in
-// their place, in O(log n) too, a full node split in halves. A departure just
-// shrinks its leaf, and nothing is rebalanced. A full listing rebuilds the
-// tree compactly (buildOrderTree).
+// their place, in O(log n) too, a full leaf lending a place to a neighbour
+// with room before it splits in halves. A departure just shrinks its leaf,
+// and nothing is rebalanced. A full listing rebuilds the tree compactly
+// (buildOrderTree).
 type orderTree struct {
 	root *orderNode
 	size int
@@ -175,6 +176,9 @@ func (n *orderNode) insert(p place, b *batch) (*orderNode, *orderNode) {
 	if p.compare(c.lows[i]) < 0 {
 		c.lows[i] = p
 	}
+	if c.lend(i, b) {
+		i = c.childFor(p)
+	}
 	child, split := c.children[i].insert(p, b)
 	c.children[i] = child
 	if split == nil {
@@ -188,6 +192,35 @@ func (n *orderNode) insert(p place, b *batch) (*orderNode, *orderNode) {
 		return c, nil
 	}
 	return c, &orderNode{children: children, lows: lows, madeBy: b}
+}
+
+// lend moves a place out of children[i], if it is a full leaf, into a
+// neighbour with room: its last to the front of the next leaf, or its first
+// to the end of the previous one. It reports whether it did. A leaf that
+// splits is left half full; one that lends fills its neighbours first, so
+// the keys of a transaction in descending name order fill their leaves as
+// an append does.
+func (n *orderNode) lend(i int, b *batch) bool {
+	full := n.children[i]
+	if !full.leaf() || len(full.places) < orderFanout {
+		return false
+	}
+	switch {
+	case i+1 < len(n.children) && len(n.children[i+1].places) < orderFanout:
+		from, to := full.writable(b), n.children[i+1].writable(b)
+		moved := from.places[len(from.places)-1]
+		from.places = slices.Delete(from.places, len(from.places)-1, len(from.places))
+		to.places = slices.Insert(to.places, 0, moved)
+		n.children[i], n.children[i+1], n.lows[i+1] = from, to, moved
+	case i > 0 && len(n.children[i-1].places) < orderFanout:
+		from, to := full.writable(b), n.children[i-1].writable(b)
+		to.places = append(to.places, from.places[0])
+		from.places = slices.Delete(from.places, 0, 1)
+		n.children[i-1], n.children[i], n.lows[i] = to, from, from.places[0]
+	default:
+		return false
+	}
+	return true
 }
 
 // insertSplit inserts e at i in s, which holds at most orderFanout elements.

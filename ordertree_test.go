@@ -3,8 +3,11 @@ package biregister
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/biregister/biregister/internal/benchutil"
 )
 
 // checkOrderTree checks t against want, the places in order, and the
@@ -13,7 +16,12 @@ import (
 func checkOrderTree(tb testing.TB, t orderTree, want []place) {
 	tb.Helper()
 	if got := slices.Collect(t.all()); !slices.Equal(got, want) || t.size != len(want) {
-		tb.Fatalf("tree of size %d holds %v, want %v", t.size, got, want)
+		i := 0
+		for i < min(len(got), len(want)) && got[i] == want[i] {
+			i++
+		}
+		tb.Fatalf("tree of size %d holds %d places, want %d; from place %d: %v, want %v",
+			t.size, len(got), len(want), i, got[i:min(i+3, len(got))], want[i:min(i+3, len(want))])
 	}
 	first, ok := t.first()
 	if ok != (len(want) > 0) || (ok && first != want[0]) {
@@ -177,9 +185,11 @@ func newNodes(old, t orderTree) []*orderNode {
 }
 
 // A place that is not the youngest goes in at the cost of one path: the
-// tree copies the nodes from the root to its leaf, splits at most each of
-// them, and may add a root, whatever the tree's size. (A rebuild makes a
-// node per 32 places.)
+// tree copies the nodes from the root to its leaf, and perhaps a neighbour
+// of the leaf, splits at most each of them, and may add a root, whatever the
+// tree's size (a rebuild makes a node per 32 places). The keys of one
+// transaction, whatever their order, fill the leaves they take by three
+// quarters at least: memory per member stays near an append's.
 func TestOrderTreeInsertCopiesOnePath(t *testing.T) {
 	const n = 100_000
 	places := make([]place, n)
@@ -202,36 +212,120 @@ func TestOrderTreeInsertCopiesOnePath(t *testing.T) {
 	} {
 		before := slices.Collect(c.into.all())
 		next := c.into.insert(c.p, nil)
-		if made := len(newNodes(c.into, next)); made > 2*depth+1 {
-			t.Errorf("inserting %v into %d places of depth %d made %d nodes, want at most %d", c.p, c.into.size, depth, made, 2*depth+1)
+		if made := len(newNodes(c.into, next)); made > 2*depth+2 {
+			t.Errorf("inserting %v into %d places of depth %d made %d nodes, want at most %d", c.p, c.into.size, depth, made, 2*depth+2)
 		}
 		checkOrderTree(t, c.into, before) // unchanged
 		want := slices.Clone(before)
 		i, _ := slices.BinarySearchFunc(want, c.p, place.compare)
 		checkOrderTree(t, next, slices.Insert(want, i, c.p))
 	}
-	// One transaction of 500 keys in descending name order, in one batch:
-	// each path is copied once, then changed in place; a node splits once per
-	// 16 places or children it takes at most.
+	// One transaction of 500 keys, in one batch: each path is copied once,
+	// then changed in place.
 	const keys = 500
-	b := new(batch)
-	tree := base
-	for i := keys - 1; i >= 0; i-- {
-		tree = tree.insert(place{young, fmt.Sprintf("new%03d", i)}, b)
-	}
-	made := newNodes(base, tree)
-	if most := 2*depth + keys/8; len(made) > most {
-		t.Errorf("%d keys in descending order made %d nodes, want at most %d", keys, len(made), most)
-	}
-	for _, n := range made {
-		if n.madeBy != b {
-			t.Fatal("a node the batch made is not the batch's: its next event would copy it again")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, order := range []string{"descending", "random", "youngest-first"} {
+		perm := rng.Perm(keys)
+		for j := range perm {
+			switch order {
+			case "descending":
+				perm[j] = keys - 1 - j
+			case "youngest-first": // then the others in name order
+				perm[j] = (j + keys - 1) % keys
+			}
 		}
+		b := new(batch)
+		tree := base
+		for _, i := range perm {
+			tree = tree.insert(place{young, fmt.Sprintf("new%03d", i)}, b)
+		}
+		made := newNodes(base, tree)
+		if most := 2*depth + keys/8; len(made) > most {
+			t.Errorf("%s: %d keys made %d nodes, want at most %d", order, keys, len(made), most)
+		}
+		leaves := 0
+		for _, n := range made {
+			if n.madeBy != b {
+				t.Fatalf("%s: a node the batch made is not the batch's: its next event would copy it again", order)
+			}
+			if n.leaf() {
+				leaves++
+			}
+		}
+		// The leaf they join holds older places too.
+		if most := (keys + orderFanout) / (orderFanout * 3 / 4); leaves > most {
+			t.Errorf("%s: %d keys took %d new leaves, want at most %d", order, keys, leaves, most)
+		}
+		want := slices.Clone(places)
+		for i := range keys {
+			want = append(want, place{young, fmt.Sprintf("new%03d", i)})
+		}
+		checkOrderTree(t, tree, want)
 	}
-	want := slices.Clone(places)
-	for i := range keys {
-		want = append(want, place{young, fmt.Sprintf("new%03d", i)})
-	}
-	checkOrderTree(t, tree, want)
 	checkOrderTree(t, base, places)
+}
+
+// BenchmarkOrderTreeTxn is the order index's share of a transaction that
+// creates 100 members, in one batch, by the order of its keys: the time to
+// take them into 100,000 places (txn/), and the index's heap per member once
+// a whole group of 100,000 came in such transactions (heap/; a listing's
+// compact tree for comparison).
+func BenchmarkOrderTreeTxn(b *testing.B) {
+	const n, keys = 100_000, 100
+	names := make([]string, n+keys)
+	for i := range names {
+		names[i] = fmt.Sprintf("m%07d", i)
+	}
+	// order returns the order of a transaction's keys.
+	order := func(name string, rng *rand.Rand) []int {
+		keyOrder := rng.Perm(keys)
+		switch name {
+		case "ascending":
+			slices.Sort(keyOrder)
+		case "descending":
+			slices.SortFunc(keyOrder, func(a, b int) int { return b - a })
+		}
+		return keyOrder
+	}
+	// grow adds the members from first to last, keys a transaction, each
+	// transaction one batch.
+	grow := func(tree orderTree, first, last int, name string, rng *rand.Rand) orderTree {
+		for txn := first; txn < last; txn += keys {
+			b := new(batch)
+			for _, i := range order(name, rng) {
+				tree = tree.insert(place{int64(txn/keys + 1), names[txn+i]}, b)
+			}
+		}
+		return tree
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, name := range []string{"listing", "ascending", "descending", "random"} {
+		b.Run("heap/"+name, func(b *testing.B) {
+			var tree orderTree
+			before := benchutil.LiveHeap()
+			for b.Loop() {
+				tree = orderTree{}
+				if name != "listing" {
+					tree = grow(tree, 0, n, name, rng)
+					continue
+				}
+				places := make([]place, n)
+				for i := range places {
+					places[i] = place{int64(i/keys + 1), names[i]}
+				}
+				tree = buildOrderTree(places)
+			}
+			b.ReportMetric(float64(benchutil.LiveHeap()-before)/n, "B/member")
+			runtime.KeepAlive(tree)
+		})
+	}
+	base := grow(orderTree{}, 0, n, "ascending", rng)
+	for _, name := range []string{"ascending", "descending", "random"} {
+		b.Run("txn/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				grow(base, n, n+keys, name, rng)
+			}
+		})
+	}
 }
