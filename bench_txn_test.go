@@ -59,6 +59,8 @@ func BenchmarkTxnCreates(b *testing.B) {
 	}
 }
 
+// txnSerial numbers the transactions, so that none creates a name another
+// one made.
 var txnSerial int
 
 // txnNames returns the names of k new members, in the order one
@@ -79,7 +81,8 @@ func txnNames(k int, order string) []string {
 }
 
 // txnSides are a Watcher and a raw watch of one group, each on a client of
-// its own, and the writer's client.
+// its own, and the writer's client. newTxnSides sets every field; nothing
+// changes them after.
 type txnSides struct {
 	prefix string
 	writer *clientv3.Client
