@@ -275,13 +275,19 @@ func (z *cacheFuzz) write() {
 	z.pending = append(z.pending, z.sinceStream()...)
 }
 
-// bulk puts or deletes many plain members in one transaction.
+// bulk puts or deletes many plain members in one transaction, from an odd
+// from in descending name order: the keys one transaction creates share a
+// revision and come in its order, which the cache's order index must take.
 func (z *cacheFuzz) bulk() {
 	from, n, del := z.in.Byte(), z.in.Intn(80), z.in.Intn(3) == 0
 	var keys []string
 	var values []*string
+	step := 1
+	if from%2 == 1 {
+		step = -1
+	}
 	for i := range n {
-		keys = append(keys, fuzzPrefix+fmt.Sprintf("m%03d", (int(from)+i)%256))
+		keys = append(keys, fuzzPrefix+fmt.Sprintf("m%03d", (int(from)+step*i+256)%256))
 		v := fmt.Sprint("bulk", z.etcd.rev)
 		if del {
 			values = append(values, nil)

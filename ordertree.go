@@ -19,10 +19,14 @@ import (
 // common event, a value change, leaves the tree alone, and the values live
 // in the nameTrie only.
 //
-// Members only ever join at the young end (a key created now has the highest
-// revision yet), so push appends along the right edge and nodes fill up
-// completely; a departure just shrinks its leaf, and nothing is rebalanced.
-// A full listing rebuilds the tree compactly (buildOrderTree).
+// Members nearly always join at the young end (a key created now has the
+// highest revision yet), so push appends along the right edge and nodes fill
+// up completely. The keys of one transaction share a revision and come in its
+// order, not necessarily in name order: those that are not the youngest go in
+// their place, in O(log n) too, a full leaf lending a place to a neighbour
+// with room before it splits in halves. A departure just shrinks its leaf,
+// and nothing is rebalanced. A full listing rebuilds the tree compactly
+// (buildOrderTree).
 type orderTree struct {
 	root *orderNode
 	size int
@@ -103,24 +107,23 @@ func (n *orderNode) each(yield func(place) bool) bool {
 	return true
 }
 
-// insert returns the tree with p added; see batch for b.
+// insert returns the tree with p, which it must not hold, added; see batch
+// for b.
 func (t orderTree) insert(p place, b *batch) orderTree {
-	if t.root != nil && p.compare(t.last) <= 0 {
-		// Not the youngest: only keys created by one transaction, out of name
-		// order, come so. A rebuild keeps the tree right whatever comes.
-		places := slices.AppendSeq(make([]place, 0, t.size+1), t.all())
-		i, _ := slices.BinarySearchFunc(places, p, place.compare)
-		return buildOrderTree(slices.Insert(places, i, p))
-	}
-	t.last = p
 	t.size++
 	if t.root == nil {
-		t.root = &orderNode{places: []place{p}, madeBy: b}
+		t.root, t.last = &orderNode{places: []place{p}, madeBy: b}, p
 		return t
 	}
-	root, split := t.root.push(p, b)
+	var root, split *orderNode
+	if p.compare(t.last) > 0 {
+		t.last = p
+		root, split = t.root.push(p, b)
+	} else {
+		root, split = t.root.insert(p, b)
+	}
 	if split != nil {
-		root = &orderNode{children: []*orderNode{root, split}, lows: []place{root.low(), p}, madeBy: b}
+		root = &orderNode{children: []*orderNode{root, split}, lows: []place{root.low(), split.low()}, madeBy: b}
 	}
 	t.root = root
 	return t
@@ -150,6 +153,93 @@ func (n *orderNode) push(p place, b *batch) (*orderNode, *orderNode) {
 	c.children = append(c.children, split)
 	c.lows = append(c.lows, p)
 	return c, nil
+}
+
+// insert puts p in its place under n, copying the path to it; a full node
+// splits in halves and returns the upper one for its parent to take. Only a
+// place that is not the youngest comes here (push takes those): one of the
+// keys a transaction created out of name order.
+func (n *orderNode) insert(p place, b *batch) (*orderNode, *orderNode) {
+	c := n.writable(b)
+	if c.leaf() {
+		i, _ := slices.BinarySearchFunc(c.places, p, place.compare)
+		var split []place
+		c.places, split = insertSplit(c.places, i, p)
+		if split == nil {
+			return c, nil
+		}
+		return c, &orderNode{places: split, madeBy: b}
+	}
+	// Below lows[0] if p is older than every place under n, or if a
+	// departure raised lows[0]: the first child takes p, and its low goes down.
+	i := max(c.childFor(p), 0)
+	if p.compare(c.lows[i]) < 0 {
+		c.lows[i] = p
+	}
+	if c.lend(i, b) {
+		i = c.childFor(p)
+	}
+	child, split := c.children[i].insert(p, b)
+	c.children[i] = child
+	if split == nil {
+		return c, nil
+	}
+	var children []*orderNode
+	var lows []place
+	c.children, children = insertSplit(c.children, i+1, split)
+	c.lows, lows = insertSplit(c.lows, i+1, split.low())
+	if children == nil {
+		return c, nil
+	}
+	return c, &orderNode{children: children, lows: lows, madeBy: b}
+}
+
+// lend moves a place out of children[i], if it is a full leaf, into a
+// neighbour with room: its last to the front of the next leaf, or its first
+// to the end of the previous one. It reports whether it did. A leaf that
+// splits is left half full; one that lends fills its neighbours first, so
+// the keys of a transaction in descending name order fill their leaves as
+// an append does.
+func (n *orderNode) lend(i int, b *batch) bool {
+	full := n.children[i]
+	if !full.leaf() || len(full.places) < orderFanout {
+		return false
+	}
+	switch {
+	case i+1 < len(n.children) && len(n.children[i+1].places) < orderFanout:
+		from, to := full.writable(b), n.children[i+1].writable(b)
+		moved := from.places[len(from.places)-1]
+		from.places = slices.Delete(from.places, len(from.places)-1, len(from.places))
+		to.places = slices.Insert(to.places, 0, moved)
+		n.children[i], n.children[i+1], n.lows[i+1] = from, to, moved
+	case i > 0 && len(n.children[i-1].places) < orderFanout:
+		from, to := full.writable(b), n.children[i-1].writable(b)
+		to.places = append(to.places, from.places[0])
+		from.places = slices.Delete(from.places, 0, 1)
+		n.children[i-1], n.children[i], n.lows[i] = to, from, from.places[0]
+	default:
+		return false
+	}
+	return true
+}
+
+// insertSplit inserts e at i in s, which holds at most orderFanout elements.
+// A full s splits first: it returns the lower half, e inserted in whichever
+// half i falls in, and the upper half, in an array of its own; else s with e
+// and nil.
+func insertSplit[E any](s []E, i int, e E) ([]E, []E) {
+	if len(s) < orderFanout {
+		return slices.Insert(s, i, e), nil
+	}
+	half := len(s) / 2
+	upper := make([]E, len(s)-half, orderFanout)
+	copy(upper, s[half:])
+	lower := s[:half]
+	clear(s[half:]) // let what moved go, and keep nothing alive twice
+	if i <= half {
+		return slices.Insert(lower, i, e), upper
+	}
+	return lower, slices.Insert(upper, i-half, e)
 }
 
 // writable returns n itself if b made it, or else a copy that b owns, with
