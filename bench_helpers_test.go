@@ -22,6 +22,7 @@
 //	bench_listing_test.go       BenchmarkListing       8. listing against one Get, on etcd 3.4 too
 //	bench_fixedcost_test.go     BenchmarkFixedCost     8. heap of an idle instance
 //	cmd/biregister              BenchmarkMembers       8. the members command against one Get
+//	bench_txn_test.go           BenchmarkTxnCreates    10. a Txn creating members out of name order
 //
 // Every top-level benchmark starts one quiet single-member etcd in this process
 // (internal/devetcd, no proxy between client and server) and closes it at the
