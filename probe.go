@@ -41,6 +41,7 @@ const (
 // streamProbe follows the silence of one watch stream; follow owns it, and
 // tells it what the stream said (heard, progressed) between ticks.
 type streamProbe struct {
+	member      uint64    // the member whose header the stream's last response carried; 0: unknown
 	heard       bool      // the stream spoke since the last tick
 	progressed  bool      // ... with a progress notification
 	requested   bool      // a progress request waits for its answer
@@ -111,8 +112,9 @@ func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, 
 			return resume, true
 		}
 		// Even that watch got no answer: the stream stalled, or nothing on
-		// it answers progress requests. One read tells.
-		if why := w.confirm(); why != "" {
+		// it answers progress requests. A watch created on the stream
+		// tells which; a read tells whether etcd is still the same.
+		if why := w.confirmStream(ctx, p.member); why != "" {
 			return why, true
 		}
 		if !w.progressUnanswered.Swap(true) {
@@ -125,7 +127,7 @@ func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, 
 		p.quiet = false
 		w.logger.Debug("biregister: progress requests answered again")
 	case probeRead:
-		if why := w.confirm(); why != "" {
+		if why := w.confirmStream(ctx, p.member); why != "" {
 			return why, true
 		}
 	}
@@ -167,13 +169,42 @@ func (w *watcher) otherEtcd(clusterID uint64, revision int64) cause {
 	}
 	// A member that lags behind the one the watch came from answers with an
 	// older revision too; only a linearizable read tells them apart.
-	return w.confirm()
+	_, why := w.confirm()
+	return why
+}
+
+// confirmStream checks etcd (confirm) and the watch stream that ctx's
+// watches use, whose responses last came from streamMember (0: unknown),
+// and returns why the watch must end, or "". A read answered by another
+// member proves nothing of the stream, which may sit on a member frozen or
+// cut off: the stream is then asked to create a watch (of the prefix key
+// itself, no member), which the member behind it, or etcd's gRPC proxy,
+// acknowledges on that very stream. (A gRPC proxy checks each new watch
+// with a read of its own: not asked when the read came from the stream's
+// member, as behind a proxy of one member it does.)
+func (w *watcher) confirmStream(ctx context.Context, streamMember uint64) cause {
+	read, why := w.confirm()
+	if why != "" || streamMember != 0 && read.MemberId == streamMember {
+		return why
+	}
+	created, cancel := context.WithCancel(ctx)
+	defer cancel()
+	giveUp := time.AfterFunc(w.timeout, cancel)
+	// Watch returns once etcd has created the watch, or ctx ended.
+	w.client.Watch(created, w.prefix)
+	if !giveUp.Stop() {
+		if w.ctx.Err() == nil {
+			w.logger.Warn("biregister: watch stalled, listing again", "err", "the stream acknowledged no new watch in time")
+		}
+		return causeStalled
+	}
+	return ""
 }
 
 // confirm reads etcd's cluster id and revision with one linearizable read,
-// and returns why the watch does not follow the etcd the cache was read from
-// (a failed read, or another etcd), or "" if it does.
-func (w *watcher) confirm() cause {
+// and returns its header and why the watch does not follow the etcd the
+// cache was read from (a failed read, or another etcd), or "" if it does.
+func (w *watcher) confirm() (*etcdserverpb.ResponseHeader, cause) {
 	revision := w.snap.Load().revision
 	// WithRequireLeader: see list.
 	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(w.ctx), w.timeout)
@@ -184,12 +215,12 @@ func (w *watcher) confirm() cause {
 		if w.ctx.Err() == nil {
 			w.logger.Warn("biregister: watch stalled, listing again", "err", err)
 		}
-		return causeStalled
+		return nil, causeStalled
 	case resp.Header.ClusterId != w.clusterID || resp.Header.Revision < revision:
 		w.logger.Warn("biregister: etcd was replaced or rewound, listing again",
 			"cluster", resp.Header.ClusterId, "revision", resp.Header.Revision, "cachedRevision", revision)
-		return causeEtcdReplaced
+		return resp.Header, causeEtcdReplaced
 	}
 	w.heard()
-	return ""
+	return resp.Header, ""
 }

@@ -3,12 +3,14 @@ package biregister
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/devetcd"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/faultproxy"
 	"github.com/biregister/biregister/internal/leakcheck"
@@ -315,4 +317,100 @@ func TestWatcherReadinessAcrossStall(t *testing.T) {
 	}
 	proxy.Heal()
 	waitUntil(t, waitFor, func() bool { return w.Ready() == nil })
+}
+
+// A watch whose stream goes silent — its member, one of three, frozen for
+// its clients — on a client of the user's (no keepalive pings) whose other
+// requests reach the other members, is noticed as stalled, not taken for
+// etcd's gRPC proxy: a read another member answers proves nothing of the
+// stream. The Watcher, and a Register's own watch, catch up with what
+// changed meanwhile, though the stream never breaks, also while another
+// Watcher on the client keeps that stream open; twice in a row, so that a
+// Watcher once gone quiet would stay stale for its quiet interval.
+// The group is busy when the stream goes silent, so the watch started
+// below the cache's revision.
+func TestSilentStreamNotTakenForProxyWatcher(t *testing.T) { testSilentStream(t, false) }
+
+// See TestSilentStreamNotTakenForProxyWatcher.
+func TestSilentStreamNotTakenForProxyRegister(t *testing.T) { testSilentStream(t, true) }
+
+func testSilentStream(t *testing.T, register bool) {
+	leakcheck.VerifyNoLeaks(t)
+	const ttl = 1
+	etcd := etcdtest.Start(t, 3)
+	direct, err := devetcd.NewClient([]string{etcd.Endpoint(1), etcd.Endpoint(2)}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	silent := etcd.Front(0)
+	cli, err := devetcd.NewClient([]string{etcd.Endpoint(0)}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var logs syncbuf.Buffer
+	opts := []Option{WithClient(cli),
+		func(cfg *config) { cfg.probe = probeTimes{interval: testProbeInterval, quiet: time.Minute} },
+		WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}
+	var w Watcher
+	if register {
+		w, err = NewRegister(nil, "/silent", "r", "v", ttl, opts...)
+	} else {
+		w, err = NewWatcher(nil, "/silent", ttl, opts...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// Another Watcher on the client shares the silent stream, and
+	// keeps it open: a new watch of the same kind would be created
+	// on it again.
+	other, err := NewWatcher(nil, "/silent", ttl, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	put := func(name string) {
+		t.Helper()
+		if _, err := direct.Put(context.Background(), "/silent/"+name, "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 2 {
+		for _, name := range []string{"a", "b", "c"} {
+			put(fmt.Sprint(name, round))
+		}
+		waitUntil(t, waitFor, func() bool { return w.GetValueByName(fmt.Sprint("c", round)) == "v" })
+		// From now on new requests and streams go to any member,
+		// while the watch stays on the silent one.
+		cli.SetEndpoints(etcd.Endpoints()...)
+		silent.Stall()
+		put(fmt.Sprint("late", round))
+		stalled := time.Now()
+		waitUntil(t, waitFor, func() bool {
+			return w.GetValueByName(fmt.Sprint("late", round)) == "v" && other.GetValueByName(fmt.Sprint("late", round)) == "v"
+		})
+		t.Logf("caught up %v after the stream went silent", time.Since(stalled))
+		// Soon on a stream that answers: ready, and no more listings
+		// for two ttls. (A new stream may land on the silent member
+		// again: its watch is not created, and it lists once more.)
+		for _, x := range []Watcher{w, other} {
+			waitUntil(t, waitFor, func() bool {
+				listings := x.Status().Listings
+				for end := time.Now().Add(2 * ttl * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+					if x.Ready() != nil || x.Status().Listings != listings {
+						return false
+					}
+				}
+				return true
+			})
+		}
+		if strings.Contains(logs.String(), "progress requests go unanswered") {
+			t.Fatalf("a silent stream was taken for etcd's gRPC proxy; logs:\n%s", logs.String())
+		}
+		// The next round starts on the silent member again.
+		cli.SetEndpoints(etcd.Endpoint(0))
+		silent.Heal()
+	}
 }

@@ -208,4 +208,3 @@ func TestRegisterNoNameInBusyGroup(t *testing.T) {
 	assert.Zero(t, calls["LeaseRevoke"])
 	assert.Len(t, r.MyName(), 20)
 }
-

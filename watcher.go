@@ -138,6 +138,7 @@ type watcher struct {
 	// Owned by the loop.
 	feed      *feed  // the loop sends and queues; the user receives from feed.ch
 	clusterID uint64 // the cluster the cache was listed from
+	stalls    int    // watch streams given up as stalled (see watchContext)
 	// Unregisters the members gauge; called by Close once the loop ended.
 	stopObserving func()
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // maxResponsesPerSnapshot bounds how many watch responses go into one
@@ -51,6 +52,9 @@ func (w *watcher) run() {
 			w.logger.Debug("biregister: progress request unanswered, watching again", "revision", from)
 			continue
 		}
+		if why == causeStalled || why == causeWatchNotCreated {
+			w.stalls++ // the next watch goes on a stream of its own
+		}
 		w.relist(why)
 		from = w.snap.Load().revision + 1
 	}
@@ -63,9 +67,7 @@ func (w *watcher) run() {
 // beyond etcd's revision (see probeTick): the cache is still good, a new
 // watch may resume from it.
 func (w *watcher) follow(from int64) cause {
-	// WithRequireLeader cancels the watch when its member loses the cluster's
-	// leader, instead of leaving it silently serving nothing.
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
+	ctx, cancel := context.WithCancel(w.watchContext())
 	defer cancel()
 	// Watch returns only once etcd has created the watch: bound that like
 	// any other request, so that a stalled stream is not waited on forever.
@@ -105,6 +107,11 @@ func (w *watcher) follow(from int64) cause {
 			probe.heard = true
 			for i := range responses {
 				probe.progressed = probe.progressed || responses[i].IsProgressNotify()
+				// etcd's gRPC proxy leaves the member out of the creations
+				// it makes up.
+				if member := responses[i].Header.GetMemberId(); member != 0 {
+					probe.member = member
+				}
 			}
 			if why := w.applyResponses(responses); why != "" {
 				return why
@@ -119,6 +126,22 @@ func (w *watcher) follow(from int64) cause {
 			}
 		}
 	}
+}
+
+// watchContext returns the context of the next watch. WithRequireLeader
+// cancels the watch when its member loses the cluster's leader, instead of
+// leaving it silently serving nothing. etcd's client puts the watches of
+// equal contexts on one gRPC stream, which lives as long as its connection
+// and any watch on it: after a stall, the watch asks for a new stream of
+// its own, or it would be created on the stalled one again (another watch
+// keeping it open), and wait there until the connection ends (with no
+// keepalive pings on the client, never).
+func (w *watcher) watchContext() context.Context {
+	ctx := clientv3.WithRequireLeader(w.ctx)
+	if w.stalls > 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, "biregister-stream", fmt.Sprintf("%p-%d", w, w.stalls))
+	}
+	return ctx
 }
 
 // takeWaiting returns first and the responses already waiting behind it.

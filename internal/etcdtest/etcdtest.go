@@ -237,6 +237,12 @@ func (c *Cluster) Endpoint(i int) string {
 	return c.frontEndpoint(m.front.Endpoint())
 }
 
+// Front returns the proxy that clients reach member i through, to inject
+// faults between them and that member alone (a member frozen, or cut off
+// from its clients while its peers still reach it); nil for a member in a
+// network namespace of its own.
+func (c *Cluster) Front(i int) *faultproxy.Proxy { return c.members[i].front }
+
 // DirectEndpoint returns the client URL of member i itself, not that of its
 // front: for benchmarks, where the front's copying would be timed too.
 // Stop does not reset connections made to it.
