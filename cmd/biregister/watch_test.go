@@ -1,0 +1,236 @@
+// watch against a real etcd that is wiped, a group bigger than the Changes
+// buffer, and an output slower than the changes.
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/syncbuf"
+)
+
+// TestWatchAfterWipe: etcd is replaced by an empty one, whose revisions
+// start again at 1, below those watch has printed. watch prints the members
+// that are gone and every change of the new etcd.
+func TestWatchAfterWipe(t *testing.T) {
+	cluster := setup(t, true)
+	ctx := context.Background()
+	cli := cluster.Client(t)
+	for i := range 20 { // revisions the new etcd will not reach in this test
+		_, err := cli.Put(ctx, fmt.Sprintf("/other/%d", i), "v")
+		require.NoError(t, err)
+	}
+	_, err := cli.Put(ctx, "/svc/wipe/old", "10.0.0.1:80")
+	require.NoError(t, err)
+
+	wctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(wctx, []string{"watch", "-endpoints", cluster.Endpoints()[0], "/svc/wipe/"}, &out, &errOut)
+	}()
+	waitOutput(t, &out, `(?m)^\*\s+old\s+10\.0\.0\.1:80\s+\d+\s+\d+\n`)
+
+	// An idle watcher notices at a check of its stream, which comes after
+	// 5 s of silence: 10 to 15 s later on this machine.
+	cluster.Wipe(t)
+	waitOutputFor(t, 30*time.Second+waitFor, &out, `(?m)^\S+ DELETE old 10\.0\.0\.1:80 rev \d+\n\S+ LEADER none: the group is empty\n`)
+	_, err = cluster.Client(t).Put(ctx, "/svc/wipe/new", "10.0.0.2:80")
+	require.NoError(t, err)
+	waitOutput(t, &out, `(?m)^\S+ PUT +new 10\.0\.0\.2:80 rev \d+\n\S+ LEADER new term \d+, registered 0 revisions ago\n`)
+	stopWatch(t, cancel, done)
+}
+
+// TestWatchBigGroupTableOnce: a group bigger than the Changes buffer fills
+// it with the members present at start, and a RESYNC follows them; the
+// table already shows those members, so watch prints it once.
+func TestWatchBigGroupTableOnce(t *testing.T) {
+	cluster := setup(t, true)
+	const n = biregister.DefaultBufferSize + 1
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("/svc/big/m%05d", i)
+	}
+	cli := cluster.Client(t)
+	require.NoError(t, benchutil.Populate(context.Background(), cli, keys, func(int) string { return "v" }, 128, 4))
+
+	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/big/", 5)
+	require.NoError(t, err)
+	defer w.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() { done <- watch(ctx, w, &out) }()
+	require.Eventually(t, func() bool { return w.Status().Resyncs == 1 }, waitFor, 10*time.Millisecond,
+		"the members present at start overflow the buffer")
+	// Printed after the RESYNC, which is then behind watch.
+	_, err = cli.Put(context.Background(), "/svc/big/new", "v")
+	require.NoError(t, err)
+	waitOutput(t, &out, `(?m)^\S+ PUT +new v rev \d+$`)
+	stopWatch(t, cancel, done)
+
+	text := out.String()
+	assert.Equal(t, 1, strings.Count(text, fmt.Sprintf("%d members at revision", n)), "the table, once")
+	assert.NotContains(t, text, "RESYNC")
+}
+
+// pausedOutput is an output that the test reads line by line, so that
+// watch waits on its writes whenever the test does not read.
+type pausedOutput struct {
+	w     *io.PipeWriter
+	lines chan string
+}
+
+func newPausedOutput(t *testing.T) *pausedOutput {
+	r, w := io.Pipe()
+	p := &pausedOutput{w: w, lines: make(chan string)}
+	go func() {
+		defer close(p.lines)
+		scanner := bufio.NewScanner(r)
+		scanner.Buffer(nil, 1<<20)
+		for scanner.Scan() {
+			p.lines <- scanner.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		r.Close()
+		for range p.lines {
+		}
+	})
+	return p
+}
+
+// next returns the next line written.
+func (p *pausedOutput) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case line, ok := <-p.lines:
+		require.True(t, ok, "output closed")
+		return line
+	case <-time.After(waitFor):
+		t.Fatal("no output line")
+		return ""
+	}
+}
+
+// changeLine is a change or LEADER line without its time and revisions.
+var changeLine = regexp.MustCompile(`^\S+ (PUT|DELETE|LEADER|RESYNC) +(\S+)`)
+
+// events returns what the change and LEADER lines among lines say, as
+// "OP name", up to and including the line that has last.
+func events(t *testing.T, p *pausedOutput, last string) []string {
+	var got []string
+	for {
+		line := p.next(t)
+		m := changeLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		got = append(got, m[1]+" "+m[2])
+		if got[len(got)-1] == last {
+			return got
+		}
+	}
+}
+
+// TestWatchLeaderAfterItsChange: the output stalls while the group changes
+// several times. Each LEADER line follows the change that made that member
+// the leader, as of the changes printed, not as of the live cache.
+func TestWatchLeaderAfterItsChange(t *testing.T) {
+	cluster := setup(t, true)
+	ctx := context.Background()
+	cli := cluster.Client(t)
+	for _, name := range []string{"a", "b"} {
+		_, err := cli.Put(ctx, "/svc/slow/"+name, "v-"+name)
+		require.NoError(t, err)
+	}
+	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/slow/", 5)
+	require.NoError(t, err)
+	defer w.Close()
+	out := newPausedOutput(t)
+	wctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- watch(wctx, w, out.w) }()
+	assert.Regexp(t, `^2 members at revision \d+; leader a, `, out.next(t))
+	for range 3 { // the header and two members
+		out.next(t)
+	}
+
+	// watch prints at most the first of these before its output stalls.
+	for _, op := range []func() error{
+		func() error { _, err := cli.Delete(ctx, "/svc/slow/a"); return err },
+		func() error { _, err := cli.Put(ctx, "/svc/slow/b", "v-b2"); return err },
+		func() error { _, err := cli.Delete(ctx, "/svc/slow/b"); return err },
+		func() error { _, err := cli.Put(ctx, "/svc/slow/d", "v-d"); return err },
+		func() error { _, err := cli.Put(ctx, "/svc/slow/c", "v-c"); return err },
+	} {
+		require.NoError(t, op())
+	}
+	require.Eventually(t, func() bool { name, _ := w.GetLeader(); return name == "d" && len(w.Members()) == 2 },
+		waitFor, 10*time.Millisecond)
+	assert.Equal(t, []string{
+		"DELETE a", "LEADER b",
+		"PUT b",
+		"DELETE b", "LEADER none:",
+		"PUT d", "LEADER d",
+		"PUT c",
+	}, events(t, out, "PUT c"))
+	stopWatch(t, cancel, done)
+}
+
+// TestWatchResync: changes pile up behind a stalled output beyond the
+// buffer; the RESYNC stands for changes after the table, so watch prints
+// the group again, read then, and follows it from there.
+func TestWatchResync(t *testing.T) {
+	cluster := setup(t, true)
+	ctx := context.Background()
+	cli := cluster.Client(t)
+	_, err := cli.Put(ctx, "/svc/rs/a", "v")
+	require.NoError(t, err)
+	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/rs/", 5, biregister.WithBufferSize(4))
+	require.NoError(t, err)
+	defer w.Close()
+	out := newPausedOutput(t)
+	wctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- watch(wctx, w, out.w) }()
+	for range 3 {
+		out.next(t)
+	}
+
+	for i := range 20 {
+		_, err := cli.Put(ctx, fmt.Sprintf("/svc/rs/m%02d", i), "v")
+		require.NoError(t, err)
+	}
+	_, err = cli.Delete(ctx, "/svc/rs/a")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(w.Members()) == 20 && w.GetValueByName("a") == "" },
+		waitFor, 10*time.Millisecond)
+	got := events(t, out, "RESYNC rev")
+	assert.Less(t, len(got), 20, "changes were left out: %q", got)
+	assert.Equal(t, int64(1), w.Status().Resyncs)
+	assert.Regexp(t, `^20 members at revision \d+; leader m00, term \d+`, out.next(t))
+	assert.Regexp(t, `^LEADER +NAME`, out.next(t))
+	assert.Regexp(t, `^\*\s+m00\s`, out.next(t))
+
+	_, err = cli.Delete(ctx, "/svc/rs/m00")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"DELETE m00", "LEADER m01"}, events(t, out, "LEADER m01"))
+	stopWatch(t, cancel, done)
+}
