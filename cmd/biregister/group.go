@@ -21,8 +21,6 @@ type group struct {
 	table *reading
 	// skipping reports whether changes may still come that the table shows.
 	skipping bool
-	// skipped is the revision of the last change left out as shown.
-	skipped int64
 	// lookup is the latest read of the cache, for the create revisions
 	// that changes do not carry (see created).
 	lookup *reading
@@ -44,7 +42,7 @@ func (g *group) reread() *reading {
 
 func (g *group) reset(r *reading) {
 	g.table, g.lookup = r, r
-	g.skipping, g.skipped = true, 0
+	g.skipping = true
 	g.members = make(map[string]int64, len(r.members))
 	g.ages = make(places, len(r.members))
 	for i, m := range r.members {
@@ -56,22 +54,18 @@ func (g *group) reset(r *reading) {
 }
 
 // shown reports whether the table shows c already, so that it is not
-// printed: c is at or below the table's revision, and comes from the
-// etcd the table was read from. A change above the table's revision ends
-// the changes it may show; so does one that goes back in revision, or a
-// listing of the group that the table surely does not hold: etcd may have
-// been replaced, or restored to an older revision, and a new etcd's
-// revisions tell nothing of the table's.
+// printed: c is at or below the table's revision, and no listing of the
+// group came that the table does not surely hold. The first change that is
+// not shown ends those that may be: a change above the table's revision
+// has every later one above it too, and after a listing, etcd may have been
+// replaced or restored to an older revision, whose revisions tell nothing
+// of the table's.
 func (g *group) shown(c biregister.Change) bool {
-	if !g.skipping {
-		return false
+	if g.skipping && c.Revision <= g.table.revision && g.w.Status().Listings <= g.table.covers {
+		return true
 	}
-	if c.Revision > g.table.revision || c.Revision < g.skipped || g.w.Status().Listings > g.table.covers {
-		g.skipping = false
-		return false
-	}
-	g.skipped = c.Revision
-	return true
+	g.skipping = false
+	return false
 }
 
 // apply applies a PUT or DELETE to the group, and reports whether it
@@ -132,14 +126,11 @@ func (g *group) oldest() place {
 // compact drops the places of members gone, once they outnumber the
 // members.
 func (g *group) compact() {
-	live := g.ages[:0]
-	for _, p := range g.ages {
-		if created, ok := g.members[p.name]; ok && created == p.created {
-			live = append(live, p)
-		}
+	clear(g.ages)
+	g.ages = g.ages[:0]
+	for name, created := range g.members {
+		g.ages = append(g.ages, place{created: created, name: name})
 	}
-	clear(g.ages[len(live):])
-	g.ages = live
 	heap.Init(&g.ages)
 }
 

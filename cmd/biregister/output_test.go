@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -111,9 +112,14 @@ func TestHugeNameAndValue(t *testing.T) {
 	printGroup(&out, members, 9)
 	// The two huge fields, and no more than a few lines' worth besides.
 	assert.Less(t, out.Len(), 2*len(huge)+1000)
-	assert.Regexp(t, `(?m)^\*\s{1,80}a\s{1,80}10\.0\.0\.1:80\s{1,80}5\s{1,80}4$`, out.String())
-	assert.Regexp(t, `(?m)^\s{1,80}c\s{1,80}10\.0\.0\.3:80\s{1,80}8\s{1,80}1$`, out.String())
-	assert.Regexp(t, `(?m)^\s+b\s+"x{100,}`, out.String())
+	lines := strings.Split(out.String(), "\n")
+	require.Len(t, lines, 7)
+	assert.Regexp(t, `^\*\s{1,80}a\s{1,80}10\.0\.0\.1:80\s{1,80}5\s{1,80}4$`, lines[2])
+	assert.Regexp(t, `^\s{1,80}c\s{1,80}10\.0\.0\.3:80\s{1,80}8\s{1,80}1$`, lines[5])
+	// The huge fields run over into their rows' next columns, a gap between.
+	edges := func(line string) string { return line[:min(len(line), 40)] + "…" + line[max(0, len(line)-40):] }
+	assert.Regexp(t, `^\s+xxxx+…xxx+  v  +6  +3$`, edges(lines[3]))
+	assert.Regexp(t, `^\s+b  +"xxx+…xxx+ \\x9b"  7  +2$`, edges(lines[4]))
 	assert.Empty(t, unsafeText(out.String()))
 
 	ep := cluster.Endpoints()[0]
@@ -135,4 +141,23 @@ func TestHugeNameAndValue(t *testing.T) {
 			assert.Contains(t, stderr.String(), "larger than max", "the cause, after the argument")
 		}
 	}
+
+	// The library's warnings name the prefix too.
+	prefix := "/" + strings.Repeat("y", 512<<10) + "/"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var watchOut, watchErr syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"watch", "-endpoints", ep, "-timeout", "1s", prefix}, &watchOut, &watchErr)
+	}()
+	waitOutput(t, &watchOut, `^no members at revision \d+\n`)
+	cluster.Stop(t, 0)
+	require.Empty(t, watchErr.WaitFor(time.After(waitFor), "level=WARN"))
+	stopWatch(t, cancel, done)
+	for _, line := range strings.Split(watchErr.String(), "\n") {
+		assert.Less(t, len(line), 3000, "%.200s", line)
+	}
+	assert.Contains(t, watchErr.String(), "yyy…yyy")
+	assert.Empty(t, unsafeText(watchErr.String()))
 }

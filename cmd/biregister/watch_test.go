@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
@@ -22,8 +23,11 @@ import (
 )
 
 // TestWatchAfterWipe: etcd is replaced by an empty one, whose revisions
-// start again at 1, below those watch has printed. watch prints the members
-// that are gone and every change of the new etcd.
+// start again at 1, and that reaches the revision of the table watch
+// printed before the watcher notices. watch prints the members that are
+// gone and every change of the new etcd: first those the watcher's listing
+// of the new etcd finds, at its revision, with the leader's term, the
+// create revision the listing does not carry; then the next ones.
 func TestWatchAfterWipe(t *testing.T) {
 	cluster := setup(t, true)
 	ctx := context.Background()
@@ -42,15 +46,29 @@ func TestWatchAfterWipe(t *testing.T) {
 	go func() {
 		done <- run(wctx, []string{"watch", "-endpoints", cluster.Endpoints()[0], "/svc/wipe/"}, &out, &errOut)
 	}()
-	waitOutput(t, &out, `(?m)^\*\s+old\s+10\.0\.0\.1:80\s+\d+\s+\d+\n`)
+	waitOutput(t, &out, `^1 members at revision 22; .*\n.*\n\*\s+old\s+10\.0\.0\.1:80\s+22\s+0\n`)
 
 	// An idle watcher notices at a check of its stream, which comes after
 	// 5 s of silence: 10 to 15 s later on this machine.
 	cluster.Wipe(t)
-	waitOutputFor(t, 30*time.Second+waitFor, &out, `(?m)^\S+ DELETE old 10\.0\.0\.1:80 rev \d+\n\S+ LEADER none: the group is empty\n`)
-	_, err = cluster.Client(t).Put(ctx, "/svc/wipe/new", "10.0.0.2:80")
+	fresh := cluster.Client(t)
+	// The older comes later by name: the order is by create revision.
+	for _, name := range []string{"z", "a"} {
+		_, err = fresh.Put(ctx, "/svc/wipe/"+name, "10.0.0.2:80")
+		require.NoError(t, err)
+	}
+	for i := 3; i < 22; i++ { // up to the table's revision
+		_, err = fresh.Put(ctx, "/other/new", "v")
+		require.NoError(t, err)
+	}
+	waitOutputFor(t, 30*time.Second+waitFor, &out, `(?m)^\S+ DELETE old 10\.0\.0\.1:80 rev 22\n`+
+		`\S+ LEADER none: the group is empty\n`+
+		`\S+ PUT +z 10\.0\.0\.2:80 rev 22\n`+
+		`\S+ LEADER z term 2, registered 20 revisions ago\n`+
+		`\S+ PUT +a 10\.0\.0\.2:80 rev 22\n$`)
+	_, err = fresh.Delete(ctx, "/svc/wipe/z")
 	require.NoError(t, err)
-	waitOutput(t, &out, `(?m)^\S+ PUT +new 10\.0\.0\.2:80 rev \d+\n\S+ LEADER new term \d+, registered 0 revisions ago\n`)
+	waitOutput(t, &out, `(?m)^\S+ DELETE z 10\.0\.0\.2:80 rev 23\n\S+ LEADER a term 3, registered 20 revisions ago\n$`)
 	stopWatch(t, cancel, done)
 }
 
@@ -191,6 +209,65 @@ func TestWatchLeaderAfterItsChange(t *testing.T) {
 		"PUT c",
 	}, events(t, out, "PUT c"))
 	stopWatch(t, cancel, done)
+}
+
+// TestWatchLeaderThroughManyLeaves: members registered four at a time
+// (the four share a create revision, and lead by name) leave: the leader,
+// then most of the others, newest first, then the leaders in turn. A LEADER
+// line follows each leave of a leader, for the next by create revision and
+// name, however many left before.
+func TestWatchLeaderThroughManyLeaves(t *testing.T) {
+	cluster := setup(t, true)
+	ctx := context.Background()
+	cli := cluster.Client(t)
+	keys := make([]string, 200)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("/svc/leave/m%03d", i)
+	}
+	require.NoError(t, benchutil.Populate(ctx, cli, keys, func(int) string { return "v" }, 4, 1))
+	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/leave/", 5)
+	require.NoError(t, err)
+	defer w.Close()
+	wctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() { done <- watch(wctx, w, &out) }()
+	waitOutput(t, &out, `(?m)^\s+m199\s`)
+
+	var leaving, want []string
+	leave := func(i int, next string) {
+		leaving = append(leaving, keys[i])
+		want = append(want, fmt.Sprintf("DELETE m%03d", i))
+		if next != "" {
+			want = append(want, "LEADER "+next)
+		}
+	}
+	leave(0, "m001")
+	for i := 199; i >= 50; i-- {
+		leave(i, "")
+	}
+	for i := 1; i < 49; i++ {
+		leave(i, fmt.Sprintf("m%03d", i+1))
+	}
+	leave(49, "none:")
+	for first := 0; first < len(leaving); first += 128 {
+		var ops []clientv3.Op
+		for _, key := range leaving[first:min(first+128, len(leaving))] {
+			ops = append(ops, clientv3.OpDelete(key))
+		}
+		_, err := cli.Txn(ctx).Then(ops...).Commit()
+		require.NoError(t, err)
+	}
+	waitOutput(t, &out, `(?m)^\S+ LEADER none: `)
+	stopWatch(t, cancel, done)
+	var got []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if m := changeLine.FindStringSubmatch(line); m != nil {
+			got = append(got, m[1]+" "+m[2])
+		}
+	}
+	assert.Equal(t, want, got)
 }
 
 // TestWatchResync: changes pile up behind a stalled output beyond the
