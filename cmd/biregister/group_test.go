@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
-	"github.com/biregister/biregister/internal/benchutil"
 )
 
 // TestGroupForgetsMembersGone: the group that watch keeps holds the places
@@ -22,11 +20,7 @@ func TestGroupForgetsMembersGone(t *testing.T) {
 	cluster := setup(t, true)
 	ctx := context.Background()
 	cli := cluster.Client(t)
-	keys := make([]string, 500)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("/svc/gone/m%03d", i)
-	}
-	require.NoError(t, benchutil.Populate(ctx, cli, keys, func(int) string { return "v" }, 128, 1))
+	keys := fill(t, cli, "/svc/gone/", 500, 128)
 	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/gone/", 5)
 	require.NoError(t, err)
 	defer w.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/benchutil"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/leakcheck"
 	"github.com/biregister/biregister/internal/syncbuf"
@@ -169,13 +171,8 @@ func TestWatch(t *testing.T) {
 	_, err := cluster.Client(t).Txn(context.Background()).Then(bulk...).Commit()
 	require.NoError(t, err)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var out, errOut syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"watch", "-endpoints", strings.Join(eps, ","), "/svc/w"}, &out, &errOut)
-	}()
+	stop := runInBackground(t, []string{"watch", "-endpoints", strings.Join(eps, ","), "/svc/w"}, &out, &errOut)
 	waitOutput(t, &out, `(?m)^\*\s+old\s+1\.1\.1\.1:1\s+\d+\s+\d+$`)
 
 	_, err = cluster.Client(t).Put(context.Background(), "/svc/w/new", "2.2.2.2:2")
@@ -186,7 +183,7 @@ func TestWatch(t *testing.T) {
 	// The bulk members share one create revision: the first by name leads.
 	waitOutput(t, &out, `(?m)^\S+ LEADER bulk000 term \d+, registered \d+ revisions ago$`)
 
-	stopWatch(t, cancel, done)
+	stop()
 	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errOut.String())
 	assert.NotRegexp(t, `PUT +(old|bulk)`, out.String(), "the members present at start are in the table, not repeated as changes")
 	assert.Empty(t, errOut.String())
@@ -379,15 +376,50 @@ func TestMutualTLS(t *testing.T) {
 	assert.Contains(t, errOut, "tls")
 }
 
-// stopWatch cancels a watch command's context and requires it to return 0,
-// its exit code, on done.
-func stopWatch(t *testing.T, cancel context.CancelFunc, done <-chan int) {
-	t.Helper()
-	cancel()
-	select {
-	case code := <-done:
-		assert.Equal(t, 0, code)
-	case <-time.After(waitFor):
-		t.Fatal("watch did not return after cancel")
+// inBackground runs f until the stop it returns, which cancels f's context
+// and requires f to return 0, as a watch does when interrupted.
+func inBackground(t *testing.T, f func(ctx context.Context) int) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan int, 1)
+	go func() { done <- f(ctx) }()
+	return func() {
+		t.Helper()
+		cancel()
+		select {
+		case code := <-done:
+			assert.Equal(t, 0, code)
+		case <-time.After(waitFor):
+			t.Fatal("watch did not return after cancel")
+		}
 	}
+}
+
+// runInBackground runs the command with args until stop (see
+// inBackground).
+func runInBackground(t *testing.T, args []string, stdout, stderr io.Writer) (stop func()) {
+	return inBackground(t, func(ctx context.Context) int { return run(ctx, args, stdout, stderr) })
+}
+
+// watchInBackground runs watch on a new Watcher of prefix, made with opts,
+// until stop (see inBackground); out takes what it prints.
+func watchInBackground(t *testing.T, cluster *etcdtest.Cluster, prefix string, out io.Writer, opts ...biregister.Option) (
+	w biregister.Watcher, stop func(),
+) {
+	w, err := biregister.NewWatcher(cluster.Endpoints(), prefix, 5, opts...)
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	return w, inBackground(t, func(ctx context.Context) int { return watch(ctx, w, out) })
+}
+
+// fill writes n members under prefix, perRequest in a transaction, one
+// transaction after the other: m0 to m<n-1>, all as wide, each valued "v".
+// It returns their keys.
+func fill(t *testing.T, cli *clientv3.Client, prefix string, n, perRequest int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%sm%0*d", prefix, len(strconv.Itoa(n-1)), i)
+	}
+	require.NoError(t, benchutil.Populate(context.Background(), cli, keys, func(int) string { return "v" }, perRequest, 1))
+	return keys
 }

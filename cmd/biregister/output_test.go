@@ -73,11 +73,8 @@ func TestOutputSafe(t *testing.T) {
 	assert.Regexp(t, `(?m)^\s+fine-ü-名字\s+10\.0\.0\.1:80\s`, out)
 	assert.Len(t, rows(out), len(oddNames)+1)
 
-	wctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var watchOut, watchErr syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() { done <- run(wctx, []string{"watch", "-endpoints", ep, "/svc/odd"}, &watchOut, &watchErr) }()
+	stop := runInBackground(t, []string{"watch", "-endpoints", ep, "/svc/odd"}, &watchOut, &watchErr)
 	waitOutput(t, &watchOut, `(?m)^\s+fine-ü-名字\s+10\.0\.0\.1:80\s`)
 	// Every odd name leaves and comes back: DELETE, LEADER and PUT lines.
 	for name, value := range oddNames {
@@ -88,7 +85,7 @@ func TestOutputSafe(t *testing.T) {
 	}
 	waitOutput(t, &watchOut, fmt.Sprintf(`(?s)( PUT .*){%d}`, len(oddNames)))
 	assert.Regexp(t, `(?m)^\S+ PUT +fine-ü-名字 10\.0\.0\.1:80 rev \d+$`, watchOut.String())
-	stopWatch(t, cancel, done)
+	stop()
 	assert.Equal(t, len(oddNames), strings.Count(watchOut.String(), " PUT "), watchOut.String())
 	assert.Equal(t, len(oddNames), strings.Count(watchOut.String(), " DELETE "), watchOut.String())
 	assert.Contains(t, watchOut.String(), " LEADER ")
@@ -144,17 +141,12 @@ func TestHugeNameAndValue(t *testing.T) {
 
 	// The library's warnings name the prefix too.
 	prefix := "/" + strings.Repeat("y", 512<<10) + "/"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var watchOut, watchErr syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"watch", "-endpoints", ep, "-timeout", "1s", prefix}, &watchOut, &watchErr)
-	}()
+	stop := runInBackground(t, []string{"watch", "-endpoints", ep, "-timeout", "1s", prefix}, &watchOut, &watchErr)
 	waitOutput(t, &watchOut, `^no members at revision \d+\n`)
 	cluster.Stop(t, 0)
 	require.Empty(t, watchErr.WaitFor(time.After(waitFor), "level=WARN"))
-	stopWatch(t, cancel, done)
+	stop()
 	for _, line := range strings.Split(watchErr.String(), "\n") {
 		assert.Less(t, len(line), 3000, "%.200s", line)
 	}

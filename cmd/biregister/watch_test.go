@@ -18,7 +18,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
-	"github.com/biregister/biregister/internal/benchutil"
 	"github.com/biregister/biregister/internal/syncbuf"
 )
 
@@ -32,24 +31,20 @@ func TestWatchAfterWipe(t *testing.T) {
 	cluster := setup(t, true)
 	ctx := context.Background()
 	cli := cluster.Client(t)
-	for i := range 20 { // revisions the new etcd will not reach in this test
+	for i := range 20 { // the table will be at revision 22
 		_, err := cli.Put(ctx, fmt.Sprintf("/other/%d", i), "v")
 		require.NoError(t, err)
 	}
 	_, err := cli.Put(ctx, "/svc/wipe/old", "10.0.0.1:80")
 	require.NoError(t, err)
 
-	wctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var out, errOut syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(wctx, []string{"watch", "-endpoints", cluster.Endpoints()[0], "/svc/wipe/"}, &out, &errOut)
-	}()
+	stop := runInBackground(t, []string{"watch", "-endpoints", cluster.Endpoints()[0], "/svc/wipe/"}, &out, &errOut)
 	waitOutput(t, &out, `^1 members at revision 22; .*\n.*\n\*\s+old\s+10\.0\.0\.1:80\s+22\s+0\n`)
 
 	// An idle watcher notices at a check of its stream, which comes after
-	// 5 s of silence: 10 to 15 s later on this machine.
+	// 5 s of silence (10 to 15 s after the wipe on this machine): long
+	// after these writes, which bring the new etcd to revision 22.
 	cluster.Wipe(t)
 	fresh := cluster.Client(t)
 	// The older comes later by name: the order is by create revision.
@@ -69,7 +64,7 @@ func TestWatchAfterWipe(t *testing.T) {
 	_, err = fresh.Delete(ctx, "/svc/wipe/z")
 	require.NoError(t, err)
 	waitOutput(t, &out, `(?m)^\S+ DELETE z 10\.0\.0\.2:80 rev 23\n\S+ LEADER a term 3, registered 20 revisions ago\n$`)
-	stopWatch(t, cancel, done)
+	stop()
 }
 
 // TestWatchBigGroupTableOnce: a group bigger than the Changes buffer fills
@@ -78,28 +73,17 @@ func TestWatchAfterWipe(t *testing.T) {
 func TestWatchBigGroupTableOnce(t *testing.T) {
 	cluster := setup(t, true)
 	const n = biregister.DefaultBufferSize + 1
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("/svc/big/m%05d", i)
-	}
 	cli := cluster.Client(t)
-	require.NoError(t, benchutil.Populate(context.Background(), cli, keys, func(int) string { return "v" }, 128, 4))
-
-	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/big/", 5)
-	require.NoError(t, err)
-	defer w.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	fill(t, cli, "/svc/big/", n, 128)
 	var out syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() { done <- watch(ctx, w, &out) }()
+	w, stop := watchInBackground(t, cluster, "/svc/big/", &out)
 	require.Eventually(t, func() bool { return w.Status().Resyncs == 1 }, waitFor, 10*time.Millisecond,
 		"the members present at start overflow the buffer")
 	// Printed after the RESYNC, which is then behind watch.
-	_, err = cli.Put(context.Background(), "/svc/big/new", "v")
+	_, err := cli.Put(context.Background(), "/svc/big/new", "v")
 	require.NoError(t, err)
 	waitOutput(t, &out, `(?m)^\S+ PUT +new v rev \d+$`)
-	stopWatch(t, cancel, done)
+	stop()
 
 	text := out.String()
 	assert.Equal(t, 1, strings.Count(text, fmt.Sprintf("%d members at revision", n)), "the table, once")
@@ -176,14 +160,8 @@ func TestWatchLeaderAfterItsChange(t *testing.T) {
 		_, err := cli.Put(ctx, "/svc/slow/"+name, "v-"+name)
 		require.NoError(t, err)
 	}
-	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/slow/", 5)
-	require.NoError(t, err)
-	defer w.Close()
 	out := newPausedOutput(t)
-	wctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() { done <- watch(wctx, w, out.w) }()
+	w, stop := watchInBackground(t, cluster, "/svc/slow/", out.w)
 	assert.Regexp(t, `^2 members at revision \d+; leader a, `, out.next(t))
 	for range 3 { // the header and two members
 		out.next(t)
@@ -208,7 +186,7 @@ func TestWatchLeaderAfterItsChange(t *testing.T) {
 		"PUT d", "LEADER d",
 		"PUT c",
 	}, events(t, out, "PUT c"))
-	stopWatch(t, cancel, done)
+	stop()
 }
 
 // TestWatchLeaderThroughManyLeaves: members registered four at a time
@@ -220,19 +198,9 @@ func TestWatchLeaderThroughManyLeaves(t *testing.T) {
 	cluster := setup(t, true)
 	ctx := context.Background()
 	cli := cluster.Client(t)
-	keys := make([]string, 200)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("/svc/leave/m%03d", i)
-	}
-	require.NoError(t, benchutil.Populate(ctx, cli, keys, func(int) string { return "v" }, 4, 1))
-	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/leave/", 5)
-	require.NoError(t, err)
-	defer w.Close()
-	wctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	keys := fill(t, cli, "/svc/leave/", 200, 4)
 	var out syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() { done <- watch(wctx, w, &out) }()
+	_, stop := watchInBackground(t, cluster, "/svc/leave/", &out)
 	waitOutput(t, &out, `(?m)^\s+m199\s`)
 
 	var leaving, want []string
@@ -260,7 +228,7 @@ func TestWatchLeaderThroughManyLeaves(t *testing.T) {
 		require.NoError(t, err)
 	}
 	waitOutput(t, &out, `(?m)^\S+ LEADER none: `)
-	stopWatch(t, cancel, done)
+	stop()
 	var got []string
 	for _, line := range strings.Split(out.String(), "\n") {
 		if m := changeLine.FindStringSubmatch(line); m != nil {
@@ -279,14 +247,8 @@ func TestWatchResync(t *testing.T) {
 	cli := cluster.Client(t)
 	_, err := cli.Put(ctx, "/svc/rs/a", "v")
 	require.NoError(t, err)
-	w, err := biregister.NewWatcher(cluster.Endpoints(), "/svc/rs/", 5, biregister.WithBufferSize(4))
-	require.NoError(t, err)
-	defer w.Close()
 	out := newPausedOutput(t)
-	wctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() { done <- watch(wctx, w, out.w) }()
+	w, stop := watchInBackground(t, cluster, "/svc/rs/", out.w, biregister.WithBufferSize(4))
 	for range 3 {
 		out.next(t)
 	}
@@ -309,5 +271,5 @@ func TestWatchResync(t *testing.T) {
 	_, err = cli.Delete(ctx, "/svc/rs/m00")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"DELETE m00", "LEADER m01"}, events(t, out, "LEADER m01"))
-	stopWatch(t, cancel, done)
+	stop()
 }
