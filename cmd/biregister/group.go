@@ -40,6 +40,7 @@ func (g *group) reread() *reading {
 	return g.table
 }
 
+// reset makes r the table, and the group as it shows it.
 func (g *group) reset(r *reading) {
 	g.table, g.lookup = r, r
 	g.skipping = true
@@ -49,7 +50,7 @@ func (g *group) reset(r *reading) {
 		g.members[m.Name] = m.CreateRevision
 		g.ages[i] = place{created: m.CreateRevision, name: m.Name}
 	}
-	heap.Init(&g.ages) // already is one: members come oldest first
+	heap.Init(&g.ages)
 	g.leader = g.oldest()
 }
 
