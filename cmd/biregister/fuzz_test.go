@@ -1,5 +1,6 @@
 // Fuzzing the command line: any arguments, never a panic or a hang, a
-// usage error exits 2, and the password is never printed.
+// usage error exits 2, the password is never printed, and nothing printed
+// is a control sequence for a terminal.
 
 package main
 
@@ -11,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -21,16 +23,29 @@ import (
 )
 
 // fuzzGroup is what the fuzzed commands find under /svc/: members with odd
-// names and values, and keys that are not members.
+// names and values, one printable name that prints as it is, and keys that
+// are not members.
 var fuzzGroup = map[string]string{
-	"/svc/a":         "10.0.0.1:80",
-	"/svc/\xff\xfe":  "non-UTF-8 \xff",
-	"/svc/blank":     "with blank",
-	"/svc/\x1b[31mx": "\x1b[0m escape",
-	"/svc/empty":     "",
-	"/svc/":          "the prefix key",
-	"/svc/sub/x":     "a deeper key",
+	"/svc/a":             "10.0.0.1:80",
+	"/svc/\xff\xfe":      "non-UTF-8 \xff",
+	"/svc/blank":         "with blank",
+	"/svc/\x1b[31mx":     "\x1b[0m escape",
+	"/svc/c1-\x9b31m":    "\x9d0;8-bit OSC\x9c",
+	"/svc/c1-\u009b31m":  "\u009d0;C1 as UTF-8\u009c",
+	"/svc/del\x7f":       "bell\a",
+	"/svc/" + fineName:   "fine",
+	"/svc/empty":         "",
+	"/svc/":              "the prefix key",
+	"/svc/sub/x":         "a deeper key",
+	"/svc/sub/\x9b2J":    "a deeper key",
+	"/svc\x9b/not-in-it": "beside the group",
 }
+
+// fineName is a name that prints as it is.
+const fineName = "fine-ü-名字"
+
+// fineRow matches a row of the members table that holds fineName.
+var fineRow = regexp.MustCompile(`(?m)^\*?\s+` + fineName + `\s+fine\s`)
 
 // fuzzArgsBound bounds one run of the command: the timeout a run may be
 // given (see safeArgs) and then some.
@@ -108,11 +123,15 @@ func FuzzArgs(f *testing.F) {
 		case code < 0 || code > 2:
 			t.Fatalf("biregister %q exits %d", args, code)
 		}
-		// The group's names and values are printed quoted when they hold a
-		// control character: the group's escape sequence never reaches a
-		// terminal.
-		if strings.Contains(stdout.String(), "\x1b") && !strings.Contains(joined, "\x1b") {
-			t.Fatalf("biregister %q prints a terminal escape:\n%q", args, stdout.String())
+		// Whatever the group and the arguments hold, what reaches a terminal
+		// is text, and a printable name prints as it is.
+		for name, out := range map[string]string{"stdout": stdout.String(), "stderr": stderr.String()} {
+			if bad := unsafeText(out); bad != "" {
+				t.Fatalf("biregister %q prints on %s a %s:\n%q", args, name, bad, out)
+			}
+		}
+		if code == 0 && listsGroup(args) && !fineRow.MatchString(stdout.String()) {
+			t.Fatalf("biregister %q does not print %s as it is:\n%s", args, fineName, stdout.String())
 		}
 		// The password shows nowhere, unless something that is printed
 		// holds it too.
@@ -183,8 +202,8 @@ func safeArgs(args []string, tokens map[string]string) (safeArgs []string, passw
 // wantsUsageError reports whether args are wrong as a command line, by
 // rules of its own: no command, an unknown one, flags the flag package
 // refuses, not one prefix, no endpoints, a timeout that is not positive,
-// a password twice, a password without a user or a user without one, a
-// certificate without its key.
+// a user and password that do not make a pair, a certificate without its
+// key.
 func wantsUsageError(args []string) bool {
 	if len(args) == 0 {
 		return true
@@ -216,12 +235,19 @@ func wantsUsageError(args []string) bool {
 	if strings.TrimSpace(strings.ReplaceAll(o.endpoints, ",", "")) == "" || o.timeout <= 0 {
 		return true
 	}
-	name, pw, twice := strings.Cut(o.user, ":")
-	if twice && o.password != "" {
+	// Without etcdctl's variables: no name before a colon, a password in
+	// both flags, a password without a user or a user without one.
+	name, inUser, colon := strings.Cut(o.user, ":")
+	if (colon && name == "") || (inUser != "" && o.password != "") {
 		return true
 	}
-	if !twice {
-		name, pw = o.user, o.password
-	}
-	return (pw == "") != (name == "") || (o.cert == "") != (o.key == "")
+	return (inUser+o.password == "") != (name == "") || (o.cert == "") != (o.key == "")
+}
+
+// listsGroup reports whether args, run successfully, print the group
+// under /svc/, as the first table.
+func listsGroup(args []string) bool {
+	fs, _ := newFlagSet()
+	prefix, err := parseArgs(fs, args[1:])
+	return err == nil && strings.TrimSuffix(prefix, "/") == "/svc"
 }

@@ -30,13 +30,8 @@ func TestGRPCProxy(t *testing.T) {
 		{"a", "10.0.0.1:80", strconv.FormatInt(next.MyRevision(), 10)},
 	}, withoutAge(rows(out)))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var watchOut, watchErr syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"watch", "-endpoints", ep, "/svc/gp"}, &watchOut, &watchErr)
-	}()
+	stop := runInBackground(t, []string{"watch", "-endpoints", ep, "/svc/gp"}, &watchOut, &watchErr)
 	waitOutput(t, &watchOut, `(?m)^\*\s+b\s+10\.0\.0\.2:80\s+\d+\s+\d+\n\s+a\s+10\.0\.0\.1:80\s+\d+\s+\d+$`)
 
 	_, err := cluster.Client(t).Put(context.Background(), "/svc/gp/c", "10.0.0.3:80")
@@ -45,7 +40,7 @@ func TestGRPCProxy(t *testing.T) {
 	oldest.Close() // revokes the lease through the proxy: deleted at once
 	waitOutput(t, &watchOut, `(?m)^\S+ DELETE b 10\.0\.0\.2:80 rev \d+$`)
 
-	stopWatch(t, cancel, done)
+	stop()
 	t.Logf("stdout:\n%sstderr:\n%s", watchOut.String(), watchErr.String())
 	assert.Empty(t, watchErr.String())
 

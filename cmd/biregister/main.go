@@ -13,10 +13,12 @@
 // marked with "*", with each member's create revision and age in revisions
 // (etcd keeps no time of day with a key), and exits. watch prints the same,
 // then one line per change as it happens (time, op, name, value, revision),
-// and a LEADER line whenever the leader changes, until interrupted (SIGINT
-// or SIGTERM); after a RESYNC, which means changes came faster than they
-// could be printed, it prints the table again. Values that contain blanks or
-// control characters are printed quoted.
+// and a LEADER line after each change that gives the group another leader,
+// until interrupted (SIGINT or SIGTERM). It prints the table again after a
+// RESYNC that stands for changes it could not print, as they came faster
+// than its output took them. Names and values that contain blanks, control
+// characters or bytes that are not UTF-8 are printed Go-quoted, and
+// messages escape them: no control sequence reaches the terminal.
 //
 // Flags (the same for both commands, before or after the prefix):
 //
@@ -35,7 +37,13 @@
 // ETCDCTL_INSECURE_SKIP_TLS_VERIFY, ETCDCTL_USER and ETCDCTL_PASSWORD. A shell
 // set up for etcdctl therefore works as it is, and ETCDCTL_PASSWORD keeps the
 // password out of the process list, where any -password flag shows. A flag
-// wins over its variable.
+// that is given wins over its variable, and so for the user: the name is
+// -user's, or else ETCDCTL_USER's; the password is the one the flags give
+// (-password, or -user name:password), or else the one the variables give
+// (ETCDCTL_PASSWORD, or ETCDCTL_USER=name:password when the name comes from
+// there). Flags that give it twice are an error, and so are variables that
+// give it twice when no flag does. A user needs a password: biregister does
+// not ask for one, as etcdctl does, since it may run in a pipe.
 //
 // Any TLS flag turns TLS on for endpoints written as host:port or
 // https://host:port; an https:// endpoint alone uses TLS with the system's
@@ -87,6 +95,9 @@ ETCDCTL_CACERT, ..., ETCDCTL_PASSWORD). Flags:
 const endpointsHint = "give the etcd endpoints with -endpoints, e.g. -endpoints 127.0.0.1:2379 " +
 	"(comma-separated for several), or in ETCDCTL_ENDPOINTS"
 
+// options are the command's flags. The flag set writes them all, and
+// parseArgs the variables of those left unset, but user and password, which
+// credentials reads beside the variables.
 type options struct {
 	endpoints          string
 	timeout            time.Duration
@@ -131,7 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "biregister: unknown command %q\n", cmd)
+		complain(stderr, "biregister: unknown command %q", cmd)
 		usage(stderr)
 		return 2
 	}
@@ -142,7 +153,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "biregister %s: %v\n(biregister -h for help)\n", cmd, err)
+		complain(stderr, "biregister %s: %v", cmd, err)
+		fmt.Fprintln(stderr, "(biregister -h for help)")
 		return 2
 	}
 	endpoints, ttl, opts, code := settings(o, stderr)
@@ -184,7 +196,9 @@ func parseArgs(fs *flag.FlagSet, args []string) (string, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, name := range []string{"endpoints", "cacert", "cert", "key", "insecure-skip-tls-verify", "user", "password"} {
+	// The user and password come from both, by rules of their own (see
+	// credentials).
+	for _, name := range []string{"endpoints", "cacert", "cert", "key", "insecure-skip-tls-verify"} {
 		env := "ETCDCTL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if v := os.Getenv(env); v != "" && !set[name] {
 			if err := fs.Set(name, v); err != nil {
@@ -199,7 +213,7 @@ func parseArgs(fs *flag.FlagSet, args []string) (string, error) {
 // it cannot and returns nil endpoints and the exit code.
 func settings(o *options, stderr io.Writer) ([]string, int64, []biregister.Option, int) {
 	fail := func(code int, format string, a ...any) ([]string, int64, []biregister.Option, int) {
-		fmt.Fprintf(stderr, "biregister: "+format+"\n", a...)
+		complain(stderr, "biregister: "+format, a...)
 		return nil, 0, nil, code
 	}
 	var endpoints []string
@@ -214,15 +228,9 @@ func settings(o *options, stderr io.Writer) ([]string, int64, []biregister.Optio
 	if o.timeout <= 0 {
 		return fail(2, "-timeout must be positive, not %v", o.timeout)
 	}
-	user, password := o.user, o.password
-	if name, pw, ok := strings.Cut(o.user, ":"); ok {
-		if password != "" {
-			return fail(2, "the password is given twice: in -user name:password and in -password or ETCDCTL_PASSWORD")
-		}
-		user, password = name, pw
-	}
-	if password != "" && user == "" {
-		return fail(2, "a password needs a user name: -user name")
+	user, password, err := credentials(o)
+	if err != nil {
+		return fail(2, "%v", err)
 	}
 	if (o.cert == "") != (o.key == "") {
 		return fail(2, "-cert and -key go together: a client certificate needs its key")
@@ -240,7 +248,7 @@ func settings(o *options, stderr io.Writer) ([]string, int64, []biregister.Optio
 		biregister.WithAuth(user, password),
 		// The library recovers from etcd outages by itself; its warnings are
 		// what tells an operator why a watch went quiet.
-		biregister.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		biregister.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: shortAttr}))),
 	}, 0
 }
 
@@ -251,13 +259,13 @@ func explain(stderr io.Writer, err error, endpoints []string, timeout time.Durat
 	reason := strings.TrimPrefix(err.Error(), "biregister: ")
 	switch {
 	case errors.Is(err, biregister.ErrInvalidArgument):
-		fmt.Fprintf(stderr, "biregister: %s\n", reason)
+		complain(stderr, "biregister: %s", reason)
 		return 2
 	case errors.Is(err, context.DeadlineExceeded):
-		fmt.Fprintf(stderr, "biregister: no answer from etcd at %s within %v (is it up? are -endpoints and the TLS flags right?): %s\n",
+		complain(stderr, "biregister: no answer from etcd at %s within %v (is it up? are -endpoints and the TLS flags right?): %s",
 			strings.Join(endpoints, ","), timeout, reason)
 	default:
-		fmt.Fprintf(stderr, "biregister: etcd at %s: %s\n", strings.Join(endpoints, ","), reason)
+		complain(stderr, "biregister: etcd at %s: %s", strings.Join(endpoints, ","), reason)
 	}
 	return 1
 }
@@ -288,73 +296,4 @@ func newTLSConfig(o *options) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
-}
-
-// watch prints the table, then every change, until ctx ends.
-func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
-	changes := w.Changes()
-	// Changes starts with the members present at start, as PUTs at the
-	// listing's revision, which the table shows. The watcher puts a change
-	// in its cache before it delivers it, so the table read after the first
-	// change shows every change up to that one's revision: those are not
-	// printed again, whether they wait in the channel or, in a big group, in
-	// the watcher's queue behind it. A change made between the two may still
-	// be printed after a table that shows it, but none goes missing.
-	shown := int64(-1)
-	select {
-	case c := <-changes:
-		shown = c.Revision
-	default:
-	}
-	members := w.Members()
-	printGroup(out, members, w.Status().Revision)
-	leader := leaderOf(members)
-	for {
-		select {
-		case <-ctx.Done():
-			return 0
-		case c, ok := <-changes:
-			if !ok {
-				return 1 // only Close closes it, and that comes after return
-			}
-			if c.Op != biregister.OpResync && c.Revision <= shown {
-				continue
-			}
-			now := time.Now().Format("2006-01-02T15:04:05.000Z07:00")
-			if c.Op == biregister.OpResync {
-				fmt.Fprintf(out, "%s %-6s rev %d: changes came too fast, the members are now:\n", now, c.Op, c.Revision)
-				members := w.Members()
-				printGroup(out, members, c.Revision)
-				leader = leaderOf(members)
-				continue
-			}
-			fmt.Fprintf(out, "%s %-6s %s %s rev %d\n", now, c.Op, quote(c.Name), quote(c.Value), c.Revision)
-			if name, _ := w.GetLeader(); name != leader {
-				// The line and what it is compared with next come from one
-				// read: the leader may have moved again since GetLeader.
-				members := w.Members()
-				leader = leaderOf(members)
-				printLeader(out, now, members, c.Revision)
-			}
-		}
-	}
-}
-
-// leaderOf returns the name of the oldest of members, or "" for none.
-func leaderOf(members []biregister.Member) string {
-	if len(members) == 0 {
-		return ""
-	}
-	return members[0].Name
-}
-
-// printLeader prints a line on a new leader of the group: the oldest of
-// members, read at revision.
-func printLeader(out io.Writer, now string, members []biregister.Member, revision int64) {
-	if len(members) == 0 {
-		fmt.Fprintf(out, "%s %-6s none: the group is empty\n", now, "LEADER")
-		return
-	}
-	m := members[0]
-	fmt.Fprintf(out, "%s %-6s %s term %d, registered %s\n", now, "LEADER", quote(m.Name), m.CreateRevision, age(m, revision))
 }

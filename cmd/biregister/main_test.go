@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/benchutil"
 	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/leakcheck"
 	"github.com/biregister/biregister/internal/syncbuf"
@@ -78,8 +80,14 @@ func withoutAge(rows [][]string) [][]string {
 // waitOutput polls buf until it matches re.
 func waitOutput(t *testing.T, buf *syncbuf.Buffer, re string) {
 	t.Helper()
+	waitOutputFor(t, waitFor, buf, re)
+}
+
+// waitOutputFor polls buf until it matches re, for up to d.
+func waitOutputFor(t *testing.T, d time.Duration, buf *syncbuf.Buffer, re string) {
+	t.Helper()
 	pattern := regexp.MustCompile(re)
-	deadline := time.NewTimer(waitFor)
+	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -163,13 +171,8 @@ func TestWatch(t *testing.T) {
 	_, err := cluster.Client(t).Txn(context.Background()).Then(bulk...).Commit()
 	require.NoError(t, err)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var out, errOut syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"watch", "-endpoints", strings.Join(eps, ","), "/svc/w"}, &out, &errOut)
-	}()
+	stop := runInBackground(t, []string{"watch", "-endpoints", strings.Join(eps, ","), "/svc/w"}, &out, &errOut)
 	waitOutput(t, &out, `(?m)^\*\s+old\s+1\.1\.1\.1:1\s+\d+\s+\d+$`)
 
 	_, err = cluster.Client(t).Put(context.Background(), "/svc/w/new", "2.2.2.2:2")
@@ -180,7 +183,7 @@ func TestWatch(t *testing.T) {
 	// The bulk members share one create revision: the first by name leads.
 	waitOutput(t, &out, `(?m)^\S+ LEADER bulk000 term \d+, registered \d+ revisions ago$`)
 
-	stopWatch(t, cancel, done)
+	stop()
 	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errOut.String())
 	assert.NotRegexp(t, `PUT +(old|bulk)`, out.String(), "the members present at start are in the table, not repeated as changes")
 	assert.Empty(t, errOut.String())
@@ -280,6 +283,9 @@ func TestTLSFlags(t *testing.T) {
 	}
 }
 
+// TestAuth reads a group from an etcd with authentication, with the user
+// and password from flags and etcdctl's variables, each flag winning over
+// its variable.
 func TestAuth(t *testing.T) {
 	cluster := setup(t, true)
 	ctx := context.Background()
@@ -296,59 +302,57 @@ func TestAuth(t *testing.T) {
 	require.NoError(t, err)
 	ep := strings.Join(cluster.Endpoints(), ",")
 
-	code, out, _ := runCmd(t, "members", "-endpoints", ep, "-user", "root:s3cret", "/svc/auth/")
-	require.Equal(t, 0, code)
-	assert.Equal(t, []string{"*", "m", "v"}, rows(out)[1][:3])
-
-	t.Setenv("ETCDCTL_PASSWORD", "s3cret")
-	code, _, _ = runCmd(t, "members", "-endpoints", ep, "-user", "root", "/svc/auth/")
-	assert.Equal(t, 0, code, "password from ETCDCTL_PASSWORD")
-
-	code, _, stderr := runCmd(t, "members", "-endpoints", ep, "-user", "root:s3cret", "/svc/auth/")
-	assert.Equal(t, 2, code, "password given twice")
-	assert.NotContains(t, stderr, "s3cret")
-
-	t.Setenv("ETCDCTL_PASSWORD", "")
-	code, _, stderr = runCmd(t, "members", "-endpoints", ep, "-user", "root:wr0ng", "-timeout", "2s", "/svc/auth/")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "authentication failed")
-	assert.NotContains(t, stderr, "wr0ng")
-
-	code, _, stderr = runCmd(t, "members", "-endpoints", ep, "-password", "s3cret", "/svc/auth/")
-	assert.Equal(t, 2, code)
-	assert.Contains(t, stderr, "needs a user name")
-	assert.NotContains(t, stderr, "s3cret")
-}
-
-// fakeWatcher feeds watch changes that a real etcd cannot be made to produce
-// on demand: a RESYNC needs 10000 changes to pile up unread.
-type fakeWatcher struct {
-	biregister.Watcher // nil: calling anything not overridden panics
-	changes            chan biregister.Change
-	members            []biregister.Member
-}
-
-func (f *fakeWatcher) Changes() <-chan biregister.Change { return f.changes }
-func (f *fakeWatcher) Members() []biregister.Member      { return f.members }
-func (f *fakeWatcher) Status() biregister.Status         { return biregister.Status{Revision: 7} }
-func (f *fakeWatcher) GetLeader() (string, string)       { return f.members[0].Name, f.members[0].Value }
-
-func TestWatchResync(t *testing.T) {
-	leakcheck.VerifyNoLeaks(t)
-	f := &fakeWatcher{changes: make(chan biregister.Change, 10), members: []biregister.Member{{Name: "a", Value: "1", CreateRevision: 5}}}
-	f.changes <- biregister.Change{Op: biregister.OpPut, Name: "a", Value: "1", Revision: 7} // present at start
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() { done <- watch(ctx, f, &out) }()
-	waitOutput(t, &out, `(?m)^1 members at revision 7; leader a, term 5, registered 2 revisions ago\n.*\n\*\s+a\s+1\s+5\s+2\n$`)
-
-	f.changes <- biregister.Change{Op: biregister.OpResync, Revision: 9}
-	waitOutput(t, &out, `(?m)^\S+ RESYNC rev 9: changes came too fast, the members are now:\n1 members at revision 9; leader a, term 5, registered 4 revisions ago\nLEADER +NAME +VALUE +CREATE-REVISION +AGE-REVISIONS\n\*\s+a\s+1\s+5\s+4\n$`)
-	stopWatch(t, cancel, done)
-	assert.Equal(t, 2, strings.Count(out.String(), "LEADER "))
-	assert.NotContains(t, out.String(), "PUT")
+	const noPassword = "has no password, and biregister does not ask for one: give it with -password, in ETCDCTL_PASSWORD, or as "
+	for _, tc := range []struct {
+		flags          []string
+		user, password string // ETCDCTL_USER, ETCDCTL_PASSWORD
+		code           int
+		stderrHas      string
+	}{
+		{flags: []string{"-user", "root:s3cret"}},
+		{flags: []string{"-user", "root", "-password", "s3cret"}},
+		{flags: []string{"-user", "root"}, password: "s3cret"},
+		{user: "root:s3cret"},
+		{user: "root", password: "s3cret"},
+		{flags: []string{"-password", "s3cret"}, user: "root"},
+		// A flag wins over its variable.
+		{flags: []string{"-password", "s3cret"}, user: "root:wr0ng"},
+		{flags: []string{"-user", "root:s3cret"}, password: "wr0ng"},
+		{flags: []string{"-user", "root:s3cret"}, user: "other:wr0ng"},
+		{flags: []string{"-password", "s3cret"}, user: "root:wr0ng", password: "wr0ng"},
+		{flags: []string{"-user", "root"}, user: "root:s3cret", code: 2, stderrHas: "-user root " + noPassword + "-user root:password"},
+		// Twice on one level.
+		{flags: []string{"-user", "root:s3cret", "-password", "s3cret"}, code: 2,
+			stderrHas: "the password is given twice: in -user name:password and in -password"},
+		{user: "root:s3cret", password: "s3cret", code: 2,
+			stderrHas: "the password is given twice: in ETCDCTL_USER=name:password and in ETCDCTL_PASSWORD"},
+		// Half a pair.
+		{flags: []string{"-user", "root"}, code: 2, stderrHas: "-user root " + noPassword + "-user root:password"},
+		{flags: []string{"-user", "root:"}, code: 2, stderrHas: "-user root " + noPassword},
+		{user: "root", code: 2, stderrHas: "ETCDCTL_USER=root " + noPassword + "ETCDCTL_USER=root:password"},
+		{flags: []string{"-password", "s3cret"}, code: 2, stderrHas: "a password needs a user name"},
+		{password: "s3cret", code: 2, stderrHas: "a password needs a user name"},
+		{flags: []string{"-user", ":s3cret"}, code: 2, stderrHas: "no user name in -user name:password"},
+		{user: ":s3cret", code: 2, stderrHas: "no user name in ETCDCTL_USER=name:password"},
+		// etcd says no.
+		{flags: []string{"-user", "root:wr0ng"}, code: 1, stderrHas: "authentication failed"},
+		{user: "root", password: "wr0ng", code: 1, stderrHas: "authentication failed"},
+	} {
+		t.Setenv("ETCDCTL_USER", tc.user)
+		t.Setenv("ETCDCTL_PASSWORD", tc.password)
+		args := append(append([]string{"members", "-endpoints", ep, "-timeout", "2s"}, tc.flags...), "/svc/auth/")
+		code, out, stderr := runCmd(t, args...)
+		what := fmt.Sprintf("%q ETCDCTL_USER=%q ETCDCTL_PASSWORD=%q", tc.flags, tc.user, tc.password)
+		if assert.Equal(t, tc.code, code, what) && code == 0 {
+			assert.Equal(t, []string{"*", "m", "v"}, rows(out)[1][:3], what)
+		}
+		assert.Contains(t, stderr, tc.stderrHas, what)
+		assert.NotContains(t, stderr, "s3cret", what)
+		assert.NotContains(t, stderr, "wr0ng", what)
+		if code == 2 {
+			assert.Empty(t, out, what)
+		}
+	}
 }
 
 // TestMutualTLS reads a group from an etcd that requires client
@@ -372,15 +376,50 @@ func TestMutualTLS(t *testing.T) {
 	assert.Contains(t, errOut, "tls")
 }
 
-// stopWatch cancels a watch command's context and requires it to return 0,
-// its exit code, on done.
-func stopWatch(t *testing.T, cancel context.CancelFunc, done <-chan int) {
-	t.Helper()
-	cancel()
-	select {
-	case code := <-done:
-		assert.Equal(t, 0, code)
-	case <-time.After(waitFor):
-		t.Fatal("watch did not return after cancel")
+// inBackground runs f until the stop it returns, which cancels f's context
+// and requires f to return 0, as a watch does when interrupted.
+func inBackground(t *testing.T, f func(ctx context.Context) int) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan int, 1)
+	go func() { done <- f(ctx) }()
+	return func() {
+		t.Helper()
+		cancel()
+		select {
+		case code := <-done:
+			assert.Equal(t, 0, code)
+		case <-time.After(waitFor):
+			t.Fatal("watch did not return after cancel")
+		}
 	}
+}
+
+// runInBackground runs the command with args until stop (see
+// inBackground).
+func runInBackground(t *testing.T, args []string, stdout, stderr io.Writer) (stop func()) {
+	return inBackground(t, func(ctx context.Context) int { return run(ctx, args, stdout, stderr) })
+}
+
+// watchInBackground runs watch on a new Watcher of prefix, made with opts,
+// until stop (see inBackground); out takes what it prints.
+func watchInBackground(t *testing.T, cluster *etcdtest.Cluster, prefix string, out io.Writer, opts ...biregister.Option) (
+	w biregister.Watcher, stop func(),
+) {
+	w, err := biregister.NewWatcher(cluster.Endpoints(), prefix, 5, opts...)
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	return w, inBackground(t, func(ctx context.Context) int { return watch(ctx, w, out) })
+}
+
+// fill writes n members under prefix, perRequest in a transaction, one
+// transaction after the other: m0 to m<n-1>, all as wide, each valued "v".
+// It returns their keys.
+func fill(t *testing.T, cli *clientv3.Client, prefix string, n, perRequest int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%sm%0*d", prefix, len(strconv.Itoa(n-1)), i)
+	}
+	require.NoError(t, benchutil.Populate(context.Background(), cli, keys, func(int) string { return "v" }, perRequest, 1))
+	return keys
 }

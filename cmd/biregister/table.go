@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/biregister/biregister"
@@ -17,6 +15,11 @@ import (
 
 // columnGap is the room between two columns.
 const columnGap = 2
+
+// alignedRunes is the widest field that widens its column: a longer one, a
+// value of megabytes say, runs over into its own row's next columns rather
+// than pad every row by as much.
+const alignedRunes = 80
 
 // printGroup prints a line on the group, read at revision — its size, its
 // leader and the leader's term (the create revision of its registration) —
@@ -27,22 +30,23 @@ func printGroup(out io.Writer, members []biregister.Member, revision int64) {
 	} else {
 		leader := members[0]
 		fmt.Fprintf(out, "%d members at revision %d; leader %s, term %d, registered %s\n",
-			len(members), revision, quote(leader.Name), leader.CreateRevision, age(leader, revision))
+			len(members), revision, quote(leader.Name), leader.CreateRevision, age(leader.CreateRevision, revision))
 	}
 	printTable(out, members, revision)
 }
 
-// age says how long ago m registered, in revisions of etcd: etcd keeps no
-// time of day with a key.
-func age(m biregister.Member, revision int64) string {
-	return strconv.FormatInt(max(revision-m.CreateRevision, 0), 10) + " revisions ago"
+// age says how long before revision a member created at created
+// registered, in revisions of etcd: etcd keeps no time of day with a key.
+func age(created, revision int64) string {
+	return strconv.FormatInt(max(revision-created, 0), 10) + " revisions ago"
 }
 
 // printTable prints members, read at revision, oldest first, the leader
 // marked, with how many revisions ago each registered. Its columns are
-// aligned as text/tabwriter aligns them, and it writes a million rows in a
-// tenth of tabwriter's time: each column's width is found in one pass, and
-// each row is written in one piece.
+// aligned as text/tabwriter aligns them, but for fields wider than
+// alignedRunes, and it writes a million rows in a tenth of tabwriter's
+// time: each column's width is found in one pass, and each row is written
+// in one piece.
 func printTable(out io.Writer, members []biregister.Member, revision int64) {
 	header := [5]string{"LEADER", "NAME", "VALUE", "CREATE-REVISION", "AGE-REVISIONS"}
 	names := make([]string, len(members))
@@ -50,14 +54,14 @@ func printTable(out io.Writer, members []biregister.Member, revision int64) {
 	width := [4]int{runes(header[0]), runes(header[1]), runes(header[2]), runes(header[3])}
 	for i, m := range members {
 		names[i], values[i] = quote(m.Name), quote(m.Value)
-		width[1] = max(width[1], runes(names[i]))
-		width[2] = max(width[2], runes(values[i]))
+		width[1] = widen(width[1], runes(names[i]))
+		width[2] = widen(width[2], runes(values[i]))
 		width[3] = max(width[3], len(strconv.FormatInt(m.CreateRevision, 10)))
 	}
 	w := bufio.NewWriterSize(out, 64<<10)
 	var line []byte
 	pad := func(written, column int) {
-		for range width[column] + columnGap - written {
+		for range max(width[column]-written, 0) + columnGap {
 			line = append(line, ' ')
 		}
 	}
@@ -87,6 +91,15 @@ func printTable(out io.Writer, members []biregister.Member, revision int64) {
 	w.Flush()
 }
 
+// widen returns the width of a column that has a field of n characters
+// besides those of width.
+func widen(width, n int) int {
+	if n > alignedRunes {
+		return width
+	}
+	return max(width, n)
+}
+
 // runes returns how many characters s has, as text/tabwriter counts them.
 func runes(s string) int {
 	for i := 0; i < len(s); i++ {
@@ -95,26 +108,4 @@ func runes(s string) int {
 		}
 	}
 	return len(s)
-}
-
-// quote returns s as is when it reads unambiguously as one field of a line,
-// and Go-quoted otherwise: empty, or with blanks or control characters that
-// would break the columns or the line.
-func quote(s string) string {
-	if s == "" || s[0] == '"' || !plain(s) {
-		return strconv.Quote(s)
-	}
-	return s
-}
-
-// plain reports whether s has no blank and no character that does not
-// print. Printable ASCII, what names and addresses are made of, is checked
-// byte by byte: a million-member table quotes two million fields.
-func plain(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f {
-			return strings.IndexFunc(s[i:], func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) < 0
-		}
-	}
-	return true
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"text/tabwriter"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 
@@ -47,18 +48,18 @@ func TestPrintTableAsTabwriter(t *testing.T) {
 
 // quote quotes exactly the fields that would break a line or its columns,
 // as it did before its ASCII fast path: empty, a leading quote, blanks and
-// characters that do not print, ASCII or not.
+// characters that do not print, ASCII or not, and bytes that are not UTF-8.
 func TestQuote(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	slow := func(s string) string {
 		odd := strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
-		if s == "" || odd >= 0 || s[0] == '"' {
+		if s == "" || odd >= 0 || s[0] == '"' || !utf8.ValidString(s) {
 			return strconv.Quote(s)
 		}
 		return s
 	}
 	for _, s := range []string{"", "a", "10.0.0.1:80", "with blank", "tab\there", `"x`, `x"`, "名前", "é", "bell\a",
-		"nbsp\u00a0", "del\x7f", "bad\xff", "em\u2003space", "zero\u200bwidth", "ok-ÿ"} {
+		"nbsp\u00a0", "del\x7f", "bad\xff", "csi\x9b", "csi\u009b", "ok-\ufffd", "em\u2003space", "zero\u200bwidth", "ok-ÿ"} {
 		assert.Equal(t, slow(s), quote(s), "%q", s)
 	}
 }
