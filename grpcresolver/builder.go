@@ -43,12 +43,15 @@ func NewBuilder(w biregister.Watcher, opts ...Option) resolver.Builder {
 			opt(b)
 		}
 	}
+	b.group = &group{w: w, logger: b.logger, served: new(list)}
 	return b
 }
 
+// builder is set up by NewBuilder and never changes after.
 type builder struct {
 	w      biregister.Watcher
 	logger *slog.Logger
+	group  *group // shared by the resolvers it builds
 }
 
 func (b *builder) Scheme() string { return Scheme }
@@ -63,6 +66,7 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	}
 	r := &watchResolver{
 		w:      b.w,
+		g:      b.group,
 		cc:     cc,
 		logger: b.logger.With("target", target.String()),
 		stop:   make(chan struct{}),
