@@ -34,8 +34,11 @@ func WithLogger(l *slog.Logger) Option {
 //
 // One Builder serves any number of clients; each gets a resolver with one
 // goroutine, which follows w until the client closes it or w closes. The
-// resolvers only read w's cache and never take anything from w.Changes,
-// which stays the caller's. Close w after the clients that use it.
+// resolvers only read w's views and never take anything from w.Changes,
+// which stays the caller's. They share their work and the last list they
+// served, which a resolver built while the group reads empty starts from
+// (see the package documentation): give the clients of one Watcher one
+// Builder. Close w after the clients that use it.
 func NewBuilder(w biregister.Watcher, opts ...Option) resolver.Builder {
 	b := &builder{w: w, logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {

@@ -21,7 +21,8 @@ import (
 // ParseEndpoint, so that registration and resolution always agree.
 type Endpoint struct {
 	// Addr is the host:port clients connect to, e.g. "10.0.0.1:8080" or
-	// "[::1]:8080". The port is a number.
+	// "[::1]:8080". The port is a number. ParseEndpoint returns it in its
+	// normal form (see the package documentation).
 	Addr string `json:"addr"`
 	// Metadata is attached to the resolved endpoint; read it with Metadata.
 	Metadata map[string]string `json:"metadata,omitempty"`

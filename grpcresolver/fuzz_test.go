@@ -352,7 +352,7 @@ func fuzzChanges(t *testing.T, client *clientv3.Client, prefix string, in *fuzzb
 }
 
 // waitView waits until w's view reflects revision rev.
-func waitView(t *testing.T, w biregister.Watcher, rev int64) {
+func waitView(t testing.TB, w biregister.Watcher, rev int64) {
 	t.Helper()
 	deadline := time.After(eventTimeout)
 	for v := w.View(); v.Revision() < rev; v = w.View() {

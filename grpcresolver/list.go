@@ -24,17 +24,26 @@ type list struct {
 
 func (l *list) len() int { return len(l.places) }
 
-// resolverState returns l as the State gRPC takes.
+// resolverState returns l as the State gRPC takes. Its slices end where
+// their arrays do: the next list may append to them (see edit).
 func (l *list) resolverState() resolver.State {
-	return resolver.State{Endpoints: l.endpoints, Addresses: l.addresses}
+	return resolver.State{Endpoints: slices.Clip(l.endpoints), Addresses: slices.Clip(l.addresses)}
 }
 
 // edit returns the list l becomes without the endpoints of the places
 // removed and with added, each sorted by place, and the range of positions
 // between the first change and the last: before and after it, a list as
-// long as l holds what l holds. gRPC takes a whole list, so the new one is
-// a copy, made of the runs of l between the changes.
+// long as l holds what l holds. Members that join after the youngest, the
+// most common change, are appended in the room the arrays have: only the
+// current list is ever edited, so nothing else writes there. Otherwise
+// gRPC, which takes a whole list, gets a copy, made of the runs of l
+// between the changes.
 func (l *list) edit(removed []place, added []*holder) (next *list, lo, hi int) {
+	if len(removed) == 0 && (l.len() == 0 || l.places[l.len()-1].compare(added[0].place) < 0) {
+		next = &list{places: l.places, endpoints: l.endpoints, addresses: l.addresses}
+		next.add(added...)
+		return next, l.len(), next.len()
+	}
 	n := l.len() - len(removed) + len(added)
 	next = &list{
 		places:    make([]place, 0, n),
@@ -47,6 +56,9 @@ func (l *list) edit(removed []place, added []*holder) (next *list, lo, hi int) {
 		next.endpoints = append(next.endpoints, l.endpoints[from:to]...)
 		next.addresses = append(next.addresses, l.addresses[from:to]...)
 		from = to
+		if lo < 0 {
+			lo = next.len()
+		}
 	}
 	search := func(p place) int {
 		at, _ := slices.BinarySearchFunc(l.places[from:], p, place.compare)
@@ -54,27 +66,30 @@ func (l *list) edit(removed []place, added []*holder) (next *list, lo, hi int) {
 	}
 	lo = -1
 	for len(removed) > 0 || len(added) > 0 {
-		if lo < 0 {
-			lo = len(next.places)
-		}
 		// An endpoint added in the place of one removed goes first, and
 		// the removed one is skipped right after.
 		if len(added) > 0 && (len(removed) == 0 || added[0].place.compare(removed[0]) <= 0) {
-			h := added[0]
+			copyTo(search(added[0].place))
+			next.add(added[0])
 			added = added[1:]
-			copyTo(search(h.place))
-			next.places = append(next.places, h.place)
-			next.endpoints = append(next.endpoints, h.resolved)
-			next.addresses = append(next.addresses, h.resolved.Addresses[0])
 			continue
 		}
 		copyTo(search(removed[0]))
 		from++
 		removed = removed[1:]
 	}
-	hi = len(next.places)
+	hi = next.len()
 	copyTo(l.len())
-	return next, max(lo, 0), hi
+	return next, lo, hi
+}
+
+// add appends the endpoints of holders.
+func (l *list) add(holders ...*holder) {
+	for _, h := range holders {
+		l.places = append(l.places, h.place)
+		l.endpoints = append(l.endpoints, h.resolved)
+		l.addresses = append(l.addresses, h.resolved.Addresses[0])
+	}
 }
 
 // sameEndpoints reports whether a and b resolve alike.
