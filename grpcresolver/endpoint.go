@@ -151,8 +151,3 @@ func (e Endpoint) resolverEndpoint() resolver.Endpoint {
 	}
 	return re
 }
-
-// equal reports whether e and o resolve to the same gRPC endpoint.
-func (e Endpoint) equal(o Endpoint) bool {
-	return e.Addr == o.Addr && maps.Equal(e.Metadata, o.Metadata)
-}

@@ -42,8 +42,7 @@ type state struct {
 // holder is a member whose value is a usable endpoint.
 type holder struct {
 	place    place
-	endpoint Endpoint
-	resolved resolver.Endpoint // endpoint as gRPC takes it, built once
+	resolved resolver.Endpoint // built once, when the value is parsed
 }
 
 // place is a member's place in the group's order: oldest first, by create
@@ -108,7 +107,7 @@ func (g *group) advance(v biregister.View) {
 	var added []*holder
 	for addr, was := range firstBefore {
 		now := first(g.byAddr[addr])
-		if was != nil && now != nil && was.place == now.place && was.endpoint.equal(now.endpoint) {
+		if was != nil && now != nil && was.place == now.place && sameEndpoint(was.resolved, now.resolved) {
 			continue
 		}
 		if was != nil {
@@ -172,7 +171,7 @@ func (g *group) add(m biregister.Member, touch func(addr string)) {
 	}
 	holders := g.byAddr[e.Addr]
 	i, _ := slices.BinarySearchFunc(holders, placeOf(m), holderAt)
-	g.byAddr[e.Addr] = slices.Insert(holders, i, holder{place: placeOf(m), endpoint: e, resolved: e.resolverEndpoint()})
+	g.byAddr[e.Addr] = slices.Insert(holders, i, holder{place: placeOf(m), resolved: e.resolverEndpoint()})
 }
 
 func holderAt(h holder, p place) int { return h.place.compare(p) }

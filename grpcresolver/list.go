@@ -93,8 +93,10 @@ func (l *list) add(holders ...*holder) {
 }
 
 // sameEndpoints reports whether a and b resolve alike.
-func sameEndpoints(a, b []resolver.Endpoint) bool {
-	return slices.EqualFunc(a, b, func(x, y resolver.Endpoint) bool {
-		return x.Addresses[0].Addr == y.Addresses[0].Addr && x.Attributes.Equal(y.Attributes)
-	})
+func sameEndpoints(a, b []resolver.Endpoint) bool { return slices.EqualFunc(a, b, sameEndpoint) }
+
+// sameEndpoint reports whether x and y, endpoints of one address each,
+// resolve alike.
+func sameEndpoint(x, y resolver.Endpoint) bool {
+	return x.Addresses[0].Addr == y.Addresses[0].Addr && x.Attributes.Equal(y.Attributes)
 }
