@@ -189,6 +189,15 @@ func TestResolverState(t *testing.T) {
 	}, rec.nextEndpoints(t))
 	assert.Contains(t, logs.String(), "name=m1 value=rubbish")
 	assert.Equal(t, 1, strings.Count(logs.String(), "value=garbage"), logs.String())
+
+	// A member whose value becomes usable takes its own place, before
+	// younger ones.
+	g.put("m1", "10.0.0.3:3")
+	assert.Equal(t, []Endpoint{
+		{Addr: "10.0.0.3:3"},
+		{Addr: "10.0.0.2:2", Metadata: map[string]string{"zone": "b"}},
+		{Addr: "10.0.0.1:1"},
+	}, rec.nextEndpoints(t))
 }
 
 // TestResolverRebuildsOnlyWhatChanged checks that the resolvers of one
@@ -229,14 +238,26 @@ func TestResolverRebuildsOnlyWhatChanged(t *testing.T) {
 		states[i] = s
 	}
 	g.seen(rev)
-	g.put("m100", "10.0.0.100:80")
-	for i, rec := range recs {
-		s := rec.nextState(t)
-		require.Len(t, s.Endpoints, n+1)
-		for j := range n {
-			assert.Same(t, &states[i].Endpoints[j].Addresses[0], &s.Endpoints[j].Addresses[0], "endpoint %d built again", j)
+	// Joins, appended; a load-balancing policy may append to what it is
+	// given, and the next join must not write there.
+	own := Endpoint{Addr: "10.9.9.9:9"}.resolverEndpoint()
+	var kept []resolver.Endpoint
+	for k := range 2 {
+		g.seen(g.put(fmt.Sprintf("m%03d", n+k), fmt.Sprintf("10.0.1.%d:80", k)))
+		for i, rec := range recs {
+			s := rec.nextState(t)
+			require.Len(t, s.Endpoints, n+k+1)
+			assert.Equal(t, fmt.Sprintf("10.0.1.%d:80", k), s.Endpoints[n+k].Addresses[0].Addr)
+			for j := range n + k {
+				assert.Same(t, &states[i].Endpoints[j].Addresses[0], &s.Endpoints[j].Addresses[0], "endpoint %d built again", j)
+			}
+			states[i] = s
+		}
+		if k == 0 {
+			kept = append(states[0].Endpoints, own)
 		}
 	}
+	assert.Same(t, &own.Addresses[0], &kept[n+1].Addresses[0], "a join overwrote what a policy appended")
 	assert.Equal(t, 1, strings.Count(logs.String(), "value=garbage"), logs.String())
 }
 
