@@ -34,8 +34,11 @@ func WithLogger(l *slog.Logger) Option {
 //
 // One Builder serves any number of clients; each gets a resolver with one
 // goroutine, which follows w until the client closes it or w closes. The
-// resolvers only read w's cache and never take anything from w.Changes,
-// which stays the caller's. Close w after the clients that use it.
+// resolvers only read w's views and never take anything from w.Changes,
+// which stays the caller's. They share their work and the last list they
+// served, which a resolver built while the group reads empty starts from
+// (see the package documentation): give the clients of one Watcher one
+// Builder. Close w after the clients that use it.
 func NewBuilder(w biregister.Watcher, opts ...Option) resolver.Builder {
 	b := &builder{w: w, logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
@@ -43,12 +46,15 @@ func NewBuilder(w biregister.Watcher, opts ...Option) resolver.Builder {
 			opt(b)
 		}
 	}
+	b.group = &group{w: w, logger: b.logger, served: new(list)}
 	return b
 }
 
+// builder is set up by NewBuilder and never changes after.
 type builder struct {
 	w      biregister.Watcher
 	logger *slog.Logger
+	group  *group // shared by the resolvers it builds
 }
 
 func (b *builder) Scheme() string { return Scheme }
@@ -63,6 +69,7 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	}
 	r := &watchResolver{
 		w:      b.w,
+		g:      b.group,
 		cc:     cc,
 		logger: b.logger.With("target", target.String()),
 		stop:   make(chan struct{}),

@@ -42,8 +42,36 @@
 //
 // Metadata is attached to the resolved [resolver.Endpoint], where a
 // load-balancing policy reads it with [Metadata]. A value that is neither
-// form is skipped, and logged through the [WithLogger] logger; it never
-// affects the other members. Two members with the same address count once.
+// form is skipped, and logged once through the [WithLogger] logger; it
+// never affects the other members.
+//
+// Two members with the same address count once, as the older of them: a
+// restarted server may be registered twice until its old lease expires.
+// When the older one leaves, the younger one's endpoint takes its place.
+// Addresses are compared in a normal form, which [ParseEndpoint] returns
+// and gRPC dials, so that one server never counts twice for two spellings
+// of its address: the port in decimal without leading zeros ("0080" is
+// "80"), an IP address as [net/netip] writes it (IPv6 compressed and in
+// lower case, "[0:0::1]" is "[::1]"; an IPv4-mapped IPv6 address as the
+// IPv4 address, which is what Go dials; a zone as it is, since interface
+// names have a case), and any other host, a DNS name, in lower case, ASCII
+// letters only (DNS compares no others). A trailing dot is kept: a name
+// with one is absolute, and without may be looked up in other domains.
+//
+// # Cost
+//
+// The resolvers of one Builder share their work: they follow one Watcher,
+// so the first of them to see a new view works out the list for all, from
+// what changed since the view before ([biregister.View.Diff]). A view in
+// which nothing the resolvers serve changed (a progress notification, a
+// key under the prefix that is not a member, a value rewritten as it was)
+// costs a comparison and reaches no gRPC client. A change parses only the
+// values it changes, and each member's endpoint is built once. Members
+// that join after the youngest are appended; any other change copies the
+// list once, since gRPC takes a whole list (its Endpoints, and its
+// Addresses for load-balancing policies that read no Endpoints, such as
+// those built on gRPC's balancer/base), and every client is handed that
+// one copy.
 //
 // # Outages and empty groups
 //
@@ -68,4 +96,12 @@
 // When the Watcher closes, the resolver reports an error and stops
 // following it; the client keeps its last addresses. Close the Watcher
 // after the clients that use it.
+//
+// A channel that has made no call for a while (gRPC's idle timeout, 30
+// minutes by default) closes its resolver, and builds a new one from the
+// same Builder when it wakes. A Builder keeps the last non-empty list its
+// resolvers served, and a resolver that starts while the group reads empty,
+// or once the Watcher closed, gives it to gRPC before it reports the error:
+// a client that goes idle keeps calling the servers it knew, as one that
+// stays busy does.
 package grpcresolver

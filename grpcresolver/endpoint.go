@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"unicode"
@@ -20,7 +21,8 @@ import (
 // ParseEndpoint, so that registration and resolution always agree.
 type Endpoint struct {
 	// Addr is the host:port clients connect to, e.g. "10.0.0.1:8080" or
-	// "[::1]:8080". The port is a number.
+	// "[::1]:8080". The port is a number. ParseEndpoint returns it in its
+	// normal form (see the package documentation).
 	Addr string `json:"addr"`
 	// Metadata is attached to the resolved endpoint; read it with Metadata.
 	Metadata map[string]string `json:"metadata,omitempty"`
@@ -41,7 +43,9 @@ func (e Endpoint) String() string {
 // ParseEndpoint reads a member's value: a plain host:port, or a JSON object
 // whose "addr" is one and whose optional "metadata" maps strings to
 // strings. Surrounding white space is ignored, and so are unknown JSON
-// fields, so that servers can add some before clients know them.
+// fields, so that servers can add some before clients know them. The
+// address comes back in its normal form (see the package documentation),
+// so that two spellings of one server compare equal.
 func ParseEndpoint(value string) (Endpoint, error) {
 	v := strings.TrimSpace(value)
 	var e Endpoint
@@ -52,36 +56,68 @@ func ParseEndpoint(value string) (Endpoint, error) {
 	} else {
 		e.Addr = v
 	}
-	if err := checkAddr(e.Addr); err != nil {
+	addr, err := normalAddr(e.Addr)
+	if err != nil {
 		return Endpoint{}, err
 	}
+	e.Addr = addr
 	return e, nil
 }
 
-// checkAddr accepts a host:port with a non-empty host and a numeric port:
-// an empty host would make each client dial itself, and a value like
-// "garbage" or "name:value" must not become a connection that never works.
-// A host has no white space or control characters and does not start with
-// '{': String writes such an address as it is, and ParseEndpoint would read
-// it back trimmed, or as JSON.
-func checkAddr(addr string) error {
+// normalAddr returns addr in its normal form, or an error unless it is a
+// host:port with a non-empty host and a numeric port: an empty host would
+// make each client dial itself, and a value like "garbage" or "name:value"
+// must not become a connection that never works. A host has no white space
+// or control characters and does not start with '{': String writes such an
+// address as it is, and ParseEndpoint would read it back trimmed, or as
+// JSON.
+//
+// The normal form is what Go's dialer makes of the address: the port in
+// decimal without leading zeros, an IP address as netip writes it (IPv6
+// compressed and in lower case, an IPv4-mapped one as IPv4), and any other
+// host, a DNS name, in lower case (ASCII only: DNS compares no other
+// letters).
+func normalAddr(addr string) (string, error) {
 	if addr == "" {
-		return errors.New("grpcresolver: no address")
+		return "", errors.New("grpcresolver: no address")
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("grpcresolver: address %q is not host:port: %w", addr, err)
+		return "", fmt.Errorf("grpcresolver: address %q is not host:port: %w", addr, err)
 	}
 	if host == "" || strings.HasPrefix(host, "{") || strings.ContainsFunc(host, func(r rune) bool {
 		return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r)
 	}) {
-		return fmt.Errorf("grpcresolver: address %q has no valid host", addr)
+		return "", fmt.Errorf("grpcresolver: address %q has no valid host", addr)
 	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("grpcresolver: address %q has no valid port", addr)
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", fmt.Errorf("grpcresolver: address %q has no valid port", addr)
 	}
-	return nil
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	} else {
+		host = lowerASCII(host)
+	}
+	return net.JoinHostPort(host, strconv.FormatUint(n, 10)), nil
 }
+
+// lowerASCII returns s with its ASCII letters in lower case, and s itself
+// if it has none in upper case.
+func lowerASCII(s string) string {
+	if !strings.ContainsFunc(s, isUpperASCII) {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if isUpperASCII(rune(c)) {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+func isUpperASCII(r rune) bool { return 'A' <= r && r <= 'Z' }
 
 // Metadata returns the metadata of an endpoint resolved by this package, or
 // nil if it has none. The map is the caller's.
@@ -114,9 +150,4 @@ func (e Endpoint) resolverEndpoint() resolver.Endpoint {
 		re.Attributes = attributes.New(metadataKey{}, metadata(maps.Clone(e.Metadata)))
 	}
 	return re
-}
-
-// equal reports whether e and o resolve to the same gRPC endpoint.
-func (e Endpoint) equal(o Endpoint) bool {
-	return e.Addr == o.Addr && maps.Equal(e.Metadata, o.Metadata)
 }

@@ -23,6 +23,16 @@ func TestParseEndpoint(t *testing.T) {
 			Endpoint{Addr: "10.0.0.1:8080", Metadata: map[string]string{"zone": "a", "weight": "3"}}},
 		// Fields a newer server adds do not hide it from older clients.
 		{`{"addr":"10.0.0.1:8080","version":2}`, Endpoint{Addr: "10.0.0.1:8080"}},
+		// The normal form: one spelling for each address.
+		{"10.0.0.1:08080", Endpoint{Addr: "10.0.0.1:8080"}},
+		{`{"addr":"10.0.0.1:0080"}`, Endpoint{Addr: "10.0.0.1:80"}},
+		{"[0:0::1]:80", Endpoint{Addr: "[::1]:80"}},
+		{"[2001:DB8::0:1]:80", Endpoint{Addr: "[2001:db8::1]:80"}},
+		{"[::ffff:10.0.0.1]:80", Endpoint{Addr: "10.0.0.1:80"}},
+		{"[FE80::1%Eth0]:80", Endpoint{Addr: "[fe80::1%Eth0]:80"}},
+		{"API.Example.COM:443", Endpoint{Addr: "api.example.com:443"}},
+		{"[api.example.com]:443", Endpoint{Addr: "api.example.com:443"}},
+		{"Bücher.example:443", Endpoint{Addr: "bücher.example:443"}},
 	} {
 		got, err := ParseEndpoint(tc.value)
 		if assert.NoError(t, err, tc.value) {
@@ -40,6 +50,10 @@ func TestParseEndpointRejects(t *testing.T) {
 		"10.0.0.1:",
 		"10.0.0.1:http",
 		"10.0.0.1:70000",
+		"10.0.0.1:65536",
+		"10.0.0.1:+80",
+		"10.0.0.1:0x50",
+		"10.0.0.1:-1",
 		"gar bage:80",
 		"http://10.0.0.1:8080",
 		`{"addr":""}`,

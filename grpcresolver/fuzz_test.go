@@ -1,28 +1,39 @@
 // Fuzzing what comes from the group's members: endpoint values, parsed and
-// written back, and the resolver's update from any list of members.
+// written back, and the resolver following any changes to a group in a
+// real etcd.
 
 package grpcresolver
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unicode/utf8"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/fuzzbytes"
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
-// requireValidAddr fails t unless addr is what checkAddr documents: a
-// host:port, the host non-empty, the port a number that fits 16 bits.
-func requireValidAddr(t *testing.T, addr string) {
+// requireNormalAddr fails t unless addr is what normalAddr documents: a
+// host:port, the host non-empty, the port a number that fits 16 bits, in
+// its normal form.
+func requireNormalAddr(t *testing.T, addr string) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
@@ -31,10 +42,13 @@ func requireValidAddr(t *testing.T, addr string) {
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		t.Fatalf("accepted address %q has no valid port", addr)
 	}
+	if again, err := normalAddr(addr); err != nil || again != addr {
+		t.Fatalf("normal address %q reads back as %q (%v)", addr, again, err)
+	}
 }
 
 // requireRoundTrip fails t unless what e.String writes, ParseEndpoint reads
-// back as e.
+// back as e, its address in normal form.
 func requireRoundTrip(t *testing.T, e Endpoint) {
 	t.Helper()
 	s := e.String()
@@ -42,7 +56,9 @@ func requireRoundTrip(t *testing.T, e Endpoint) {
 	if err != nil {
 		t.Fatalf("ParseEndpoint(%q), the String of %#v: %v", s, e, err)
 	}
-	if !back.equal(e) {
+	want := e
+	want.Addr, _ = normalAddr(e.Addr)
+	if !equalEndpoint(back, want) {
 		t.Fatalf("%#v written as %q reads back as %#v", e, s, back)
 	}
 	if len(e.Metadata) == 0 && s != e.Addr {
@@ -51,8 +67,10 @@ func requireRoundTrip(t *testing.T, e Endpoint) {
 }
 
 // FuzzParseEndpoint parses any value: no panic; what it accepts has a
-// valid address, a plain value is its own address, and the endpoint's
-// String reads back as the same endpoint.
+// normal address, which for a plain value is the value's, its host's case
+// or IP spelling and its port's leading zeros aside; other spellings of
+// that address read as the same; and the endpoint's String reads back as
+// the same endpoint.
 func FuzzParseEndpoint(f *testing.F) {
 	// Seeds: testdata/fuzz/FuzzParseEndpoint.
 	f.Fuzz(func(t *testing.T, value string) {
@@ -60,12 +78,51 @@ func FuzzParseEndpoint(f *testing.F) {
 		if err != nil {
 			return
 		}
-		requireValidAddr(t, e.Addr)
-		if v := strings.TrimSpace(value); !strings.HasPrefix(v, "{") && (e.Addr != v || e.Metadata != nil) {
-			t.Fatalf("plain value %q read as %#v", value, e)
+		requireNormalAddr(t, e.Addr)
+		if v := strings.TrimSpace(value); !strings.HasPrefix(v, "{") {
+			if e.Metadata != nil || !sameAddr(v, e.Addr) {
+				t.Fatalf("plain value %q read as %#v", value, e)
+			}
 		}
 		requireRoundTrip(t, e)
+		host, port, _ := net.SplitHostPort(e.Addr)
+		before, zone, hasZone := strings.Cut(host, "%")
+		if hasZone {
+			zone = "%" + zone // a zone is an interface's name, which has a case
+		}
+		other := net.JoinHostPort(upperASCII(before)+zone, "0"+port)
+		if got, err := ParseEndpoint(other); err != nil || got.Addr != e.Addr {
+			t.Fatalf("%q, another spelling of %q, reads as %q (%v)", other, e.Addr, got.Addr, err)
+		}
 	})
+}
+
+// upperASCII returns s with its ASCII letters in upper case.
+func upperASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// sameAddr reports whether the normal address n is a, by the rules that
+// normalAddr documents.
+func sameAddr(a, n string) bool {
+	ah, ap, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	nh, np, _ := net.SplitHostPort(n)
+	if p, err := strconv.ParseUint(ap, 10, 16); err != nil || strconv.FormatUint(p, 10) != np {
+		return false
+	}
+	if ip, err := netip.ParseAddr(ah); err == nil {
+		return ip.Unmap().String() == nh
+	}
+	return len(ah) == len(nh) && strings.EqualFold(ah, nh)
 }
 
 // FuzzEndpointString writes any endpoint whose address ParseEndpoint
@@ -74,7 +131,7 @@ func FuzzParseEndpoint(f *testing.F) {
 func FuzzEndpointString(f *testing.F) {
 	// Seeds: testdata/fuzz/FuzzEndpointString.
 	f.Fuzz(func(t *testing.T, addr, key, value string) {
-		if checkAddr(addr) != nil {
+		if _, err := normalAddr(addr); err != nil {
 			return
 		}
 		e := Endpoint{Addr: addr}
@@ -93,9 +150,10 @@ func FuzzEndpointString(f *testing.F) {
 }
 
 // fuzzValues are member values the resolver gets: usable addresses, some
-// the same, JSON with and without metadata, and unusable ones.
+// the same, some spelt otherwise, JSON with and without metadata, and
+// unusable ones.
 var fuzzValues = []string{
-	"10.0.0.1:80", "10.0.0.2:80", " 10.0.0.1:80 ", "[::1]:80",
+	"10.0.0.1:80", "10.0.0.2:80", " 10.0.0.1:80 ", "[::1]:80", "10.0.0.1:080", "[::ffff:10.0.0.2]:80",
 	`{"addr":"10.0.0.1:80","metadata":{"zone":"a"}}`, `{"addr":"10.0.0.3:80","metadata":{"zone":"b"}}`,
 	`{"addr":"10.0.0.3:80"}`, "", "garbage", "10.0.0.1", `{"addr":`, "\xff\xfe:80",
 }
@@ -117,44 +175,70 @@ func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
 
 func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 
-// FuzzResolverUpdate gives the resolver any sequence of member lists, as
-// its Watcher's snapshots, and checks what gRPC is told after each: the
-// members' usable addresses, oldest first, each once, with their metadata;
-// nothing when they did not change; never an empty list, but one error
-// when no member is usable; and one warning per unusable value that is
-// new.
+// FuzzResolverUpdate writes any sequence of changes to a group in a real
+// etcd: members joining, changing their values, leaving, registering again,
+// and keys beside them that are not members. Now and then, a resolver
+// follows its Watcher's view, and what gRPC is told then is checked
+// against the group that one Get reads at that revision: the members'
+// usable addresses, oldest first, each once, with their metadata; nothing
+// when they did not change; never an empty list, but one error when no
+// member is usable; and one warning per unusable value that is new.
 func FuzzResolverUpdate(f *testing.F) {
+	cluster := etcdtest.Start(f, 1)
+	// The writes share a client, which connects at its first request:
+	// before the leak checks. Each Watcher has a client of its own, which
+	// its Close closes: the shared client's watch streams could outlive
+	// one input's leak check.
+	client := cluster.Client(f)
+	if _, err := client.Get(context.Background(), "/r/"); err != nil {
+		f.Fatal(err)
+	}
+	var inputs atomic.Int64
 	// Seeds: testdata/fuzz/FuzzResolverUpdate.
 	f.Fuzz(func(t *testing.T, data []byte) {
+		leakcheck.VerifyNoLeaks(t)
 		in := fuzzbytes.New(data)
+		ctx := context.Background()
+		prefix := fmt.Sprintf("/r/%06d/", inputs.Add(1))
+		w, err := biregister.NewWatcher(cluster.Endpoints(), prefix, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
 		rec := newRecorder()
 		var warnings atomic.Int64
-		r := &watchResolver{cc: rec, logger: slog.New(countingHandler{warnings: &warnings})}
-		var pushed []Endpoint       // what gRPC holds
-		reported := false           // the group's emptiness was reported since
-		prev := map[string]string{} // the previous list's values, by name
-		for step := 0; step < 50 && (step == 0 || !in.Empty()); step++ {
-			n := in.Intn(7)
+		logger := slog.New(countingHandler{warnings: &warnings})
+		b := NewBuilder(w, WithLogger(logger)).(*builder)
+		r := &watchResolver{w: w, g: b.group, cc: rec, logger: logger}
+
+		var pushed []Endpoint                  // what gRPC holds
+		reported := false                      // the group's emptiness was reported since
+		prev := map[string]biregister.Member{} // the group when the resolver last looked
+		for step := 0; step < 10 && (step == 0 || !in.Empty()); step++ {
+			rev := fuzzChanges(t, client, prefix, in)
+			if !in.Empty() && in.Bool(4) {
+				continue // the resolver looks at the next changes with these
+			}
+			waitView(t, w, rev)
+			resp, err := client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+			if err != nil {
+				t.Fatal(err)
+			}
 			var members []biregister.Member
+			for _, kv := range resp.Kvs {
+				if name := string(kv.Key[len(prefix):]); name != "" && !strings.Contains(name, "/") {
+					members = append(members, biregister.Member{Name: name, Value: string(kv.Value), CreateRevision: kv.CreateRevision})
+				}
+			}
+			slices.SortFunc(members, func(a, b biregister.Member) int {
+				return cmp.Or(cmp.Compare(a.CreateRevision, b.CreateRevision), cmp.Compare(a.Name, b.Name))
+			})
 			var want []Endpoint
-			seen, names := map[string]bool{}, map[string]bool{}
+			seen := map[string]bool{}
 			var newBad int64
-			for i := range n {
-				name := fuzzbytes.Pick(in, "a", "b", "c", "d", "\xff", "")
-				if in.Bool(4) {
-					name = in.String(4)
-				}
-				if names[name] {
-					continue // a snapshot holds a name once
-				}
-				names[name] = true
-				value := fuzzbytes.Pick(in, fuzzValues...)
-				if in.Bool(8) {
-					value = in.String(24)
-				}
-				members = append(members, biregister.Member{Name: name, Value: value, CreateRevision: int64(i + 1)})
-				e, err := ParseEndpoint(value)
-				if old, ok := prev[name]; err != nil && (!ok || old != value) {
+			for _, m := range members {
+				e, err := ParseEndpoint(m.Value)
+				if err != nil && prev[m.Name] != m {
 					newBad++
 				}
 				if err == nil && !seen[e.Addr] {
@@ -163,13 +247,13 @@ func FuzzResolverUpdate(f *testing.F) {
 				}
 			}
 			before := warnings.Load()
-			r.update(members)
+			r.update(r.g.current())
 			if got := warnings.Load() - before; got-boolInt(len(want) == 0 && !reported) != newBad {
 				t.Fatalf("step %d: %d warnings, want one per new unusable value (%d)", step, got, newBad)
 			}
-			prev = map[string]string{}
+			prev = map[string]biregister.Member{}
 			for _, m := range members {
-				prev[m.Name] = m.Value
+				prev[m.Name] = m
 			}
 			var events []any
 			for len(rec.events) > 0 {
@@ -207,6 +291,84 @@ func FuzzResolverUpdate(f *testing.F) {
 	})
 }
 
+// fuzzChanges writes the changes of one step of FuzzResolverUpdate to the
+// group under prefix, in as few transactions as etcd takes (one touches a
+// key once), and returns the revision after them.
+func fuzzChanges(t *testing.T, client *clientv3.Client, prefix string, in *fuzzbytes.Reader) int64 {
+	t.Helper()
+	var rev int64
+	var ops []clientv3.Op
+	keys := map[string]bool{}
+	commit := func() {
+		if len(ops) == 0 {
+			return
+		}
+		resp, err := client.Txn(context.Background()).Then(ops...).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev, ops = resp.Header.Revision, nil
+		clear(keys)
+	}
+	add := func(key string, op clientv3.Op) {
+		if keys[key] {
+			commit()
+		}
+		keys[key] = true
+		ops = append(ops, op)
+	}
+	value := func() string {
+		if in.Bool(8) {
+			return in.String(24)
+		}
+		return fuzzbytes.Pick(in, fuzzValues...)
+	}
+	for range in.Intn(6) {
+		// Names that share a create revision sort by name; "" is the
+		// prefix's own key, and names with '/' are deeper keys: neither
+		// is a member.
+		key := prefix + fuzzbytes.Pick(in, "a", "b", "c", "d", "\xff", "", "sub/x")
+		if in.Bool(8) {
+			key = prefix + in.String(4)
+		}
+		switch in.Intn(6) {
+		case 0:
+			add(key, clientv3.OpDelete(key))
+		case 1:
+			// Registering again: a new create revision, maybe the same value.
+			add(key, clientv3.OpDelete(key))
+			commit()
+			add(key, clientv3.OpPut(key, value()))
+		default:
+			add(key, clientv3.OpPut(key, value()))
+		}
+	}
+	commit()
+	if rev == 0 {
+		// Nothing written: a step that changes nothing still moves the
+		// revision, as a progress notification does.
+		resp, err := client.Put(context.Background(), prefix+"sub/y", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = resp.Header.Revision
+	}
+	return rev
+}
+
+// waitView waits until w's view reflects revision rev.
+func waitView(t testing.TB, w biregister.Watcher, rev int64) {
+	t.Helper()
+	deadline := time.After(eventTimeout)
+	for v := w.View(); v.Revision() < rev; v = w.View() {
+		select {
+		case <-v.Updated():
+		case <-deadline:
+			t.Fatalf("the Watcher never saw revision %d", rev)
+		}
+	}
+}
+
 func boolInt(b bool) int64 {
 	if b {
 		return 1
@@ -215,15 +377,12 @@ func boolInt(b bool) int64 {
 }
 
 func equalEndpoints(a, b []Endpoint) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !a[i].equal(b[i]) {
-			return false
-		}
-	}
-	return true
+	return slices.EqualFunc(a, b, equalEndpoint)
+}
+
+// equalEndpoint reports whether a and b resolve to the same gRPC endpoint.
+func equalEndpoint(a, b Endpoint) bool {
+	return a.Addr == b.Addr && maps.Equal(a.Metadata, b.Metadata)
 }
 
 // stateEndpoints returns the endpoints of state, checking that its

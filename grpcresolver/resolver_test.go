@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -359,6 +360,66 @@ func TestEtcdOutage(t *testing.T) {
 	register(t, c, "s2", joining.addr)
 	cl.callUntil("the server that joined after the outage gets calls", allCalled(joining))
 	cl.callUntil("all three get calls", allCalled(append(servers, joining)...))
+}
+
+// TestIdleChannelKeepsServers checks that a channel that went idle still
+// reaches the servers it knew when it wakes while the group reads empty,
+// or after the Watcher closed: gRPC closes the resolver of an idle channel
+// and builds a new one when it wakes, which starts from the Builder's last
+// list instead of an empty group.
+func TestIdleChannelKeepsServers(t *testing.T) {
+	for _, policy := range []string{"round_robin", "pick_first"} {
+		for _, cause := range []string{"group-empties", "watcher-closes"} {
+			t.Run(policy+"/"+cause, func(t *testing.T) {
+				leakcheck.VerifyNoLeaks(t)
+				c := etcdtest.Start(t, 1)
+				s := startServer(t)
+				reg := register(t, c, "s0", s.addr)
+				w, err := biregister.NewWatcher(c.Endpoints(), group, ttl)
+				require.NoError(t, err)
+				t.Cleanup(w.Close)
+				conn, err := grpc.NewClient("biregister:///services/api",
+					grpc.WithResolvers(grpcresolver.NewBuilder(w)),
+					grpc.WithIdleTimeout(200*time.Millisecond),
+					grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, policy)),
+					grpc.WithTransportCredentials(insecure.NewCredentials()))
+				require.NoError(t, err)
+				t.Cleanup(func() { conn.Close() })
+				cl := &client{t: t, hc: healthpb.NewHealthClient(conn)}
+				cl.call()
+
+				if cause == "group-empties" {
+					reg.Close()
+					poll(t, "the group reads empty", func() bool { return w.View().Len() == 0 })
+				} else {
+					w.Close()
+				}
+				poll(t, "the channel is idle", func() bool { return conn.GetState() == connectivity.Idle })
+				before := s.calls.Load()
+				cl.call()
+				assert.Equal(t, before+1, s.calls.Load())
+			})
+		}
+	}
+}
+
+// TestOneServerTwoSpellings checks that a server registered twice, under
+// two spellings of its address, gets no more calls than another.
+func TestOneServerTwoSpellings(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	c := etcdtest.Start(t, 1)
+	twice, once := startServer(t), startServer(t)
+	host, port, err := net.SplitHostPort(twice.addr)
+	require.NoError(t, err)
+	register(t, c, "a", twice.addr)
+	register(t, c, "a-again", net.JoinHostPort(host, "0"+port))
+	register(t, c, "b", once.addr)
+	cl := dial(t, c)
+	cl.callUntil("every server got a call", allCalled(twice, once))
+	const n = 300
+	got := cl.shares(n, twice, once)
+	t.Logf("%d calls shared as %v", n, got)
+	assert.InDelta(t, n/2, got[0], n/10, "the server registered twice got %d of %d calls", got[0], n)
 }
 
 func sum(n []int64) int64 {
