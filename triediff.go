@@ -13,6 +13,9 @@ import "math/bits"
 // slots are compared side by side.
 func diffTries(prev, next nameTrie) (puts, gone []Member) {
 	p, n := prev.root, next.root
+	if p == n {
+		return nil, nil // the same trie: views that share every member
+	}
 	if prev.size+next.size < parallelMin || p == nil || n == nil {
 		diffNodes(p, n, 0, appendTo(&puts), appendTo(&gone))
 		return puts, gone
