@@ -347,7 +347,7 @@ func TestResolverOneServerTwoSpellings(t *testing.T) {
 		"Server.Example:443", "server.example:0443", `{"addr":"SERVER.example:443"}`,
 		"[::1]:80", "[0:0::1]:080",
 	} {
-		g.put(fmt.Sprintf("m%d", i), v)
+		g.seen(g.put(fmt.Sprintf("m%d", i), v))
 	}
 	rec := build(t, NewBuilder(g.w))
 	assert.Equal(t, []Endpoint{{Addr: "127.0.0.1:8080"}, {Addr: "server.example:443"}, {Addr: "[::1]:80"}},
