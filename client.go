@@ -46,9 +46,13 @@ func (cfg *config) newClient(endpoints []string) (*clientv3.Client, func(), erro
 	if cfg.client != nil {
 		return cfg.client, func() {}, nil
 	}
+	dialTimeout := cfg.ttl
+	if cfg.dialTimeout != nil {
+		dialTimeout = *cfg.dialTimeout
+	}
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
-		DialTimeout: cfg.dialTimeout,
+		DialTimeout: dialTimeout,
 		TLS:         cfg.tls,
 		Username:    cfg.username,
 		Password:    cfg.password,
@@ -59,13 +63,13 @@ func (cfg *config) newClient(endpoints []string) (*clientv3.Client, func(), erro
 		// drops it when the ping goes unanswered, so a silently stalled
 		// connection is replaced instead of hanging every stream on it.
 		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: cfg.dialTimeout,
+		DialKeepAliveTimeout: dialTimeout,
 		DialOptions: []grpc.DialOption{
 			grpc.WithConnectParams(grpc.ConnectParams{
 				// gRPC's default reconnect backoff grows to 2 minutes; after an
 				// outage the library must be back within about a second.
 				Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: cfg.dialTimeout,
+				MinConnectTimeout: dialTimeout,
 			}),
 			grpc.WithChainUnaryInterceptor(keepConnectionError),
 		},

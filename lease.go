@@ -82,6 +82,14 @@ func (c *leaseClock) clear() {
 // (well under 0.1% on NTP-disciplined machines) with room to spare.
 func leaseMargin(ttl time.Duration) time.Duration { return ttl / 10 }
 
+// attemptTimeout bounds one attempt to register, a request etcd may lose
+// in a leader change of its own and then hold until its own timeout (5 s
+// and more): asked again under the same lease id and name, it tells what
+// became of the first, and the constructor's ttl holds several attempts.
+func attemptTimeout(ttl time.Duration) time.Duration {
+	return max(keepAliveInterval(ttl), 500*time.Millisecond)
+}
+
 // keepAliveInterval is how often a lease of ttl is renewed: three tries per
 // ttl, as etcd's own client does.
 func keepAliveInterval(ttl time.Duration) time.Duration { return ttl / 3 }

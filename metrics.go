@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // meterName names the library's meter: its import path, as OpenTelemetry
@@ -62,12 +63,50 @@ type instruments struct {
 
 // newInstruments makes the instruments of mp, or returns nil if mp is nil:
 // nothing is measured then. An instrument the provider refuses is a no-op,
-// and its error is returned.
+// and its error is returned: the metric API lets a provider return nil
+// with its error, which would panic on the first measurement.
 func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 	if mp == nil {
 		return nil, nil
 	}
-	m := metric.Meter(mp.Meter(meterName))
+	m := mp.Meter(meterName)
+	if m == nil {
+		return makeInstruments(noop.Meter{})
+	}
+	in, err := makeInstruments(m)
+	if err != nil {
+		fallback, _ := makeInstruments(noop.Meter{})
+		in.orNoop(fallback)
+	}
+	return in, err
+}
+
+// orNoop replaces every instrument that in lacks by fallback's.
+func (in *instruments) orNoop(fallback *instruments) {
+	if in.meter == nil {
+		in.meter = fallback.meter
+	}
+	replace(&in.changes, fallback.changes)
+	replace(&in.listings, fallback.listings)
+	replace(&in.registrations, fallback.registrations)
+	replace(&in.leadershipChanges, fallback.leadershipChanges)
+	replace(&in.keepAliveDuration, fallback.keepAliveDuration)
+	replace(&in.members, fallback.members)
+	replace(&in.leader, fallback.leader)
+	replace(&in.leaseRemaining, fallback.leaseRemaining)
+}
+
+// replace sets *inst to fallback if it is nil.
+func replace[T comparable](inst *T, fallback T) {
+	var none T
+	if *inst == none {
+		*inst = fallback
+	}
+}
+
+// makeInstruments makes the instruments of m, and returns the errors of
+// those m refused.
+func makeInstruments(m metric.Meter) (*instruments, error) {
 	var errs []error
 	keep := func(err error) {
 		if err != nil {

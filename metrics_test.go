@@ -2,17 +2,22 @@ package biregister_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/faultproxy"
 	"github.com/biregister/biregister/internal/metertest"
+	"github.com/biregister/biregister/internal/syncbuf"
 )
 
 // The attributes the tests read measurements by.
@@ -160,4 +165,47 @@ func TestLeaderGaugeNeverTwo(t *testing.T) {
 	}
 	t.Logf("%d collections until the successor led", collections)
 	_ = next
+}
+
+// refusingMeter refuses every instrument the way the metric API allows: a
+// nil instrument with an error.
+type refusingMeter struct{ noop.Meter }
+
+var errRefused = errors.New("instrument refused")
+
+func (refusingMeter) Int64Counter(string, ...metric.Int64CounterOption) (metric.Int64Counter, error) {
+	return nil, errRefused
+}
+func (refusingMeter) Float64Histogram(string, ...metric.Float64HistogramOption) (metric.Float64Histogram, error) {
+	return nil, errRefused
+}
+func (refusingMeter) Int64ObservableGauge(string, ...metric.Int64ObservableGaugeOption) (metric.Int64ObservableGauge, error) {
+	return nil, errRefused
+}
+func (refusingMeter) Float64ObservableGauge(string, ...metric.Float64ObservableGaugeOption) (metric.Float64ObservableGauge, error) {
+	return nil, errRefused
+}
+
+type refusingProvider struct{ noop.MeterProvider }
+
+func (refusingProvider) Meter(string, ...metric.MeterOption) metric.Meter { return refusingMeter{} }
+
+// A MeterProvider that refuses every instrument measures nothing and breaks
+// nothing: a Watcher lists and follows, a Register keeps its lease alive
+// (keepalive round trips), registers again and leads, all without a panic.
+func TestMetricsRefused(t *testing.T) {
+	etcd := startEtcd(t)
+	var logs syncbuf.Buffer
+	opts := []biregister.Option{biregister.WithMeterProvider(refusingProvider{}),
+		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))}
+	w := newWatcher(t, etcd.Endpoints(), "/refused-metrics", opts...)
+	r := newRegister(t, etcd.Endpoints(), "/refused-metrics", "a", "v", 1, opts...)
+	recvUntil(t, w.Changes(), func(c biregister.Change) bool { return c.Name == "a" })
+	// Renewals every 333 ms: a few round trips recorded.
+	before := r.Status().LeaseLeft
+	require.Eventually(t, func() bool { return r.Status().LeaseLeft > before }, waitFor, 10*time.Millisecond)
+	_, err := etcd.Client(t).Delete(context.Background(), r.MyKey())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return r.AmILeader() && w.GetValueByName("a") == "v" }, waitFor, 10*time.Millisecond)
+	require.Contains(t, logs.String(), "metrics not all available")
 }

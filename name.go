@@ -13,17 +13,25 @@ import (
 )
 
 // createWhenFree is create, but while a live member holds the name it waits
-// for that member's key to go, for at most wait.
+// for that member's key to go, for at most wait. A request whose answer
+// got lost (a leader change of etcd's, a connection reset) is asked again,
+// within ctx: asked again, it tells what became of the first.
 func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error {
 	giveUp := time.Now().Add(wait)
 	var retry backoff
 	for {
-		err := r.create(ctx)
-		if errors.Is(err, errDetached) && ctx.Err() == nil {
-			// The key without a lease goes first: create deletes it.
-			r.watcher.logger.Warn("biregister: name held by a key without a lease, deleting it", "key", r.key)
+		attempt, cancel := context.WithTimeout(ctx, attemptTimeout(r.ttl))
+		err := r.create(attempt)
+		cancel()
+		if err != nil && ctx.Err() == nil && (errors.Is(err, errDetached) || !errors.Is(err, ErrNameTaken) && ambiguous(err)) {
+			if errors.Is(err, errDetached) {
+				// The key without a lease goes first: create deletes it.
+				r.watcher.logger.Warn("biregister: name held by a key without a lease, deleting it", "key", r.key)
+			} else {
+				r.watcher.logger.Info("biregister: registering failed, retrying", "key", r.key, "err", err)
+			}
 			if !sleep(ctx, retry.next()) {
-				return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), ctx.Err())
+				return fmt.Errorf("%w (%w)", err, ctx.Err())
 			}
 			continue
 		}
@@ -82,16 +90,22 @@ func (r *register) createNoName(ctx context.Context) error {
 	for {
 		r.name = fmt.Sprintf("%020d", revision)
 		r.key = prefix + r.name
+		attempt, cancel := context.WithTimeout(ctx, attemptTimeout(r.ttl))
 		if r.lease == 0 {
-			if err := r.grantLease(ctx); err != nil {
-				return err
+			if err := r.grantLease(attempt); err != nil {
+				cancel()
+				if !ambiguous(err) || !sleep(ctx, retry.next()) {
+					return err
+				}
+				continue
 			}
 		}
-		resp, err := r.client.Txn(ctx).
+		resp, err := r.client.Txn(attempt).
 			If(clientv3.Compare(clientv3.CreateRevision(prefix), "<", revision+1).WithPrefix()).
 			Then(clientv3.OpPut(r.key, r.value, clientv3.WithLease(r.lease))).
 			Else(clientv3.OpGet(r.key)).
 			Commit()
+		cancel()
 		switch {
 		case err != nil && ambiguous(err) && ctx.Err() == nil:
 			// Perhaps registered: the same name again tells.

@@ -46,7 +46,7 @@ type Option func(*config)
 type config struct {
 	ttl         time.Duration // the constructor's, checked
 	client      *clientv3.Client
-	dialTimeout time.Duration
+	dialTimeout *time.Duration // nil: the ttl
 	tls         *tls.Config
 	username    string
 	password    string
@@ -60,7 +60,9 @@ type config struct {
 
 // WithClient makes the Watcher or Register use an existing etcd client instead
 // of creating one; many of them can share a client. The library never closes
-// it. The endpoints passed to the constructor are then ignored.
+// it. The endpoints passed to the constructor are then ignored, and
+// WithTLS, WithAuth and WithDialTimeout, which shape a client the library
+// makes, are refused with it (ErrInvalidArgument).
 func WithClient(c *clientv3.Client) Option {
 	return func(cfg *config) { cfg.client = c }
 }
@@ -68,7 +70,7 @@ func WithClient(c *clientv3.Client) Option {
 // WithDialTimeout bounds how long the client waits to connect and to
 // authenticate. The default is the constructor's ttl.
 func WithDialTimeout(d time.Duration) Option {
-	return func(cfg *config) { cfg.dialTimeout = d }
+	return func(cfg *config) { cfg.dialTimeout = &d }
 }
 
 // WithTLS connects to etcd over TLS with the given configuration.
@@ -127,15 +129,19 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 		return nil, "", fmt.Errorf("%w: ttl %d outside [1, %d]", ErrInvalidArgument, ttl, maxLeaseTTL)
 	}
 	cfg := &config{
-		ttl:         time.Duration(ttl) * time.Second,
-		dialTimeout: time.Duration(ttl) * time.Second,
-		bufferSize:  DefaultBufferSize,
-		probe:       defaultProbe,
+		ttl:        time.Duration(ttl) * time.Second,
+		bufferSize: DefaultBufferSize,
+		probe:      defaultProbe,
 	}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(cfg)
 		}
+	}
+	if cfg.client != nil && (cfg.tls != nil || cfg.username != "" || cfg.password != "" || cfg.dialTimeout != nil) {
+		// Options that shape a client the library makes would be dropped
+		// without a word: the given client has its own.
+		return nil, "", fmt.Errorf("%w: WithClient with WithTLS, WithAuth or WithDialTimeout: the given client has its own", ErrInvalidArgument)
 	}
 	if prefix == "" {
 		return nil, "", fmt.Errorf("%w: empty prefix", ErrInvalidArgument)
@@ -156,8 +162,8 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 			return nil, "", fmt.Errorf("%w: WithAuth needs both a user name and a password", ErrInvalidArgument)
 		}
 	}
-	if cfg.dialTimeout <= 0 {
-		return nil, "", fmt.Errorf("%w: dial timeout %v", ErrInvalidArgument, cfg.dialTimeout)
+	if cfg.dialTimeout != nil && *cfg.dialTimeout <= 0 {
+		return nil, "", fmt.Errorf("%w: dial timeout %v", ErrInvalidArgument, *cfg.dialTimeout)
 	}
 	if cfg.nameWait < 0 {
 		return nil, "", fmt.Errorf("%w: name wait %v < 0", ErrInvalidArgument, cfg.nameWait)

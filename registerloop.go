@@ -87,7 +87,7 @@ func (r *register) owesWork() bool { return r.current.Load() == nil || r.resignO
 // registerAgain finishes a resignation whose answer never came, if one is
 // owed, and registers.
 func (r *register) registerAgain() error {
-	ctx, cancel := context.WithTimeout(r.ctx, r.ttl)
+	ctx, cancel := context.WithTimeout(r.ctx, attemptTimeout(r.ttl))
 	defer cancel()
 	if r.resignOwed {
 		if err := r.deleteKey(ctx); err != nil {

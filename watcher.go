@@ -128,7 +128,7 @@ type watcher struct {
 
 	// Written by the loop, read by any goroutine.
 	snap               atomic.Pointer[snapshot]
-	following          atomic.Bool  // a watch is up, not being listed again (see Status)
+	following          atomic.Bool  // listed, and a watch up or on its way; false while listing again (see Status)
 	progressUnanswered atomic.Bool  // progress requests go unanswered on the stream (see probe.go)
 	listings           atomic.Int64 // listings so far
 	// When etcd last answered, since epoch: written by the loop, and by

@@ -2,8 +2,10 @@ package biregister_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/leakcheck"
@@ -21,6 +24,9 @@ import (
 func TestInvalidArguments(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	eps := []string{"http://127.0.0.1:2379"}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
 	cases := []struct {
 		name string
 		new  func() (any, error)
@@ -48,6 +54,21 @@ func TestInvalidArguments(t *testing.T) {
 		{"noname empty endpoints", func() (any, error) { return biregister.NewRegisterNoName([]string{}, "/p", "v", 5) }},
 		{"noname empty prefix", func() (any, error) { return biregister.NewRegisterNoName(eps, "", "v", 5) }},
 		{"noname ttl 0", func() (any, error) { return biregister.NewRegisterNoName(eps, "/p", "v", 0) }},
+		// Beyond etcd's longest lease, 9,000,000,000 s; a Duration of it
+		// would overflow too.
+		{"watcher ttl beyond etcd's", func() (any, error) { return biregister.NewWatcher(eps, "/p", 9_000_000_001) }},
+		{"register ttl max", func() (any, error) { return biregister.NewRegister(eps, "/p", "a", "v", math.MaxInt64) }},
+		// Options that shape a client the library makes, with a client of
+		// the user's: refused, not dropped.
+		{"client with auth", func() (any, error) {
+			return biregister.NewWatcher(nil, "/p", 5, biregister.WithClient(cli), biregister.WithAuth("", "pw"))
+		}},
+		{"client with tls", func() (any, error) {
+			return biregister.NewRegister(nil, "/p", "a", "v", 5, biregister.WithClient(cli), biregister.WithTLS(&tls.Config{}))
+		}},
+		{"client with dial timeout", func() (any, error) {
+			return biregister.NewWatcher(nil, "/p", 5, biregister.WithClient(cli), biregister.WithDialTimeout(time.Second))
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,4 +333,35 @@ func TestWatcherMembersOfOneTransaction(t *testing.T) {
 	require.Eventually(t, func() bool { n, _ := w.GetLeader(); return n == "c" }, waitFor, time.Millisecond)
 	assert.Equal(t, []string{"c", "x", "y", "z"}, w.GetNames())
 	assert.Equal(t, []string{"v-c", "v-x", "v-y", "v-z"}, w.GetValues())
+}
+
+// A watch that ends at once, again and again — the user closed the shared
+// client's watcher — has the Watcher back off between its listings
+// instead of listing in a hot loop; it is not ready meanwhile.
+func TestWatchEndingAtOnceBacksOff(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	w := newWatcher(t, nil, "/closed-watcher", biregister.WithClient(cli))
+	require.NoError(t, cli.Watcher.Close())
+	before := w.Status().Listings
+	start := time.Now()
+	require.Eventually(t, func() bool { return w.Status().Listings > before }, waitFor, time.Millisecond)
+	for time.Since(start) < 2*time.Second {
+		require.LessOrEqual(t, w.Status().Listings-before, int64(10), "listed again and again, without backing off")
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("%d listings in 2 s", w.Status().Listings-before)
+	require.ErrorIs(t, w.Ready(), biregister.ErrNotReady)
+}
+
+// A Watcher the constructor returned has listed: ready at once.
+func TestReadyRightAfterConstructor(t *testing.T) {
+	etcd := startEtcd(t)
+	for range 20 {
+		w, err := biregister.NewWatcher(etcd.Endpoints(), "/ready-at-once", 5)
+		require.NoError(t, err)
+		err = w.Ready()
+		w.Close()
+		require.NoError(t, err)
+	}
 }

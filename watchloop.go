@@ -18,6 +18,11 @@ import (
 // published often meanwhile.
 const maxResponsesPerSnapshot = 256
 
+// quickWatchEnd is how long a watch must last for the next one to start
+// without waiting: one that ends sooner brought nothing, and the loop backs
+// off before it lists the group and watches again.
+const quickWatchEnd = time.Second
+
 // start lists the group (within ctx), queues its members as the first changes
 // and starts the goroutine that follows the group.
 func (w *watcher) start(ctx context.Context) error {
@@ -42,10 +47,22 @@ func (w *watcher) run() {
 	// a loop that waits on Updated never hangs on a closed Watcher.
 	defer w.publish(closedSnapshot())
 	from := w.snap.Load().revision + 1
+	var retry backoff
 	for {
+		started := time.Now()
 		why := w.follow(from)
 		if w.ctx.Err() != nil {
 			return
+		}
+		// A watch that ends at once — the client's watcher closed by its
+		// user, say — would have the group listed again and again: back
+		// off while they keep ending so.
+		if time.Since(started) < quickWatchEnd && why != resume {
+			if !w.wait(retry.next()) {
+				return
+			}
+		} else {
+			retry.reset()
 		}
 		if why == resume {
 			from = w.snap.Load().applied
@@ -69,6 +86,7 @@ func (w *watcher) run() {
 func (w *watcher) follow(from int64) cause {
 	ctx, cancel := context.WithCancel(w.watchContext())
 	defer cancel()
+	defer w.following.Store(false)
 	// Watch returns only once etcd has created the watch: bound that like
 	// any other request, so that a stalled stream is not waited on forever.
 	giveUp := time.AfterFunc(w.timeout, cancel)
@@ -81,7 +99,6 @@ func (w *watcher) follow(from int64) cause {
 		return causeWatchNotCreated
 	}
 	w.following.Store(true)
-	defer w.following.Store(false)
 	var ticks <-chan time.Time
 	if w.probe.interval > 0 {
 		ticker := time.NewTicker(w.probe.interval)
@@ -235,6 +252,9 @@ func (w *watcher) relist(why cause) {
 // delivers the difference as changes.
 func (w *watcher) adopt(l listing, why cause) {
 	w.heard()
+	// The cache is as current as the listing: ready, before its watch is
+	// even created (a Watcher the constructor returned has listed).
+	w.following.Store(true)
 	w.listings.Add(1)
 	w.metrics.listed(why)
 	w.clusterID = l.header.ClusterId
