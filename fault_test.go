@@ -335,11 +335,18 @@ func TestEtcdReplacedByEmptyCluster(t *testing.T) {
 	require.Eventually(t, func() bool { return len(w.GetNames()) == 2 }, waitFor, time.Millisecond)
 
 	// Push the old cluster's revision well above anything the new one will
-	// reach soon, so that a watch resumed there would wait for nothing.
+	// reach soon, with writes the watches get (under the prefix, one level
+	// too deep to be members), so that a watch resumed after the last of
+	// them would wait for nothing.
 	cli := etcd.Client(t)
 	for range 50 {
-		_, err := cli.Put(context.Background(), "/filler", "x")
+		_, err := cli.Put(context.Background(), "/wipe/filler/x", "x")
 		require.NoError(t, err)
+	}
+	resp, err := cli.Get(context.Background(), "/wipe/filler/x")
+	require.NoError(t, err)
+	for _, watcher := range []biregister.Watcher{w, a, b} {
+		require.Eventually(t, func() bool { return watcher.View().Revision() >= resp.Header.Revision }, waitFor, time.Millisecond)
 	}
 	etcd.Wipe(t)
 	fresh := etcd.Client(t)
@@ -348,7 +355,7 @@ func TestEtcdReplacedByEmptyCluster(t *testing.T) {
 		resp, err := fresh.Get(context.Background(), "/wipe/", clientv3.WithPrefix())
 		return err == nil && len(resp.Kvs) == 2
 	}, waitFor, 10*time.Millisecond, "members must register again on the new cluster")
-	_, err := fresh.Put(context.Background(), "/wipe/newcomer", "vn")
+	_, err = fresh.Put(context.Background(), "/wipe/newcomer", "vn")
 	require.NoError(t, err)
 	for _, watcher := range []biregister.Watcher{w, a, b} {
 		require.Eventually(t, func() bool { return sameAsEtcd(t, fresh, watcher, "/wipe/") }, waitFor, 10*time.Millisecond)

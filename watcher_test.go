@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
 )
 
 func TestInvalidArguments(t *testing.T) {
@@ -261,18 +264,47 @@ func TestUnreachableEtcd(t *testing.T) {
 // The etcd client logs every failed retry to stderr by default; the library
 // must not.
 func TestQuietByDefault(t *testing.T) {
-	leakcheck.VerifyNoLeaks(t)
+	etcd := startEtcd(t)
+	// Whatever a process logs through: stderr, the standard logger, slog's
+	// default logger.
+	var logged syncbuf.Buffer
+	defaultLogger, stdFlags, stdOut := slog.Default(), log.Flags(), log.Writer()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	log.SetOutput(&logged)
 	r, wr, err := os.Pipe()
 	require.NoError(t, err)
 	stderr := os.Stderr
 	os.Stderr = wr
+	defer func() {
+		os.Stderr = stderr
+		slog.SetDefault(defaultLogger)
+		log.SetOutput(stdOut)
+		log.SetFlags(stdFlags)
+	}()
+
+	// Paths that log when given a logger: a constructor that cannot reach
+	// etcd, a key deleted from outside, a Watcher that lists again.
 	_, werr := biregister.NewWatcher([]string{unusedEndpoint(t)}, "/q", 1)
+	require.Error(t, werr)
+	reg := newRegister(t, etcd.Endpoints(), "/q", "a", "v", 2)
+	w := newWatcher(t, etcd.Endpoints(), "/q")
+	cli := etcd.Client(t)
+	_, err = cli.Delete(context.Background(), reg.MyKey())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return reg.Status().Registered && reg.MyRevision() > 0 && w.GetValueByName("a") == "v" },
+		waitFor, time.Millisecond)
+	_, err = cli.Put(context.Background(), reg.MyKey(), "from outside")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return w.GetValueByName("a") == "v" && reg.AmILeader() }, waitFor, time.Millisecond)
+	reg.Close()
+	w.Close()
+
 	os.Stderr = stderr
 	require.NoError(t, wr.Close())
 	printed, err := io.ReadAll(r)
 	require.NoError(t, err)
-	require.Error(t, werr)
-	assert.Empty(t, string(printed))
+	assert.Empty(t, string(printed), "printed to stderr")
+	assert.Empty(t, logged.String(), "logged through the default loggers")
 }
 
 func TestWatcherUpdated(t *testing.T) {
