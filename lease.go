@@ -26,9 +26,9 @@ import (
 // The registration loop moves the deadline; any goroutine reads it, without
 // a lock.
 type leaseClock struct {
-	// Set when made; never change.
-	epoch time.Time                               // the monotonic origin of monoDeadline
-	now   func() (mono time.Duration, wall int64) // the time since epoch, and the wall clock in Unix nanoseconds
+	// Set when made; never change (but by the tests, which suspend a machine).
+	epoch  time.Time     // the monotonic origin of monoDeadline
+	asleep time.Duration // how far the wall clock is ahead of time.Now's
 
 	// Written by the keepalive loop, read by any goroutine. Each only grows
 	// until clear zeroes both; a reader that sees one of a pair updated
@@ -37,13 +37,7 @@ type leaseClock struct {
 	wallDeadline atomic.Int64 // wall clock, Unix nanoseconds
 }
 
-func newLeaseClock() *leaseClock {
-	epoch := time.Now()
-	return &leaseClock{epoch: epoch, now: func() (time.Duration, int64) {
-		now := time.Now()
-		return now.Sub(epoch), now.UnixNano()
-	}}
-}
+func newLeaseClock() *leaseClock { return &leaseClock{epoch: time.Now()} }
 
 // extend records that etcd acknowledged a keepalive (or a grant) sent at
 // sent, for a lease of ttl. It reports whether the lease came back to life.
@@ -67,7 +61,8 @@ func (c *leaseClock) alive() bool { return c.remaining() > 0 }
 // remaining returns how long the lease is certainly alive from now, by the
 // clock that says less; zero or less once it no longer is.
 func (c *leaseClock) remaining() time.Duration {
-	mono, wall := c.now()
+	now := time.Now()
+	mono, wall := now.Sub(c.epoch), now.UnixNano()+int64(c.asleep)
 	return min(time.Duration(c.monoDeadline.Load())-mono, time.Duration(c.wallDeadline.Load()-wall))
 }
 

@@ -50,28 +50,23 @@ func TestLeaseClockCountsSuspend(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	const ttl = 3 * time.Second
 	c := newLeaseClock()
-	var asleep time.Duration // how far the wall clock ran ahead of the monotonic one
-	c.now = func() (time.Duration, int64) {
-		now := time.Now()
-		return now.Sub(c.epoch), now.Add(asleep).UnixNano()
-	}
 	c.extend(time.Now(), ttl)
 	if !c.alive() {
 		t.Fatal("a lease just acknowledged is not alive")
 	}
-	asleep = 2 * ttl
+	c.asleep = 2 * ttl
 	if c.alive() || c.remaining() > 0 {
 		t.Fatalf("after a suspend of 2 ttl the lease is still alive, %v left", c.remaining())
 	}
 	// A keepalive sent after the resume: its wall reading includes the
 	// time asleep.
-	if !c.extend(time.Now().Add(asleep), ttl) || !c.alive() {
+	if !c.extend(time.Now().Add(c.asleep), ttl) || !c.alive() {
 		t.Fatal("a keepalive sent after the resume did not revive the lease")
 	}
 	c.clear()
-	asleep = 0
+	c.asleep = 0
 	c.extend(time.Now(), ttl)
-	asleep = -time.Hour
+	c.asleep = -time.Hour
 	if left := c.remaining(); left > ttl-leaseMargin(ttl) {
 		t.Fatalf("a wall clock stepped back extended the lease: %v left", left)
 	}
