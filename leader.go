@@ -23,8 +23,13 @@ func (r *register) leads(reg *registration, snap *snapshot) bool {
 		return false
 	}
 	m := snap.leader
-	return m.CreateRevision == reg.revision && m.Name == r.name && reg.clock.alive()
+	return m.CreateRevision == reg.revision && m.Name == r.name && sameCluster(snap.cluster, reg.cluster) && reg.clock.alive()
 }
+
+// sameCluster reports whether two etcd cluster ids may be the same cluster:
+// 0 says nothing (etcd's gRPC proxy leaves the id out of responses it
+// makes up itself).
+func sameCluster(a, b uint64) bool { return a == 0 || b == 0 || a == b }
 
 // notLeading returns why the registration created at revision does not lead
 // now, or nil if it does: it is the current registration, the oldest in the
@@ -45,6 +50,9 @@ func (r *register) notLeading(revision int64) error {
 	// The create revision, not just the name, must match: after a
 	// re-registration a stale cache still lists the old one under our name.
 	snap := r.watcher.snap.Load()
+	if !sameCluster(snap.cluster, reg.cluster) {
+		return ErrRegistrationLost // the cache follows another etcd: not there
+	}
 	if m := snap.leader; m.CreateRevision == revision && m.Name == r.name {
 		return nil
 	}

@@ -112,15 +112,17 @@ func (r *register) createNoName(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("biregister: register under a revision: %w", err)
 		case resp.Succeeded:
-			r.registered(resp.Header.Revision, resp.Header.ClusterId, resp.Header.Revision)
-			return nil
+			if err := r.claim(ctx, resp.Header.Revision, resp.Header.ClusterId, resp.Header.Revision); !errors.Is(err, errRevisionReused) {
+				return err
+			}
 		default:
 			kvs := resp.Responses[0].GetResponseRange().GetKvs()
 			if len(kvs) > 0 && clientv3.LeaseID(kvs[0].Lease) == r.lease {
 				// A try whose answer was lost went through.
 				held := keyStateOfKV(kvs[0])
-				r.registered(held.createRevision, resp.Header.ClusterId, held.modRevision)
-				return nil
+				if err := r.claim(ctx, held.createRevision, resp.Header.ClusterId, held.modRevision); !errors.Is(err, errRevisionReused) {
+					return err
+				}
 			}
 			revision = resp.Header.Revision
 		}

@@ -115,9 +115,15 @@ type register struct {
 	squatter int64
 	// resignOwed: a Resign whose delete got no answer; the loop deletes
 	// until it knows, and the registration leads no more meanwhile.
-	resignOwed    bool
-	loggedLeading bool  // what the log and the metrics last said of leadership
-	lostCause     cause // why the registration was lost: the next one's cause
+	resignOwed bool
+	// The clusters the registrations were made in: a registration in an etcd
+	// that replaced another must not reuse a create revision that one of the
+	// other's had, or a fence of its terms would hold again (see reused).
+	cluster       uint64         // of the last registration
+	here          []int64        // create revisions of the registrations made in it
+	elsewhere     map[int64]bool // those made in clusters since replaced
+	loggedLeading bool           // what the log and the metrics last said of leadership
+	lostCause     cause          // why the registration was lost: the next one's cause
 }
 
 // registration is one registration of the key, as the loop publishes it:

@@ -120,8 +120,7 @@ func (r *register) putIfAbsent(ctx context.Context) error {
 		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), err)
 	}
 	if resp.Succeeded {
-		r.registered(resp.Header.Revision, resp.Header.ClusterId, resp.Header.Revision)
-		return nil
+		return r.claim(ctx, resp.Header.Revision, resp.Header.ClusterId, resp.Header.Revision)
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
@@ -130,13 +129,57 @@ func (r *register) putIfAbsent(ctx context.Context) error {
 	held := keyStateOfKV(kvs[0])
 	switch {
 	case held.lease == r.lease:
-		r.registered(held.createRevision, resp.Header.ClusterId, held.modRevision)
-		return nil
+		return r.claim(ctx, held.createRevision, resp.Header.ClusterId, held.modRevision)
 	case held.lease == 0:
 		r.squatter = held.modRevision
 		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), errDetached)
 	}
 	return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), ErrNameTaken)
+}
+
+// errRevisionReused is why a registration was given up as soon as made:
+// see claim. Registering again at once gets another revision.
+var errRevisionReused = errors.New("biregister: registered at a revision a registration in a replaced etcd had, registering again")
+
+// maxRevisionsKept bounds the create revisions claim remembers of one
+// cluster: the terms whose fences could still be in use are the recent ones.
+const maxRevisionsKept = 1024
+
+// claim publishes the registration the key now holds, created at revision
+// in cluster and last written at written — unless a registration in an
+// etcd cluster since replaced had that revision: revisions start again in
+// a new cluster, and a fence of the old registration's terms would hold
+// for the new one. The key is then deleted, and claim returns
+// errRevisionReused for the caller to register again.
+func (r *register) claim(ctx context.Context, revision int64, cluster uint64, written int64) error {
+	if cluster != r.cluster {
+		if r.cluster != 0 {
+			if r.elsewhere == nil {
+				r.elsewhere = map[int64]bool{}
+			}
+			for _, old := range r.here {
+				r.elsewhere[old] = true
+			}
+			r.here = nil
+		}
+		r.cluster = cluster
+	}
+	if r.elsewhere[revision] {
+		_, err := r.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", revision), clientv3.Compare(clientv3.LeaseValue(r.key), "=", r.lease)).
+			Then(clientv3.OpDelete(r.key)).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), err)
+		}
+		return errRevisionReused
+	}
+	if len(r.here) == maxRevisionsKept {
+		r.here = r.here[1:]
+	}
+	r.here = append(r.here, revision)
+	r.registered(revision, cluster, written)
+	return nil
 }
 
 // deleteSquatter deletes the key without a lease found at our name, if it
@@ -191,7 +234,7 @@ func (r *register) keyLost(snap *snapshot) bool {
 		return false
 	}
 	held := snap.own
-	if snap.cluster != reg.cluster {
+	if !sameCluster(snap.cluster, reg.cluster) {
 		held = keyState{} // another etcd: the registration is not there
 	}
 	switch r.judge(reg, held) {
