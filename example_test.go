@@ -104,7 +104,9 @@ func ExampleRegister_WaitLeader() {
 
 // Fence makes a leader-only write fail once this registration is gone,
 // whatever the process believes: a leader paused past its lease cannot
-// overwrite its successor's work.
+// overwrite its successor's work. The fence is taken when the member
+// decides to act, before it asks AmILeader: taken after the work, it would
+// be that of a registration made meanwhile.
 func ExampleRegister_Fence() {
 	reg, err := biregister.NewRegister(etcdEndpoints, "/example/billing/", "node-1", "", 5)
 	if err != nil {
@@ -113,9 +115,14 @@ func ExampleRegister_Fence() {
 	}
 	defer reg.Close()
 
+	fence := reg.Fence()
+	if !reg.AmILeader() {
+		return
+	}
+	// … the leader-only work, however long it takes …
 	cli := reg.EtcdClient()
 	resp, err := cli.Txn(context.Background()).
-		If(reg.Fence()).
+		If(fence).
 		Then(clientv3.OpPut("/example/billing-owner", reg.MyName())).
 		Commit()
 	if err != nil {

@@ -30,7 +30,11 @@ type Register interface {
 	MyRevision() int64
 	// Fence returns a comparison that holds only while the current registration
 	// exists. Put it in a Txn to make a leader-only write fail once this member
-	// has lost its registration, whatever it believes.
+	// has lost its registration, whatever it believes. Take it when you decide
+	// to act, before AmILeader: a fence taken after the work belongs to the
+	// registration of that moment, which may have been made meanwhile (a
+	// process paused past its lease registers again on resuming). A Term's
+	// Fence is taken when the term begins.
 	Fence() clientv3.Cmp
 	// WaitLeader blocks until this member leads (nil), ctx ends (ctx.Err()) or
 	// the Register closes (ErrClosed).

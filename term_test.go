@@ -288,3 +288,43 @@ func TestLeaderSafeWhenAnswersLag(t *testing.T) {
 	assert.NoError(t, nextTerm.Err())
 	proxy.Heal()
 }
+
+// A leader paused in the middle of its work, past its lease (here: its
+// link to etcd silent), may find on resuming that it registered again
+// before its write goes out, while another member leads and has written.
+// A fence taken when it decided — Fence before AmILeader, as README and
+// ExampleRegister_Fence show, or its term's — is refused then; the work
+// never overwrites the successor's.
+func TestFenceTakenAtTheDecision(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const ttl = 2
+	a := newRegister(t, []string{proxy.Endpoint()}, "/decide", "a", "va", ttl)
+	b := newRegister(t, etcd.Endpoints(), "/decide", "b", "vb", ttl)
+	ctx := context.Background()
+
+	// a decides: the fence first, then whether it leads.
+	fence := a.Fence()
+	require.True(t, a.AmILeader())
+	term := waitTerm(t, a)
+	before := a.MyRevision()
+
+	// a's work takes longer than its lease: b leads, and writes.
+	proxy.Stall()
+	require.NoError(t, b.WaitLeader(ctx))
+	written, err := cli.Txn(ctx).If(b.Fence()).Then(clientv3.OpPut("/decide-owner", "b")).Commit()
+	require.NoError(t, err)
+	require.True(t, written.Succeeded)
+	// a resumes, and registers again before its write goes out.
+	proxy.Heal()
+	require.Eventually(t, func() bool { return a.MyRevision() > before }, waitFor, time.Millisecond)
+	for _, f := range []clientv3.Cmp{fence, term.Fence()} {
+		late, err := cli.Txn(ctx).If(f).Then(clientv3.OpPut("/decide-owner", "a")).Commit()
+		require.NoError(t, err)
+		require.False(t, late.Succeeded, "a fence taken at the decision held after the member registered again")
+	}
+	got, err := cli.Get(ctx, "/decide-owner")
+	require.NoError(t, err)
+	require.Equal(t, "b", string(got.Kvs[0].Value))
+}
