@@ -44,9 +44,6 @@ const (
 	causeClosed          cause = "closed"            // Close: registered no more
 )
 
-// resume is no cause to list again: a new watch may resume from the cache
-// (see follow).
-const resume cause = ""
 
 // instruments are the library's instruments on one MeterProvider.
 type instruments struct {

@@ -94,26 +94,16 @@ func (p *streamProbe) goQuiet(now time.Time) {
 }
 
 // probeTick does what the stream needs at now. It reports stop if the watch
-// must end, and then why: a cause to list the group again for, or resume
-// when only a progress request went unanswered on a watch that started
-// beyond the cache's revision.
-func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, from int64) (why cause, stop bool) {
+// must end, and then why.
+func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time) (why cause, stop bool) {
 	switch p.tick(now, w.probe.quiet) {
 	case probeRequest:
 		w.requestProgress(ctx)
 	case probeUnanswered:
-		// etcd defers progress answers to a watch that starts beyond its
-		// current revision (server watchable_store.go, progressIfSync), as
-		// every watch of an idle store does; one that starts at the newest
-		// event the cache holds (applied) gets answers (that revision's
-		// events come again and are skipped). Not so from the start: such a watch is "unsynced"
-		// at first and gets its first events up to 100 ms late.
-		if from > w.snap.Load().revision {
-			return resume, true
-		}
-		// Even that watch got no answer: the stream stalled, or nothing on
-		// it answers progress requests. A watch created on the stream
-		// tells which; a read tells whether etcd is still the same.
+		// A watch that starts at a revision etcd holds gets answers (see
+		// follow): the stream stalled, or nothing on it answers progress
+		// requests. A watch created on the stream tells which; a read
+		// tells whether etcd is still the same.
 		if why := w.confirmStream(ctx, p.member); why != "" {
 			return why, true
 		}

@@ -46,43 +46,44 @@ func (w *watcher) run() {
 	// view. Nothing replaces that last view, so it reads as replaced already:
 	// a loop that waits on Updated never hangs on a closed Watcher.
 	defer w.publish(closedSnapshot())
-	from := w.snap.Load().revision + 1
 	var retry backoff
 	for {
 		started := time.Now()
-		why := w.follow(from)
+		why := w.follow(w.snap.Load().applied)
 		if w.ctx.Err() != nil {
 			return
 		}
 		// A watch that ends at once — the client's watcher closed by its
 		// user, say — would have the group listed again and again: back
 		// off while they keep ending so.
-		if time.Since(started) < quickWatchEnd && why != resume {
+		if time.Since(started) < quickWatchEnd {
 			if !w.wait(retry.next()) {
 				return
 			}
 		} else {
 			retry.reset()
 		}
-		if why == resume {
-			from = w.snap.Load().applied
-			w.logger.Debug("biregister: progress request unanswered, watching again", "revision", from)
-			continue
-		}
 		if why == causeStalled || why == causeWatchNotCreated {
 			w.stalls++ // the next watch goes on a stream of its own
 		}
 		w.relist(why)
-		from = w.snap.Load().revision + 1
 	}
 }
 
 // follow applies watch responses, from revision from on, until the watch
 // fails, stalls or follows an etcd that was replaced or rewound, or until the
-// Watcher closes. It returns why the group must be listed again, or resume
-// if the watch only left a progress request unanswered because it started
-// beyond etcd's revision (see probeTick): the cache is still good, a new
-// watch may resume from it.
+// Watcher closes. It returns why the group must be listed again ("" once
+// closed).
+//
+// from is the newest revision the cache holds, not the next: its events
+// come again and are skipped. A watch that starts beyond etcd's revision,
+// as every watch of an idle store would, gets no answer to its progress
+// requests (server watchable_store.go, progressIfSync); and on etcd before
+// the fix of etcd-io/etcd#18089, history compacted at exactly the revision
+// a watch starts from drops a DELETE there without a word, where a watch
+// from one revision before fails, compacted, and the group is listed again.
+// (Such a watch starts "unsynced": its first events may come up to 100 ms
+// late.)
 func (w *watcher) follow(from int64) cause {
 	ctx, cancel := context.WithCancel(w.watchContext())
 	defer cancel()
@@ -112,7 +113,7 @@ func (w *watcher) follow(from int64) cause {
 	for {
 		select {
 		case <-w.ctx.Done():
-			return resume
+			return ""
 		case w.feed.pending() <- w.feed.next(w.resyncRevision()):
 			w.deliverWaiting()
 		case resp, ok := <-events:
@@ -138,7 +139,7 @@ func (w *watcher) follow(from int64) cause {
 				return why
 			}
 		case now := <-ticks:
-			if why, stop := w.probeTick(ctx, &probe, now, from); stop {
+			if why, stop := w.probeTick(ctx, &probe, now); stop {
 				return why
 			}
 		}
