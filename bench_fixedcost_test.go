@@ -1,4 +1,4 @@
-// Benchmark of issue 13, point 6: what an idle Watcher or Register whose
+// BENCHMARKS.md section 8: what an idle Watcher or Register whose
 // consumer keeps up holds in this process's heap, beyond its cache (a group
 // of its own: the cache holds itself, or nothing). On the embedded etcd the
 // server's share of each watch is in the same heap; with

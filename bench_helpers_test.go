@@ -2,7 +2,7 @@
 // clients, group prefixes, bounded waits, and the raw-watch and cache waits
 // that several of them time against.
 //
-// The benchmarks of issue 5 put biregister side by side with etcd's own
+// The benchmarks put biregister side by side with etcd's own
 // recipes (a raw clientv3.Watch, concurrency.Session + Election,
 // naming/endpoints), every peer on the same embedded etcd in the same run. See
 // BENCHMARKS.md for how to run them and what they measured. One file a

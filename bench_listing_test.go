@@ -1,4 +1,4 @@
-// Benchmark of issue 13, listing: the initial listing (NewWatcher until it
+// BENCHMARKS.md section 8, listing: the initial listing (NewWatcher until it
 // returns) and a re-listing against one unpaginated Get of the whole prefix,
 // turn by turn in one run, on the embedded etcd and, with
 // BIREGISTER_ETCD_BIN, on that etcd binary too; and the peak heap of an

@@ -95,7 +95,7 @@ func BenchmarkReads(b *testing.B) {
 	// cost if every change copied a map), and the clock reads that
 	// AmILeader cannot skip, since its answer is only as good as its reading
 	// of the lease deadline: the monotonic clock, and since the deadline
-	// counts time asleep (issue 19), the wall clock too — time.Now reads
+	// counts time asleep, the wall clock too — time.Now reads
 	// both.
 	byName := w.GetAll()
 	start := time.Now()

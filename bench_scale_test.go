@@ -173,7 +173,7 @@ func scaleSuite(b *testing.B, eps []string, writer *clientv3.Client, g *scaleGro
 }
 
 // listRaw lists prefix in one Get, as etcdctl get --prefix does: what a
-// listing is measured against (issue 13).
+// listing is measured against (BENCHMARKS.md section 8).
 func listRaw(ctx context.Context, c *clientv3.Client, prefix string) ([]*mvccpb.KeyValue, error) {
 	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {

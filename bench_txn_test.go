@@ -1,4 +1,4 @@
-// Benchmark of issue 19, a transaction that creates many members: from a
+// BENCHMARKS.md section 10, a transaction that creates many members: from a
 // raw watch's receipt of it to a Watcher's cache holding every one of its
 // keys, both watching the same big group in the same run, on the embedded
 // etcd and, with BIREGISTER_ETCD_BIN, on that etcd binary too

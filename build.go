@@ -13,9 +13,9 @@ import (
 // comes from etcd in key order, which is name order: then each member's
 // create revision and position pack into one integer, and sorting those
 // needs no comparison function, while members that share a create revision
-// (one transaction's) stay in name order. On 1,000 members that takes a
-// fifth of the time of sorting the members themselves (31 µs against
-// 167 µs in BenchmarkSortByCreate). The members then move to their places
+// (one transaction's) stay in name order, several times faster than
+// sorting the members themselves (BenchmarkSortByCreate; BENCHMARKS.md,
+// "What changed"). The members then move to their places
 // along the cycles of the permutation, with no second slice: a listing of a
 // million members is 40 MB of them.
 func sortByCreate(members []Member) {

@@ -64,9 +64,9 @@ type orderNode struct {
 
 // orderFanout is the size of a full node: large enough for a shallow tree
 // (four levels hold 1,048,576 members), small enough that copying the nodes
-// on one path stays cheap. 32 rather than 64 makes an event 30 % cheaper in
-// BenchmarkSnapshotApply (2.1–3.5 µs against 3.0–5.0 µs from 1k to 100k
-// members), for no measurable cost to reads.
+// on one path stays cheap. 32 rather than 64 makes an event cheaper to
+// apply (BenchmarkSnapshotApply; BENCHMARKS.md, "What changed"), for no
+// measurable cost to reads.
 const orderFanout = 32
 
 func (n *orderNode) leaf() bool { return n.children == nil }

@@ -1,4 +1,4 @@
-// Benchmark of issue 13, point 5: biregister members against one
+// BENCHMARKS.md section 8: biregister members against one
 // unpaginated Get of the group, turn by turn in one run, on the embedded etcd
 // and, with BIREGISTER_ETCD_BIN, on that binary too:
 //

@@ -1,6 +1,6 @@
 // Command benchtable turns the output of the benchmarks in bench_*_test.go into
 // the Markdown tables of BENCHMARKS.md: every figure beside its peer, the
-// ratio, the target of issue 5 and whether it holds. It reads `go test -bench`
+// ratio, the target BENCHMARKS.md sets and whether it holds. It reads `go test -bench`
 // output (one or more runs concatenated) on stdin and writes Markdown on
 // stdout, so the tables are always computed from measured numbers:
 //
