@@ -27,24 +27,6 @@ const (
 	attrLeading = attribute.Key("biregister.leading") // the leadership a change led to
 )
 
-// cause is why the group was listed (biregister.listings) or why the
-// member registered (biregister.registrations).
-type cause string
-
-const (
-	causeStart           cause = "start"             // the constructor
-	causeWatchFailed     cause = "watch_failed"      // the watch ended with an error: compaction, a lost leader, a closed stream
-	causeWatchNotCreated cause = "watch_not_created" // etcd did not create the watch in time
-	causeStalled         cause = "stalled"           // the stream said nothing, and a read failed
-	causeEtcdReplaced    cause = "etcd_replaced"     // another cluster, or one restored to an older revision
-	causeKeyDeleted      cause = "key_deleted"       // the key was deleted, or created anew by another member
-	causeKeyReplaced     cause = "key_replaced"      // the key was written from outside: another lease or value, or none
-	causeLeaseLost       cause = "lease_lost"        // etcd said the lease is gone
-	causeResigned        cause = "resigned"          // Resign
-	causeClosed          cause = "closed"            // Close: registered no more
-)
-
-
 // instruments are the library's instruments on one MeterProvider.
 type instruments struct {
 	meter             metric.Meter
@@ -147,7 +129,7 @@ func makeInstruments(m metric.Meter) (*instruments, error) {
 type recorder struct {
 	in        *instruments
 	byOp      map[Op][]metric.AddOption
-	byCause   map[cause][]metric.AddOption
+	byCause   [numCauses][]metric.AddOption
 	byLeading [2][]metric.AddOption
 	own       []metric.RecordOption // the fixed attributes, for the histogram
 	observed  metric.ObserveOption  // the fixed attributes, for the gauges
@@ -167,16 +149,14 @@ func newRecorder(in *instruments, attrs ...attribute.KeyValue) *recorder {
 	r := &recorder{
 		in:       in,
 		byOp:     map[Op][]metric.AddOption{},
-		byCause:  map[cause][]metric.AddOption{},
 		own:      []metric.RecordOption{metric.WithAttributeSet(with())},
 		observed: metric.WithAttributeSet(with()),
 	}
 	for _, op := range []Op{OpPut, OpDelete, OpResync} {
 		r.byOp[op] = add(with(attrOp.String(string(op))))
 	}
-	for _, c := range []cause{causeStart, causeWatchFailed, causeWatchNotCreated, causeStalled,
-		causeEtcdReplaced, causeKeyDeleted, causeKeyReplaced, causeLeaseLost, causeResigned} {
-		r.byCause[c] = add(with(attrCause.String(string(c))))
+	for c := range numCauses {
+		r.byCause[c] = add(with(attrCause.String(c.String())))
 	}
 	r.byLeading[0] = add(with(attrLeading.Bool(false)))
 	r.byLeading[1] = add(with(attrLeading.Bool(true)))

@@ -104,7 +104,7 @@ func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time) 
 		// follow): the stream stalled, or nothing on it answers progress
 		// requests. A watch created on the stream tells which; a read
 		// tells whether etcd is still the same.
-		if why := w.confirmStream(ctx, p.member); why != "" {
+		if why := w.confirmStream(ctx, p.member); why != causeNone {
 			return why, true
 		}
 		if !w.progressUnanswered.Swap(true) {
@@ -117,11 +117,11 @@ func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time) 
 		p.quiet = false
 		w.logger.Debug("biregister: progress requests answered again")
 	case probeRead:
-		if why := w.confirmStream(ctx, p.member); why != "" {
+		if why := w.confirmStream(ctx, p.member); why != causeNone {
 			return why, true
 		}
 	}
-	return "", false
+	return causeNone, false
 }
 
 // requestProgress asks etcd for a progress notification on whatever stream
@@ -150,12 +150,12 @@ func (w *watcher) heard() { w.heardAt.Store(int64(time.Since(w.epoch))) }
 
 // otherEtcd returns why the etcd that answered with clusterID and revision
 // is not the one the cache follows — another cluster, or one restored to an
-// older revision — or "" if it is. The client would resume its watch there
+// older revision — or causeNone if it is. The client would resume its watch there
 // at a revision that may never come. A cluster id of 0 says nothing (etcd's
 // gRPC proxy leaves it out of the responses it makes up itself).
 func (w *watcher) otherEtcd(clusterID uint64, revision int64) cause {
 	if (clusterID == 0 || clusterID == w.clusterID) && revision >= w.snap.Load().revision {
-		return ""
+		return causeNone
 	}
 	// A member that lags behind the one the watch came from answers with an
 	// older revision too; only a linearizable read tells them apart.
@@ -165,7 +165,7 @@ func (w *watcher) otherEtcd(clusterID uint64, revision int64) cause {
 
 // confirmStream checks etcd (confirm) and the watch stream that ctx's
 // watches use, whose responses last came from streamMember (0: unknown),
-// and returns why the watch must end, or "". A read answered by another
+// and returns why the watch must end, or causeNone. A read answered by another
 // member proves nothing of the stream, which may sit on a member frozen or
 // cut off: the stream is then asked to create a watch (of the prefix key
 // itself, no member), which the member behind it, or etcd's gRPC proxy,
@@ -174,7 +174,7 @@ func (w *watcher) otherEtcd(clusterID uint64, revision int64) cause {
 // member, as behind a proxy of one member it does.)
 func (w *watcher) confirmStream(ctx context.Context, streamMember uint64) cause {
 	read, why := w.confirm()
-	if why != "" || streamMember != 0 && read.MemberId == streamMember {
+	if why != causeNone || streamMember != 0 && read.MemberId == streamMember {
 		return why
 	}
 	created, cancel := context.WithCancel(ctx)
@@ -188,12 +188,12 @@ func (w *watcher) confirmStream(ctx context.Context, streamMember uint64) cause 
 		}
 		return causeStalled
 	}
-	return ""
+	return causeNone
 }
 
 // confirm reads etcd's cluster id and revision with one linearizable read,
 // and returns its header and why the watch does not follow the etcd the
-// cache was read from (a failed read, or another etcd), or "" if it does.
+// cache was read from (a failed read, or another etcd), or causeNone if it does.
 func (w *watcher) confirm() (*etcdserverpb.ResponseHeader, cause) {
 	revision := w.snap.Load().revision
 	// WithRequireLeader: see list.
@@ -212,5 +212,5 @@ func (w *watcher) confirm() (*etcdserverpb.ResponseHeader, cause) {
 		return resp.Header, causeEtcdReplaced
 	}
 	w.heard()
-	return resp.Header, ""
+	return resp.Header, causeNone
 }

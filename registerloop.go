@@ -272,7 +272,7 @@ func (r *register) Close() {
 		if r.loggedLeading {
 			r.loggedLeading = false
 			r.metrics.leadershipChanged(false)
-			r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "cause", "closed")
+			r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "cause", causeClosed)
 		}
 		r.stopObserving()
 		r.revokeAll()

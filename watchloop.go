@@ -72,7 +72,7 @@ func (w *watcher) run() {
 
 // follow applies watch responses, from revision from on, until the watch
 // fails, stalls or follows an etcd that was replaced or rewound, or until the
-// Watcher closes. It returns why the group must be listed again ("" once
+// Watcher closes. It returns why the group must be listed again (causeNone once
 // closed).
 //
 // from is the newest revision the cache holds, not the next: its events
@@ -113,7 +113,7 @@ func (w *watcher) follow(from int64) cause {
 	for {
 		select {
 		case <-w.ctx.Done():
-			return ""
+			return causeNone
 		case w.feed.pending() <- w.feed.next(w.resyncRevision()):
 			w.deliverWaiting()
 		case resp, ok := <-events:
@@ -131,11 +131,11 @@ func (w *watcher) follow(from int64) cause {
 					probe.member = member
 				}
 			}
-			if why := w.applyResponses(responses); why != "" {
+			if why := w.applyResponses(responses); why != causeNone {
 				return why
 			}
 		case header := <-w.headers:
-			if why := w.otherEtcd(header.GetClusterId(), header.GetRevision()); why != "" {
+			if why := w.otherEtcd(header.GetClusterId(), header.GetRevision()); why != causeNone {
 				return why
 			}
 		case now := <-ticks:
@@ -193,13 +193,13 @@ func (w *watcher) applyResponses(responses []clientv3.WatchResponse) cause {
 		}
 		// The getters, not the fields: the header is a value in client 3.6
 		// and a pointer in 3.7.
-		if why := w.otherEtcd(responses[i].Header.GetClusterId(), responses[i].Header.GetRevision()); why != "" {
+		if why := w.otherEtcd(responses[i].Header.GetClusterId(), responses[i].Header.GetRevision()); why != causeNone {
 			w.apply(responses[:i])
 			return why
 		}
 	}
 	w.apply(responses)
-	return ""
+	return causeNone
 }
 
 // apply publishes the snapshot after responses and delivers their changes.
