@@ -48,4 +48,3 @@ func TestDeleteAtCompactedWatchStart(t *testing.T) {
 	defer w.Close()
 	waitUntil(t, waitFor, func() bool { return w.GetValueByName("a") == "" && w.GetValueByName("b") == "v" })
 }
-
