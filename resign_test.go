@@ -70,16 +70,19 @@ func TestResignAnsweredLateNeverTwoLeaders(t *testing.T) {
 	waited := make(chan struct{})
 	go func() {
 		defer close(waited)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			<-stop
-			cancel()
-		}()
+		// WaitTerm asked afresh every few milliseconds, as a caller that
+		// comes along at any moment would.
 		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 			term, err := a.WaitTerm(ctx)
+			cancel()
 			if err != nil {
-				return
+				select {
+				case <-stop:
+					return
+				default:
+					continue
+				}
 			}
 			if b.AmILeader() && term.Err() == nil {
 				termsWhileB.Add(1)
