@@ -32,88 +32,120 @@ func within[T any](t *testing.T, ch <-chan T, what string) T {
 	return zero
 }
 
-// A Resign whose delete reaches etcd at once but whose answer comes after
-// the caller stopped waiting (replies 1.5 s late, the caller's context
-// 500 ms) leaves its member not leading: etcd may have let the next member
-// lead, and here it has. Sampled every millisecond, the two members never
-// lead at once, and the old member's WaitTerm hands out no live term while
-// the next one leads. The Resign still runs to its end: the member
-// registers again, behind the next one.
-func TestResignAnsweredLateNeverTwoLeaders(t *testing.T) {
-	etcd := startEtcd(t)
-	proxy := faultproxy.Start(t, etcd.Endpoint(0))
-	const ttl = 4 // keepalives answered 1.5 s late keep the lease certainly alive
-	a := newRegister(t, []string{proxy.Endpoint()}, "/resign-late", "a", "v", ttl)
-	b := newRegister(t, etcd.Endpoints(), "/resign-late", "b", "v", ttl)
-	require.True(t, a.AmILeader())
-	resigned := a.MyRevision()
+// A Resign whose delete reaches etcd at once but whose answer the member
+// does not have when the caller stops waiting leaves the member not
+// leading: etcd may have let the next member lead, and here it has.
+// Sampled every millisecond, the two members never lead at once, and the
+// old member's WaitTerm hands out no live term while the next one leads.
+// The member registers again, behind the next one.
+//
+//   - answer late: replies come 1.5 s late and the caller waits 500 ms; the
+//     Resign runs to its end all the same;
+//   - answer lost: the connection is cut while the answer is on its way, so
+//     the Resign fails without knowing; the member must not lead again
+//     until it knows (replies are still 1.5 s late afterwards, so that its
+//     watch learns of the delete only then).
+func TestResignUnansweredNeverTwoLeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		resign func(t *testing.T, a, b biregister.Register, proxy *faultproxy.Proxy)
+	}{
+		{"answer late", func(t *testing.T, a, _ biregister.Register, _ *faultproxy.Proxy) {
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			require.ErrorIs(t, a.Resign(ctx), context.DeadlineExceeded)
+		}},
+		{"answer lost", func(t *testing.T, a, b biregister.Register, proxy *faultproxy.Proxy) {
+			resigned := make(chan error, 1)
+			go func() { resigned <- a.Resign(context.Background()) }()
+			require.Eventually(t, b.AmILeader, waitFor, time.Millisecond, "the delete never reached etcd")
+			proxy.Cut()
+			require.Error(t, within(t, resigned, "Resign"))
+			proxy.Heal()
+			proxy.DelayReplies(lateReplies)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			etcd := startEtcd(t)
+			proxy := faultproxy.Start(t, etcd.Endpoint(0))
+			// Keepalives answered 1.5 s late keep the lease certainly
+			// alive, and an attempt to register again, bounded by ttl/3,
+			// has its answer in time.
+			const ttl = 6
+			a := newRegister(t, []string{proxy.Endpoint()}, "/resign-unanswered", "a", "v", ttl)
+			b := newRegister(t, etcd.Endpoints(), "/resign-unanswered", "b", "v", ttl)
+			require.True(t, a.AmILeader())
+			resigned := a.MyRevision()
 
-	stop := make(chan struct{})
-	var both, termsWhileB atomic.Int64
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			// b first: once b leads, a must never lead again.
-			if b.AmILeader() && a.AmILeader() {
-				both.Add(1)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	waited := make(chan struct{})
-	go func() {
-		defer close(waited)
-		// WaitTerm asked afresh every few milliseconds, as a caller that
-		// comes along at any moment would.
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-			term, err := a.WaitTerm(ctx)
-			cancel()
-			if err != nil {
-				select {
-				case <-stop:
-					return
-				default:
-					continue
+			stop := make(chan struct{})
+			var both, termsWhileB atomic.Int64
+			sampled := make(chan struct{})
+			go func() {
+				defer close(sampled)
+				tick := time.NewTicker(time.Millisecond)
+				defer tick.Stop()
+				for {
+					// b first: once b leads, a must never lead again.
+					if b.AmILeader() && a.AmILeader() {
+						both.Add(1)
+					}
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
 				}
-			}
-			if b.AmILeader() && term.Err() == nil {
-				termsWhileB.Add(1)
-			}
-			select {
-			case <-term.Done():
-			case <-stop:
-				return
-			}
-		}
-	}()
+			}()
+			waited := make(chan struct{})
+			go func() {
+				defer close(waited)
+				// WaitTerm asked afresh every few milliseconds, as a
+				// caller that comes along at any moment would.
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+					term, err := a.WaitTerm(ctx)
+					cancel()
+					if err != nil {
+						select {
+						case <-stop:
+							return
+						default:
+							continue
+						}
+					}
+					if b.AmILeader() && term.Err() == nil {
+						termsWhileB.Add(1)
+					}
+					select {
+					case <-term.Done():
+					case <-stop:
+						return
+					}
+				}
+			}()
 
-	proxy.DelayReplies(1500 * time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	err := a.Resign(ctx)
-	cancel()
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	// Until a has registered again behind b, and its own cache says so.
-	require.Eventually(t, func() bool {
-		name, _ := a.GetLeader()
-		return a.MyRevision() > resigned && a.MyRevision() > b.MyRevision() && name == "b"
-	}, waitFor, time.Millisecond, "a must register again, behind b")
-	close(stop)
-	<-sampled
-	<-waited
-	t.Logf("%d ms of two leaders, %d live terms handed out while b led", both.Load(), termsWhileB.Load())
-	require.Zero(t, both.Load(), "milliseconds during which a and b both led")
-	require.Zero(t, termsWhileB.Load(), "live terms a's WaitTerm handed out while b led")
-	require.True(t, b.AmILeader())
-	proxy.Heal()
+			proxy.DelayReplies(lateReplies)
+			tc.resign(t, a, b, proxy)
+			// Until a has registered again behind b, and its own cache
+			// says so.
+			require.Eventually(t, func() bool {
+				name, _ := a.GetLeader()
+				return a.MyRevision() > resigned && a.MyRevision() > b.MyRevision() && name == "b"
+			}, waitFor, time.Millisecond, "a must register again, behind b")
+			close(stop)
+			<-sampled
+			<-waited
+			t.Logf("%d ms of two leaders, %d live terms handed out while b led", both.Load(), termsWhileB.Load())
+			require.Zero(t, both.Load(), "milliseconds during which a and b both led")
+			require.Zero(t, termsWhileB.Load(), "live terms a's WaitTerm handed out while b led")
+			require.True(t, b.AmILeader())
+			proxy.Heal()
+		})
+	}
 }
+
+// lateReplies is how late etcd's replies reach a resigning member.
+const lateReplies = 1500 * time.Millisecond
 
 // Work that hands leadership on calls Resign with the term it was given:
 // the Resign ends that term itself, and must not fail for it. Resign
