@@ -77,20 +77,30 @@ func (r *register) Fence() clientv3.Cmp {
 }
 
 func (r *register) WaitLeader(ctx context.Context) error {
+	_, err := waitLeading(r, ctx, func() (struct{}, bool) { return struct{}{}, r.AmILeader() })
+	return err
+}
+
+// waitLeading waits until leading says this member leads, and returns what
+// it said then: at once if the member leads when called, whatever ctx;
+// ErrClosed if the Register is closed or closes; ctx.Err() if ctx ends
+// first. WaitLeader and WaitTerm both wait with it.
+func waitLeading[T any](r *register, ctx context.Context, leading func() (T, bool)) (T, error) {
+	var none T
 	for {
 		// Take the channels before looking, so no change in between is missed.
 		snapChanged, regChanged := r.watcher.snap.Load().replaced, r.changed.wait()
 		if r.closing.Load() {
-			return ErrClosed
+			return none, ErrClosed
 		}
-		if r.AmILeader() {
-			return nil
+		if got, ok := leading(); ok {
+			return got, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return none, ctx.Err()
 		case <-r.ctx.Done():
-			return ErrClosed
+			return none, ErrClosed
 		case <-snapChanged:
 		case <-regChanged:
 		}
@@ -139,33 +149,26 @@ func (r *register) checkTenure() {
 }
 
 func (r *register) WaitTerm(ctx context.Context) (*Term, error) {
-	for {
-		// Take the channels before looking, so no change in between is missed.
-		snapChanged, regChanged := r.watcher.snap.Load().replaced, r.changed.wait()
-		if r.closing.Load() {
-			return nil, ErrClosed
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	return waitLeading(r, ctx, func() (*Term, bool) {
 		if tn := r.leadingTenure(); tn != nil {
-			return tn.term, nil
+			return tn.term, true
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-r.ctx.Done():
-			return nil, ErrClosed
-		case <-snapChanged:
-		case <-regChanged:
-		}
-	}
+		return nil, false
+	})
 }
 
 func (r *register) Lead(ctx context.Context, work func(term *Term)) error {
 	for {
+		// A caller that ends ctx gets ctx's error, also when Close came
+		// with it: a shutdown reads as one, whichever comes first.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		leading, err := r.WaitTerm(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return err
 		}
 		term := leading.tenure.newTerm(ctx)

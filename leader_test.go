@@ -170,3 +170,30 @@ func testRegister(members []Member, cacheRevision, revision int64) *register {
 	r.current.Store(&registration{revision: revision, cluster: 1, clock: r.clock})
 	return r
 }
+
+// WaitLeader and WaitTerm answer alike: a member that leads gets its answer
+// at once even with a ctx that has ended; one that does not gets ctx.Err().
+func TestWaitWithEndedContext(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	const ours = 7
+	r := testRegister([]Member{{Name: "a", Value: "v", CreateRevision: ours}}, 9, ours)
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	defer r.cancel()
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.WaitLeader(ended); err != nil {
+		t.Fatalf("WaitLeader of a leader with an ended ctx: %v", err)
+	}
+	term, err := r.WaitTerm(ended)
+	if err != nil || term == nil {
+		t.Fatalf("WaitTerm of a leader with an ended ctx: %v", err)
+	}
+	term.tenure.finish(nil)
+	r.clock.clear() // leads no more
+	if err := r.WaitLeader(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitLeader of a follower with an ended ctx: %v", err)
+	}
+	if _, err := r.WaitTerm(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitTerm of a follower with an ended ctx: %v", err)
+	}
+}

@@ -77,12 +77,19 @@ func (c *leaseClock) clear() {
 // (well under 0.1% on NTP-disciplined machines) with room to spare.
 func leaseMargin(ttl time.Duration) time.Duration { return ttl / 10 }
 
-// attemptTimeout bounds one attempt to register, a request etcd may lose
-// in a leader change of its own and then hold until its own timeout (5 s
-// and more): asked again under the same lease id and name, it tells what
-// became of the first, and the constructor's ttl holds several attempts.
-func attemptTimeout(ttl time.Duration) time.Duration {
-	return max(keepAliveInterval(ttl), 500*time.Millisecond)
+// attemptTimeout bounds the attempt-th attempt to register (the first is
+// 0): a request etcd lost in a leader change of its own it holds until its
+// own timeout (5 s and more), so the first attempts are short — asked again
+// under the same lease id and name, a request tells what became of the
+// first, and the constructor's ttl holds several attempts — and each one
+// gets twice the last, up to the ttl, so that a link slower than the
+// first bound still registers.
+func attemptTimeout(ttl time.Duration, attempt int) time.Duration {
+	d := max(keepAliveInterval(ttl), 500*time.Millisecond)
+	for ; attempt > 0 && d < ttl; attempt-- {
+		d *= 2
+	}
+	return min(d, max(ttl, 500*time.Millisecond))
 }
 
 // keepAliveInterval is how often a lease of ttl is renewed: three tries per

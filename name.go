@@ -19,8 +19,8 @@ import (
 func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error {
 	giveUp := time.Now().Add(wait)
 	var retry backoff
-	for {
-		attempt, cancel := context.WithTimeout(ctx, attemptTimeout(r.ttl))
+	for attempts := 0; ; attempts++ {
+		attempt, cancel := context.WithTimeout(ctx, attemptTimeout(r.ttl, attempts))
 		err := r.create(attempt)
 		cancel()
 		if err != nil && ctx.Err() == nil && (errors.Is(err, errDetached) || !errors.Is(err, ErrNameTaken) && ambiguous(err)) {
@@ -87,10 +87,10 @@ func (r *register) createNoName(ctx context.Context) error {
 	}
 	revision := resp.Header.Revision
 	var retry backoff
-	for {
+	for attempts := 0; ; attempts++ {
 		r.name = fmt.Sprintf("%020d", revision)
 		r.key = prefix + r.name
-		attempt, cancel := context.WithTimeout(ctx, attemptTimeout(r.ttl))
+		attempt, cancel := context.WithTimeout(ctx, attemptTimeout(r.ttl, attempts))
 		if r.lease == 0 {
 			if err := r.grantLease(attempt); err != nil {
 				cancel()

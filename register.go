@@ -37,7 +37,8 @@ type Register interface {
 	// Fence is taken when the term begins.
 	Fence() clientv3.Cmp
 	// WaitLeader blocks until this member leads (nil), ctx ends (ctx.Err()) or
-	// the Register closes (ErrClosed).
+	// the Register closes (ErrClosed). A member that leads when it is called
+	// gets nil at once, even with a ctx that has ended.
 	WaitLeader(ctx context.Context) error
 	// Resign gives up leadership but stays registered: the member registers
 	// again under the same name and queues behind every other member.
@@ -50,8 +51,9 @@ type Register interface {
 	// be certain it leads (see Term). ctx bounds the wait only, as it does a
 	// dial: WaitTerm returns ctx.Err() if ctx ends first, and ErrClosed if
 	// the Register closes; once returned, the term lasts as long as the
-	// leadership, whatever becomes of ctx. Calls during one term return the
-	// same Term.
+	// leadership, whatever becomes of ctx. A member that leads when it is
+	// called gets its term at once, even with a ctx that has ended. Calls
+	// during one term return the same Term.
 	WaitTerm(ctx context.Context) (*Term, error)
 	// Lead calls work once per term of leadership, each time this member
 	// leads, until ctx ends (ctx.Err()) or the Register closes (ErrClosed).
@@ -127,6 +129,7 @@ type register struct {
 	here          []int64        // create revisions of the registrations made in it
 	elsewhere     map[int64]bool // those made in clusters since replaced
 	loggedLeading bool           // what the log and the metrics last said of leadership
+	ledRevision   int64          // the registration that led, when they last said it did
 	lostCause     cause          // why the registration was lost: the next one's cause
 }
 
@@ -186,6 +189,10 @@ func (r *register) registered(revision int64, cluster uint64, written int64) {
 func (r *register) publish(reg *registration) {
 	r.current.Store(reg)
 	r.changed.notify()
+	// Logged as it happens: a loop that looked only between its requests
+	// would miss a Resign's stepping down while the next registration
+	// leads again, or one refused.
+	r.logLeadership()
 }
 
 // lose drops the registration, lost for why; the lease stays, and the loop

@@ -19,6 +19,7 @@ import (
 func (r *register) run() {
 	defer close(r.loopDone)
 	var retry backoff
+	attempts := 0 // failed since the last registration: see attemptTimeout
 	timer := time.NewTimer(0)
 	if !r.owesWork() {
 		timer.Stop()
@@ -45,7 +46,8 @@ func (r *register) run() {
 		case <-changed:
 		case <-timer.C:
 			armed = false
-			if err := r.registerAgain(); err != nil {
+			if err := r.registerAgain(attempts); err != nil {
+				attempts++
 				if r.ctx.Err() == nil {
 					r.watcher.logger.Warn("biregister: registering again failed, retrying", "key", r.key, "err", err)
 				}
@@ -57,6 +59,7 @@ func (r *register) run() {
 				armed = true
 			} else {
 				retry.reset()
+				attempts = 0
 			}
 		case <-r.keeper.lost:
 			if r.lease != 0 && clientv3.LeaseID(r.keeper.lostLease.Load()) == r.lease {
@@ -85,9 +88,9 @@ func (r *register) run() {
 func (r *register) owesWork() bool { return r.current.Load() == nil || r.resignOwed }
 
 // registerAgain finishes a resignation whose answer never came, if one is
-// owed, and registers.
-func (r *register) registerAgain() error {
-	ctx, cancel := context.WithTimeout(r.ctx, attemptTimeout(r.ttl))
+// owed, and registers, in its attempt-th attempt.
+func (r *register) registerAgain(attempt int) error {
+	ctx, cancel := context.WithTimeout(r.ctx, attemptTimeout(r.ttl, attempt))
 	defer cancel()
 	if r.resignOwed {
 		if err := r.deleteKey(ctx); err != nil {
@@ -106,15 +109,18 @@ func (r *register) registerAgain() error {
 
 // logLeadership logs when leadership was gained or lost since the last look.
 func (r *register) logLeadership() {
-	if leading := r.AmILeader(); leading != r.loggedLeading {
-		r.loggedLeading = leading
-		r.metrics.leadershipChanged(leading)
-		if leading {
-			r.watcher.logger.Info("biregister: leadership gained", "key", r.key, "revision", r.MyRevision())
-		} else {
-			r.watcher.logger.Info("biregister: leadership lost", "key", r.key)
-		}
+	leading := r.AmILeader()
+	if leading == r.loggedLeading {
+		return
 	}
+	r.loggedLeading = leading
+	r.metrics.leadershipChanged(leading)
+	if leading {
+		r.ledRevision = r.MyRevision()
+		r.watcher.logger.Info("biregister: leadership gained", "key", r.key, "revision", r.ledRevision)
+		return
+	}
+	r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "revision", r.ledRevision, "cause", r.notLeading(r.ledRevision))
 }
 
 // call runs do on the loop and returns its result. The loop carries do to
@@ -272,7 +278,7 @@ func (r *register) Close() {
 		if r.loggedLeading {
 			r.loggedLeading = false
 			r.metrics.leadershipChanged(false)
-			r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "cause", causeClosed)
+			r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "revision", r.ledRevision, "cause", ErrClosed)
 		}
 		r.stopObserving()
 		r.revokeAll()

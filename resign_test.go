@@ -288,9 +288,11 @@ func TestRefusedResignWakesWaiters(t *testing.T) {
 }
 
 // A Resign's mark goes with the registration it resigned. Here etcd is then
-// replaced by an empty cluster, whose revisions start again at 1, so that
-// the member, alone, registers again at the very revision it once resigned
-// at: it leads there all the same.
+// replaced by an empty cluster, whose revisions start again at 1, where the
+// member, alone, would register again at the very revision it once resigned
+// at (the first write of a cluster is at revision 2, as its first
+// registration was), were it not that a registration never reuses a
+// revision a replaced etcd's had: either way, it leads there.
 func TestResignThenEtcdReplaced(t *testing.T) {
 	etcd := startEtcd(t)
 	a := newRegister(t, etcd.Endpoints(), "/resign-wipe", "a", "v", faultTTL)
@@ -300,14 +302,14 @@ func TestResignThenEtcdReplaced(t *testing.T) {
 	require.Greater(t, a.MyRevision(), resigned)
 
 	etcd.Wipe(t)
-	// The member registers again first thing in the new etcd: the first
-	// write of a cluster is at revision 2, as the first registration was.
-	require.Eventually(t, func() bool { return a.MyRevision() == resigned }, waitFor, time.Millisecond,
-		"not registered again at the resigned revision: the test proves nothing")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*faultTTL*time.Second)
 	defer cancel()
-	term, err := a.WaitTerm(ctx)
-	require.NoError(t, err, "the member, alone, never leads in the new etcd")
-	require.Equal(t, resigned, term.Revision())
+	var term *biregister.Term
+	require.Eventually(t, func() bool {
+		var err error
+		term, err = a.WaitTerm(ctx)
+		return err == nil && a.Status().CreateRevision != 0 && term.Revision() == a.MyRevision()
+	}, waitFor, time.Millisecond, "the member, alone, never leads in the new etcd")
+	require.NotEqual(t, resigned, term.Revision(), "registered again at a revision of the replaced etcd")
 	require.True(t, a.AmILeader())
 }
