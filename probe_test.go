@@ -111,7 +111,7 @@ func TestIdleWatcherStallNoticed(t *testing.T) {
 	waitUntil(t, 20*testProbeInterval, func() bool { return strings.Contains(logs.String(), "watch stalled") })
 	proxy.Heal()
 	waitUntil(t, waitFor, func() bool { return w.GetValueByName("b") == "v" })
-	if n := m.Value(t, "biregister.listings", attrCause.String(string(causeStalled))); n < 1 {
+	if n := m.Value(t, "biregister.listings", attrCause.String(causeStalled.String())); n < 1 {
 		t.Fatalf("%d listings for a stalled stream", n)
 	}
 }
@@ -255,7 +255,7 @@ func TestWatcherBehindGRPCProxyNoticesReplacedEtcd(t *testing.T) {
 	if !strings.Contains(logs.String(), "etcd was replaced or rewound") {
 		t.Fatalf("logs:\n%s", logs.String())
 	}
-	if n := m.Value(t, "biregister.listings", attrCause.String(string(causeEtcdReplaced))); n != 1 {
+	if n := m.Value(t, "biregister.listings", attrCause.String(causeEtcdReplaced.String())); n != 1 {
 		t.Fatalf("%d listings for a replaced etcd, want 1", n)
 	}
 }
