@@ -5,14 +5,19 @@ package biregister
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -50,12 +55,19 @@ func (cfg *config) newClient(endpoints []string) (*clientv3.Client, func(), erro
 	if cfg.dialTimeout != nil {
 		dialTimeout = *cfg.dialTimeout
 	}
+	interceptors := []grpc.UnaryClientInterceptor{keepConnectionError}
+	var dialOptions []grpc.DialOption
+	var login *tokenLogin
+	if cfg.username != "" {
+		// The library logs in, not the etcd client: see tokenLogin.
+		login = &tokenLogin{user: cfg.username, password: cfg.password}
+		interceptors = append([]grpc.UnaryClientInterceptor{login.renew}, interceptors...)
+		dialOptions = append(dialOptions, grpc.WithPerRPCCredentials(login))
+	}
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: dialTimeout,
 		TLS:         cfg.tls,
-		Username:    cfg.username,
-		Password:    cfg.password,
 		// The client's default zap logger writes retries to stderr; the library
 		// reports what matters through cfg.logger instead.
 		Logger: zap.NewNop(),
@@ -64,18 +76,27 @@ func (cfg *config) newClient(endpoints []string) (*clientv3.Client, func(), erro
 		// connection is replaced instead of hanging every stream on it.
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: dialTimeout,
-		DialOptions: []grpc.DialOption{
+		DialOptions: append(dialOptions,
 			grpc.WithConnectParams(grpc.ConnectParams{
 				// gRPC's default reconnect backoff grows to 2 minutes; after an
 				// outage the library must be back within about a second.
 				Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: dialTimeout,
 			}),
-			grpc.WithChainUnaryInterceptor(keepConnectionError),
-		},
+			grpc.WithChainUnaryInterceptor(interceptors...),
+		),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("biregister: connect to etcd: %w", err)
+	}
+	if login != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		err := login.login(ctx, c.ActiveConnection())
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, nil, fmt.Errorf("biregister: connect to etcd: %w", err)
+		}
 	}
 	return c, func() { c.Close() }, nil
 }
@@ -101,4 +122,84 @@ func keepConnectionError(ctx context.Context, method string, req, reply any, cc 
 		return err
 	}
 	return fmt.Errorf("%w: %s", ctx.Err(), st.Message())
+}
+
+// authenticateMethod is the gRPC method that logs in.
+const authenticateMethod = "/etcdserverpb.Auth/Authenticate"
+
+// tokenLogin holds the auth token of a client the library makes with
+// WithAuth, and logs in again when etcd refuses it. The etcd client would do
+// both, given the user and password, but it sends its token with every
+// request, its logins included. etcd 3.4 checks the token of a login too
+// (3.5 no longer does, etcd-io/etcd#12165): once the token has expired (a
+// simple token unused for --auth-token-ttl, a JWT past its ttl) or a restart
+// forgot it, every login is refused as "invalid auth token", and the client,
+// which logs in again on that very error, recurses until the request's
+// deadline, or for good when it opens a stream. A login here carries no
+// token.
+//
+// Only unary requests log in again. etcd checks no token on a LeaseKeepAlive
+// stream; a watch created with a token etcd refuses fails, and the Watcher
+// lists the group again, with a request that logs in.
+type tokenLogin struct {
+	// Set when made; never change.
+	user, password string
+
+	// Written by login, read by every request: a string, "" for none.
+	token atomic.Value
+}
+
+// GetRequestMetadata attaches the token to every request but Authenticate.
+func (l *tokenLogin) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	token := l.current()
+	if info, ok := credentials.RequestInfoFromContext(ctx); token == "" || (ok && info.Method == authenticateMethod) {
+		return nil, nil
+	}
+	return map[string]string{rpctypes.TokenFieldNameGRPC: token}, nil
+}
+
+// RequireTransportSecurity allows plain connections, as the etcd client does.
+func (l *tokenLogin) RequireTransportSecurity() bool { return false }
+
+// current returns the token requests carry, "" for none.
+func (l *tokenLogin) current() string {
+	token, _ := l.token.Load().(string)
+	return token
+}
+
+// login logs in over cc and keeps the token. An etcd without auth enabled
+// gives none, and requests go without one, as with the etcd client.
+func (l *tokenLogin) login(ctx context.Context, cc *grpc.ClientConn) error {
+	resp, err := pb.NewAuthClient(cc).Authenticate(ctx, &pb.AuthenticateRequest{Name: l.user, Password: l.password}, grpc.WaitForReady(true))
+	switch {
+	case err == nil:
+		l.token.Store(resp.Token)
+	case errors.Is(rpctypes.Error(err), rpctypes.ErrAuthNotEnabled):
+		l.token.Store("")
+	default:
+		return clientv3.ContextError(ctx, err)
+	}
+	return nil
+}
+
+// renew is the interceptor that, when etcd refuses a request's token, logs
+// in again and repeats the request once. etcd refuses a token before it
+// executes anything, so the request is safe to repeat.
+func (l *tokenLogin) renew(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	// A login, which carries no token, never logs in again.
+	if method == authenticateMethod || !tokenRefused(err) {
+		return err
+	}
+	if err := l.login(ctx, cc); err != nil {
+		return err
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// tokenRefused reports whether etcd refused a request for its token: unknown
+// or expired, issued before a change of users or roles, or missing.
+func tokenRefused(err error) bool {
+	err = rpctypes.Error(err)
+	return errors.Is(err, rpctypes.ErrInvalidAuthToken) || errors.Is(err, rpctypes.ErrAuthOldRevision) || errors.Is(err, rpctypes.ErrUserEmpty)
 }

@@ -59,6 +59,9 @@ type Member struct {
 	// AuthToken is etcd's --auth-token: the kind of token the member
 	// issues once auth is enabled. Empty keeps etcd's default, "simple".
 	AuthToken string
+	// AuthTokenTTL is etcd's --auth-token-ttl: how many seconds a simple
+	// token lives after its last use. 0 keeps etcd's default, 300.
+	AuthTokenTTL uint
 }
 
 // ClientTLS is how a member secures its client port.
@@ -112,6 +115,9 @@ func Config(m Member, peers []Member, token, state string) *embed.Config {
 	if m.AuthToken != "" {
 		cfg.AuthToken = m.AuthToken
 	}
+	if m.AuthTokenTTL != 0 {
+		cfg.AuthTokenTTL = m.AuthTokenTTL
+	}
 
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.EnableGRPCGateway = false
@@ -152,6 +158,9 @@ func Args(m Member, peers []Member, token, state string) []string {
 	}
 	if m.AuthToken != "" {
 		args = append(args, "--auth-token="+m.AuthToken)
+	}
+	if m.AuthTokenTTL != 0 {
+		args = append(args, "--auth-token-ttl="+strconv.FormatUint(uint64(m.AuthTokenTTL), 10))
 	}
 	return args
 }

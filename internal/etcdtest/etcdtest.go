@@ -141,10 +141,13 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 	}
 	root := t.TempDir()
 	var authToken string
-	if opts.Auth != nil && opts.Auth.JWT {
-		if authToken, err = jwtAuthToken(root); err != nil {
+	var authTokenTTL uint
+	if a := opts.Auth; a != nil && a.JWT {
+		if authToken, err = jwtAuthToken(root, a.TokenTTL); err != nil {
 			t.Fatalf("etcdtest: %v", err)
 		}
+	} else if a != nil {
+		authTokenTTL = uint(a.TokenTTL / time.Second)
 	}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("m%d", i)
@@ -162,11 +165,12 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 				// A directory that does not exist yet lets etcd create it
 				// with the 0700 mode it insists on, instead of warning
 				// about the mode of one made here.
-				Dir:       filepath.Join(dir, "data"),
-				ClientURL: clientURL,
-				PeerURL:   urls[2*i+1],
-				ClientTLS: clientTLS,
-				AuthToken: authToken,
+				Dir:          filepath.Join(dir, "data"),
+				ClientURL:    clientURL,
+				PeerURL:      urls[2*i+1],
+				ClientTLS:    clientTLS,
+				AuthToken:    authToken,
+				AuthTokenTTL: authTokenTTL,
 			},
 			log: filepath.Join(dir, "etcd.log"),
 		})

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -59,18 +60,25 @@ const (
 // whose roles may read and write one key prefix each. By default the
 // members issue etcd's "simple" tokens, which live in a member's memory
 // only: after a Restart, clients log in again when told their token is
-// invalid, except against etcd 3.4, which holds a request with a token it
-// does not know until the request's deadline (etcd-io/etcd#11377), so that
-// clients that logged in before never learn it.
+// invalid. An etcd client given a user and a password, as Client's is,
+// cannot against etcd 3.4: it sends its token with its login too, and 3.4
+// refuses a login that carries a token it no longer takes (expired, or
+// forgotten by a restart), so the client logs in again and again until the
+// request's deadline. Against 3.4, take a new Client once a token may have
+// expired.
 type Auth struct {
 	// RootPassword is the password of the user root, who may do anything.
 	RootPassword string
 	// Users are the other users.
 	Users []User
 	// JWT makes the members issue JWT tokens signed with a key the harness
-	// generates (RS256), which stay valid across a restart: how etcd 3.4
-	// is best run with auth.
+	// generates (RS256), which stay valid across a restart.
 	JWT bool
+	// TokenTTL is how long a token stays valid: a simple token from its
+	// last use, a JWT from its issue. It must be whole seconds. Zero keeps
+	// etcd's default for simple tokens (5 minutes) and gives JWTs 10
+	// minutes.
+	TokenTTL time.Duration
 }
 
 // User is a user of a cluster with auth enabled. Its role, named after it,
@@ -99,6 +107,9 @@ func (o Options) check() error {
 	}
 	if o.Auth.RootPassword == "" {
 		return errors.New("auth without a root password")
+	}
+	if ttl := o.Auth.TokenTTL; ttl < 0 || ttl%time.Second != 0 {
+		return fmt.Errorf("token ttl %v, need whole seconds", ttl)
 	}
 	for _, u := range o.Auth.Users {
 		if u.Name == "" || u.Name == RootUser || u.Password == "" {
@@ -187,8 +198,12 @@ func (c *Cluster) setUpAuth(ctx context.Context) error {
 }
 
 // jwtAuthToken writes a new RSA key pair to dir and returns the --auth-token
-// value that makes a member sign its tokens with it.
-func jwtAuthToken(dir string) (string, error) {
+// value that makes a member sign its tokens with it, valid for ttl (10
+// minutes if 0).
+func jwtAuthToken(dir string, ttl time.Duration) (string, error) {
+	if ttl == 0 {
+		ttl = 10 * time.Minute
+	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return "", err
@@ -206,7 +221,7 @@ func jwtAuthToken(dir string) (string, error) {
 			return "", err
 		}
 	}
-	return fmt.Sprintf("jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=10m", publicFile, privateFile), nil
+	return fmt.Sprintf("jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=%v", publicFile, privateFile, ttl), nil
 }
 
 // frontEndpoint returns the endpoint of a member's front proxy with the
