@@ -8,7 +8,8 @@ package biregister
 type cause uint8
 
 const (
-	causeNone cause = iota // nothing to act on: the Watcher closed
+	causeNone   cause = iota // nothing to act on: the Watcher closed
+	causeResume              // no listing: a new watch from the cache's revision, where etcd answers progress requests
 
 	// Why the group was listed (biregister.listings).
 	causeStart           // the constructor
@@ -30,6 +31,7 @@ const (
 // causeNames are what logs and metrics say of each cause.
 var causeNames = [numCauses]string{
 	causeNone:            "none",
+	causeResume:          "resume",
 	causeStart:           "start",
 	causeWatchFailed:     "watch_failed",
 	causeWatchNotCreated: "watch_not_created",

@@ -93,17 +93,22 @@ func (p *streamProbe) goQuiet(now time.Time) {
 	p.lastHeard, p.lastRequest = now, now
 }
 
-// probeTick does what the stream needs at now. It reports stop if the watch
-// must end, and then why.
-func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time) (why cause, stop bool) {
+// probeTick does what the stream needs at now, for a watch that started at
+// revision from. It reports stop if the watch must end, and then why.
+func (w *watcher) probeTick(ctx context.Context, p *streamProbe, now time.Time, from int64) (why cause, stop bool) {
 	switch p.tick(now, w.probe.quiet) {
 	case probeRequest:
 		w.requestProgress(ctx)
 	case probeUnanswered:
-		// A watch that starts at a revision etcd holds gets answers (see
-		// follow): the stream stalled, or nothing on it answers progress
-		// requests. A watch created on the stream tells which; a read
-		// tells whether etcd is still the same.
+		// etcd defers progress answers to a watch that starts beyond its
+		// current revision: one from the cache's revision gets them (see
+		// follow).
+		if from > w.snap.Load().revision {
+			return causeResume, true
+		}
+		// Even that watch got no answer: the stream stalled, or nothing
+		// on it answers progress requests. A watch created on the stream
+		// tells which; a read tells whether etcd is still the same.
 		if why := w.confirmStream(ctx, p.member); why != causeNone {
 			return why, true
 		}

@@ -46,12 +46,21 @@ func (w *watcher) run() {
 	// view. Nothing replaces that last view, so it reads as replaced already:
 	// a loop that waits on Updated never hangs on a closed Watcher.
 	defer w.publish(closedSnapshot())
+	// The first watch starts after the listing: on an idle store etcd
+	// serves it at once, where a watch from the listed revision would
+	// catch up first, and get its first events up to 100 ms late.
+	from := w.snap.Load().revision + 1
 	var retry backoff
 	for {
 		started := time.Now()
-		why := w.follow(w.snap.Load().applied)
+		why := w.follow(from)
 		if w.ctx.Err() != nil {
 			return
+		}
+		if why == causeResume {
+			from = w.snap.Load().applied
+			w.logger.Debug("biregister: progress request unanswered, watching again", "revision", from)
+			continue
 		}
 		// A watch that ends at once — the client's watcher closed by its
 		// user, say — would have the group listed again and again: back
@@ -67,23 +76,25 @@ func (w *watcher) run() {
 			w.stalls++ // the next watch goes on a stream of its own
 		}
 		w.relist(why)
+		from = w.snap.Load().applied
 	}
 }
 
 // follow applies watch responses, from revision from on, until the watch
 // fails, stalls or follows an etcd that was replaced or rewound, or until the
-// Watcher closes. It returns why the group must be listed again (causeNone once
-// closed).
+// Watcher closes. It returns why the group must be listed again (causeNone
+// once closed), or causeResume if the watch only left a progress request
+// unanswered because it started beyond etcd's revision (see probeTick).
 //
-// from is the newest revision the cache holds, not the next: its events
-// come again and are skipped. A watch that starts beyond etcd's revision,
-// as every watch of an idle store would, gets no answer to its progress
-// requests (server watchable_store.go, progressIfSync); and on etcd before
-// the fix of etcd-io/etcd#18089, history compacted at exactly the revision
-// a watch starts from drops a DELETE there without a word, where a watch
-// from one revision before fails, compacted, and the group is listed again.
-// (Such a watch starts "unsynced": its first events may come up to 100 ms
-// late.)
+// After the first, every watch starts at the newest revision the cache
+// holds, not the next: its events come again and are skipped. A watch that
+// starts beyond etcd's revision, as the first one of an idle store does,
+// gets no answer to its progress requests (server watchable_store.go,
+// progressIfSync); and on etcd before the fix of etcd-io/etcd#18089,
+// history compacted at exactly the revision a watch starts from drops a
+// DELETE made there without a word, where a watch from one revision before
+// fails, compacted, and the group is listed again. (Such a watch starts
+// "unsynced": its first events may come up to 100 ms late.)
 func (w *watcher) follow(from int64) cause {
 	ctx, cancel := context.WithCancel(w.watchContext())
 	defer cancel()
@@ -139,7 +150,7 @@ func (w *watcher) follow(from int64) cause {
 				return why
 			}
 		case now := <-ticks:
-			if why, stop := w.probeTick(ctx, &probe, now); stop {
+			if why, stop := w.probeTick(ctx, &probe, now, from); stop {
 				return why
 			}
 		}
