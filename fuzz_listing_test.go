@@ -107,7 +107,7 @@ func FuzzListingPages(f *testing.F) {
 		stale, _, _ := emptySnapshot(0).replace(cached, 1, 0)
 		for _, s := range []*snapshot{emptySnapshot(0), stale} {
 			kv.take() // the writes' reads
-			l, err := listGroup(ctx, lister{client: client, prefix: prefix, pageBytes: pageBytes}, s.names, slog.New(slog.DiscardHandler))
+			l, err := listGroup(ctx, lister{client: client, prefix: prefix, pageBytes: pageBytes}, s, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}

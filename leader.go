@@ -121,7 +121,7 @@ func (r *register) leadingTenure() *tenure {
 		}
 		tn := newTenure(r.key, reg.revision, reg.clock, r.notLeading)
 		if !r.tenure.CompareAndSwap(current, tn) {
-			tn.end(nil)
+			tn.finish(nil)
 			continue
 		}
 		tn.arm()

@@ -1,11 +1,13 @@
 // Listing: reading every member of a group at one revision, in responses of
-// bounded size, without making etcd count the group once per page.
+// bounded size, without making etcd count the group once per page; and
+// List, which does it once, without a Watcher.
 
 package biregister
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -29,6 +31,27 @@ const kvOverhead = 24
 // where its ranges begin.
 const listSample = 4096
 
+// List returns the members of the group under prefix, oldest (the leader)
+// first, and the etcd revision it read them at: read once, in pages of
+// bounded size, as a Watcher's first listing reads them, without watching
+// the group. It takes NewWatcher's arguments: ttl bounds connecting and
+// reading, and WithBufferSize does not apply.
+func List(endpoints []string, prefix string, ttl int64, opts ...Option) (members []Member, revision int64, err error) {
+	c, err := connect(endpoints, prefix, ttl, opts)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer c.release()
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ttl)
+	defer cancel()
+	l, err := listGroup(ctx, lister{client: c.client, prefix: c.prefix, pageBytes: listPageBytes}, emptySnapshot(0), c.cfg.logger)
+	if err != nil {
+		return nil, 0, fmt.Errorf("biregister: list %q: %w", c.prefix, err)
+	}
+	sortByCreate(l.members)
+	return l.members, l.header.Revision, nil
+}
+
 // listing is what one listing read: every member of the group at one
 // revision.
 type listing struct {
@@ -41,14 +64,14 @@ type listing struct {
 // the watcher's timeout; the cache's names plan a re-listing.
 func (w *watcher) list(ctx context.Context) (listing, error) {
 	spec := lister{client: w.client, prefix: w.prefix, ownKey: w.ownKey, pageBytes: w.pageBytes, pageTimeout: w.timeout}
-	return listGroup(ctx, spec, w.snap.Load().names, w.logger)
+	return listGroup(ctx, spec, w.snap.Load(), w.logger)
 }
 
 // listGroup reads every member under spec's prefix at one revision, in
 // pages of about spec's pageBytes, planned by the names known of the group
 // (see plan), and what etcd holds at spec's ownKey. A revision compacted
 // before the last page was read makes it start again at a new one.
-func listGroup(ctx context.Context, spec lister, known nameTrie, logger *slog.Logger) (listing, error) {
+func listGroup(ctx context.Context, spec lister, known *snapshot, logger *slog.Logger) (listing, error) {
 	// A member cut off from its cluster's leader would hold a linearizable
 	// read until ctx ends; with WithRequireLeader it refuses at once, and
 	// the client retries on another member.
@@ -178,17 +201,17 @@ func (l *lister) pageLimit() int64 {
 }
 
 // plan returns where the ranges of the listing begin, in order, the prefix
-// first: one range for a group that s does not know, or else ranges of
-// about pageBytes each by the sizes of s's members, so that no page makes
+// first: one range for a group that known does not hold, or else ranges of
+// about pageBytes each by the sizes of its members, so that no page makes
 // etcd count keys beyond its own range. The split keys are quantiles of a
-// sample of s's names: the name trie yields members in the order of their
+// sample of its names: byName yields members in the order of their
 // names' hashes, so its first members are a sample unrelated to the order
 // of the names, read without visiting the rest. The sample's sizes size
 // the first page.
-func (l *lister) plan(known nameTrie) []string {
+func (l *lister) plan(known *snapshot) []string {
 	starts := []string{l.prefix}
 	var sample []string
-	for m := range known.all() {
+	for m := range known.byName() {
 		if len(sample) == listSample {
 			break
 		}
@@ -197,11 +220,11 @@ func (l *lister) plan(known nameTrie) []string {
 	}
 	l.kvs = len(sample)
 	// Room for the group as s knows it, and for some growth.
-	l.members = make([]Member, 0, known.size+known.size/8)
+	l.members = make([]Member, 0, known.size()+known.size()/8)
 	if len(sample) == 0 {
 		return starts
 	}
-	ranges := min(known.size*l.bytes/len(sample)/l.pageBytes+1, len(sample))
+	ranges := min(known.size()*l.bytes/len(sample)/l.pageBytes+1, len(sample))
 	if ranges == 1 {
 		return starts // one page holds the group: nothing to sort
 	}

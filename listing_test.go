@@ -151,7 +151,7 @@ func TestListingUnderChurn(t *testing.T) {
 		// The next listing is a re-listing: ranges cut from these names.
 		s, _, _ := w.snap.Load().replace(listed, header.Revision, 0)
 		w.snap.Store(s)
-		if starts := (&lister{prefix: prefix, pageBytes: testPageBytes}).plan(s.names); len(starts) < 10 {
+		if starts := (&lister{prefix: prefix, pageBytes: testPageBytes}).plan(s); len(starts) < 10 {
 			t.Fatalf("a re-listing of %d members plans %d ranges, want many", s.names.size, len(starts))
 		}
 	}

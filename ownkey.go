@@ -33,3 +33,58 @@ func keyStateOfKV(kv *mvccpb.KeyValue) keyState {
 		value:          string(kv.Value),
 	}
 }
+
+// verdict is what a state of the key means for the registration.
+type verdict int
+
+const (
+	keyOurs     verdict = iota // bound to our lease, holding our value
+	keyDeleted                 // gone
+	keyReplaced                // written from outside in place, or a key without a lease: to be deleted
+	keyTaken                   // created anew on another lease: the name is another member's
+)
+
+// judge returns what held, the state of the key, means for reg, the
+// current registration.
+func (r *register) judge(reg *registration, held keyState) verdict {
+	switch {
+	case held.createRevision == 0:
+		return keyDeleted
+	case held.createRevision == reg.revision && held.lease == r.lease &&
+		(held.value == r.value || r.unsure != nil && held.value == *r.unsure):
+		return keyOurs
+	case held.createRevision == reg.revision || held.lease == 0:
+		return keyReplaced
+	}
+	return keyTaken
+}
+
+// keyLost reports whether snap shows the registration gone or not its own,
+// and drops it then, for the loop to register again. A view that has not
+// applied the registration's last write cannot tell.
+func (r *register) keyLost(snap *snapshot) bool {
+	reg := r.current.Load()
+	if reg == nil || snap.applied < r.written {
+		return false
+	}
+	held := snap.own
+	if !sameCluster(snap.cluster, reg.cluster) {
+		held = keyState{} // another etcd: the registration is not there
+	}
+	switch r.judge(reg, held) {
+	case keyOurs:
+		if r.unsure != nil && held.value == *r.unsure {
+			r.value, r.unsure = held.value, nil // the write went through
+		}
+		r.written = max(r.written, held.modRevision)
+		return false
+	case keyReplaced:
+		r.squatter = held.modRevision
+		r.watcher.logger.Warn("biregister: key written from outside, registering again", "key", r.key)
+		r.lose(causeKeyReplaced)
+	default:
+		r.watcher.logger.Warn("biregister: key deleted, registering again", "key", r.key)
+		r.lose(causeKeyDeleted)
+	}
+	return true
+}

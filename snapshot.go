@@ -62,6 +62,38 @@ func closedSnapshot() *snapshot {
 
 func (s *snapshot) lookup(name string) (Member, bool) { return s.names.get(name) }
 
+// size returns the number of members.
+func (s *snapshot) size() int { return s.order.size }
+
+// byName yields the members in no particular order, the cheapest way to
+// visit them all.
+func (s *snapshot) byName() iter.Seq[Member] { return s.names.all() }
+
+// memberNames yields the members' names in ascending create revision.
+func (s *snapshot) memberNames() iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for p := range s.order.all() {
+			if !yield(p.name) {
+				return
+			}
+		}
+	}
+}
+
+// diff returns the members s holds that old lacks or holds otherwise, and
+// those of old that s lacks or holds at another create revision (see
+// diffTries); either may be nil, an empty group.
+func (s *snapshot) diff(old *snapshot) (put, gone []Member) {
+	var prev, next nameTrie
+	if old != nil {
+		prev = old.names
+	}
+	if s != nil {
+		next = s.names
+	}
+	return diffTries(prev, next)
+}
+
 // members yields the members in ascending create revision.
 func (s *snapshot) members() iter.Seq[Member] {
 	return func(yield func(Member) bool) {

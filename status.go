@@ -10,7 +10,7 @@ func (w *watcher) Status() Status {
 	st := Status{
 		Current:  w.current(),
 		Revision: s.revision,
-		Members:  s.order.size,
+		Members:  s.size(),
 		Listings: w.listings.Load(),
 		Resyncs:  w.feed.resyncs.Load(),
 	}

@@ -100,8 +100,8 @@ type tenure struct {
 	clock      *leaseClock                // its lease's deadline
 	notLeading func(revision int64) error // why the registration does not lead now, or nil
 	ctx        context.Context            // ends with the tenure; its cause says why
-	end        context.CancelCauseFunc
-	term       *Term // the tenure's own Term, of ctx
+	cancel     context.CancelCauseFunc    // ends ctx; finish also stops the timer
+	term       *Term                      // the tenure's own Term, of ctx
 
 	mu    sync.Mutex  // guards timer
 	timer *time.Timer // fires at the lease deadline
@@ -111,9 +111,9 @@ type tenure struct {
 // revision, whose lease clock says until when it is alive and notLeading
 // whether it still leads; it has no timer yet.
 func newTenure(key string, revision int64, clock *leaseClock, notLeading func(revision int64) error) *tenure {
-	ctx, end := context.WithCancelCause(context.Background())
-	tn := &tenure{key: key, revision: revision, clock: clock, notLeading: notLeading, ctx: ctx, end: end}
-	tn.term = &Term{ctx: ctx, cancel: end, tenure: tn}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	tn := &tenure{key: key, revision: revision, clock: clock, notLeading: notLeading, ctx: ctx, cancel: cancel}
+	tn.term = &Term{ctx: ctx, cancel: cancel, tenure: tn}
 	return tn
 }
 
@@ -137,7 +137,7 @@ func (tn *tenure) check() error {
 
 // finish ends the tenure with cause, unless it ended already.
 func (tn *tenure) finish(cause error) {
-	tn.end(cause)
+	tn.cancel(cause)
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	if tn.timer != nil {

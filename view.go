@@ -30,12 +30,12 @@ func (v View) Len() int {
 	if v.s == nil {
 		return 0
 	}
-	return v.s.order.size
+	return v.s.size()
 }
 
 // Leader returns the oldest member, and false for an empty group.
 func (v View) Leader() (Member, bool) {
-	if v.s == nil || v.s.order.size == 0 {
+	if v.s == nil || v.s.size() == 0 {
 		return Member{}, false
 	}
 	return v.s.leader, true
@@ -74,14 +74,7 @@ func (v View) Updated() <-chan struct{} {
 // grows with the changes, not with the group: views of one Watcher share
 // every part of the group that did not change.
 func (v View) Diff(old View) (put, gone []Member) {
-	var prev, next nameTrie
-	if old.s != nil {
-		prev = old.s.names
-	}
-	if v.s != nil {
-		next = v.s.names
-	}
-	put, gone = diffTries(prev, next)
+	put, gone = v.s.diff(old.s)
 	slices.SortFunc(put, byPlace)
 	slices.SortFunc(gone, byPlace)
 	return put, gone

@@ -139,7 +139,9 @@ type watcher struct {
 	feed      *feed  // the loop sends and queues; the user receives from feed.ch
 	clusterID uint64 // the cluster the cache was listed from
 	stalls    int    // watch streams given up as stalled (see watchContext)
-	// Unregisters the members gauge; called by Close once the loop ended.
+
+	// Set by start; called by Close once the loop ended: unregisters the
+	// members gauge.
 	stopObserving func()
 
 	// Set by start; Close cancels.
@@ -185,8 +187,8 @@ func (w *watcher) publish(next *snapshot) {
 
 func (w *watcher) GetAll() map[string]string {
 	s := w.snap.Load()
-	all := make(map[string]string, s.names.size)
-	for m := range s.names.all() {
+	all := make(map[string]string, s.size())
+	for m := range s.byName() {
 		all[m.Name] = m.Value
 	}
 	return all
@@ -194,16 +196,12 @@ func (w *watcher) GetAll() map[string]string {
 
 func (w *watcher) GetNames() []string {
 	s := w.snap.Load()
-	names := make([]string, 0, s.order.size)
-	for p := range s.order.all() {
-		names = append(names, p.name)
-	}
-	return names
+	return slices.AppendSeq(make([]string, 0, s.size()), s.memberNames())
 }
 
 func (w *watcher) GetValues() []string {
 	s := w.snap.Load()
-	values := make([]string, 0, s.order.size)
+	values := make([]string, 0, s.size())
 	for m := range s.members() {
 		values = append(values, m.Value)
 	}
@@ -222,7 +220,7 @@ func (w *watcher) GetLeader() (name, val string) {
 
 func (w *watcher) Members() []Member {
 	s := w.snap.Load()
-	return slices.AppendSeq(make([]Member, 0, s.order.size), s.members())
+	return slices.AppendSeq(make([]Member, 0, s.size()), s.members())
 }
 
 func (w *watcher) Updated() <-chan struct{} { return w.snap.Load().replaced }

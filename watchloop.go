@@ -31,7 +31,7 @@ func (w *watcher) start(ctx context.Context) error {
 		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
 	}
 	w.adopt(l, causeStart)
-	w.stopObserving = w.metrics.observeMembers(func() int64 { return int64(w.snap.Load().order.size) })
+	w.stopObserving = w.metrics.observeMembers(func() int64 { return int64(w.snap.Load().size()) })
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return nil

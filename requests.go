@@ -1,0 +1,156 @@
+// Requests: what other goroutines ask of the registration — SetValue,
+// Resign — carried out by the registration loop, which takes from etcd's
+// answer what became of it.
+
+package biregister
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// call runs do on the loop and returns its result. The loop carries do to
+// its end, within ttl, whatever becomes of ctx: a caller that stops
+// waiting (ctx.Err()) leaves the Register as etcd then says it is. It
+// stops waiting when until ends, which ends with ctx or later. It returns
+// ErrClosed if the Register is closed, or Close ended do.
+func (r *register) call(ctx, until context.Context, do func(ctx context.Context) error) error {
+	if r.closing.Load() {
+		return ErrClosed
+	}
+	req := request{do: do, reply: make(chan error, 1)}
+	select {
+	case r.requests <- req:
+	case <-until.Done():
+		return ctx.Err()
+	case <-r.ctx.Done():
+		return ErrClosed
+	}
+	select {
+	case err := <-req.reply:
+		if r.ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return ErrClosed
+		}
+		return err
+	case <-until.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *register) SetValue(ctx context.Context, value string) error {
+	return r.call(ctx, ctx, func(ctx context.Context) error { return r.setValue(ctx, value) })
+}
+
+// setValue writes value to the key, on the loop. The Register takes it
+// only once etcd did: a value etcd refuses leaves it as it was.
+func (r *register) setValue(ctx context.Context, value string) error {
+	reg := r.current.Load()
+	if reg == nil {
+		// Registering again: register now, with the new value.
+		old := r.value
+		r.value = value
+		if err := r.create(ctx); err != nil {
+			r.value = old
+			return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
+		}
+		return nil
+	}
+	resp, err := r.client.Txn(ctx).
+		If(r.ours(reg)...).
+		Then(clientv3.OpPut(r.key, value, clientv3.WithLease(r.lease))).
+		Else(clientv3.OpGet(r.key)).
+		Commit()
+	switch {
+	case err != nil:
+		if ambiguous(err) {
+			r.unsure = &value // etcd may hold it: the key holding it is still ours
+		}
+		return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
+	case resp.Succeeded:
+		r.value, r.unsure = value, nil
+		r.written = resp.Header.Revision
+		return nil
+	}
+	// The key is not ours any more: registered again, it holds the new value.
+	held := keyState{}
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		held = keyStateOfKV(kvs[0])
+	}
+	if r.judge(reg, held) == keyReplaced {
+		r.squatter = held.modRevision
+	}
+	r.lose(causeKeyDeleted)
+	return r.setValue(ctx, value)
+}
+
+// ours returns the comparisons that hold while the key is reg's: its
+// create revision, on our lease.
+func (r *register) ours(reg *registration) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision),
+		clientv3.Compare(clientv3.LeaseValue(r.key), "=", r.lease),
+	}
+}
+
+func (r *register) Resign(ctx context.Context) error {
+	// Resign ends this member's terms before its delete goes out: called
+	// with such a term (work under Lead handing leadership on), it must not
+	// end with it.
+	until, stop := outlastResign(ctx)
+	defer stop()
+	return r.call(ctx, until, r.resign)
+}
+
+// resign gives up leadership, on the loop: the registration leads no more,
+// its terms end, and its key goes; then it registers again, at the back.
+// If etcd refuses the delete, it leads again as before; if no answer comes,
+// it leads no more, and the loop deletes until it knows.
+func (r *register) resign(ctx context.Context) error {
+	reg := r.current.Load()
+	if reg == nil || r.resignOwed {
+		return nil
+	}
+	resigned := *reg
+	resigned.resigned = true
+	r.publish(&resigned)
+	r.endTenure(ErrResigned)
+	if err := r.deleteKey(ctx); err != nil {
+		if ambiguous(err) {
+			r.resignOwed = true
+		} else {
+			r.publish(reg)
+		}
+		return fmt.Errorf("biregister: resign %s: %w", quoteKey(r.key), err)
+	}
+	r.lose(causeResigned)
+	if err := r.putIfAbsent(ctx); err != nil {
+		return nil // stepped down, but not back yet: the loop registers again
+	}
+	r.metrics.registered(causeResigned)
+	return nil
+}
+
+// deleteKey deletes the key if it is still the registration's.
+func (r *register) deleteKey(ctx context.Context) error {
+	reg := r.current.Load()
+	_, err := r.client.Txn(ctx).If(r.ours(reg)...).Then(clientv3.OpDelete(r.key)).Commit()
+	return err
+}
+
+// outlastResign returns a context that ends when ctx does, unless ctx ends
+// because this member resigned (see Resign); stop releases it.
+func outlastResign(ctx context.Context) (context.Context, context.CancelFunc) {
+	outlasting, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		if cause := context.Cause(ctx); !errors.Is(cause, ErrResigned) {
+			cancel(cause)
+		}
+	})
+	return outlasting, func() {
+		stop()
+		cancel(nil)
+	}
+}
