@@ -42,14 +42,14 @@ func (r *watchResolver) run() {
 		// A closed Watcher reads as an empty group: it is reported as closed
 		// instead. It publishes that empty group just before Closed, so
 		// update may see it first, which only reports an error too.
-		if s.view.Len() == 0 && r.watcherClosed(s) {
+		if s.view.Len() == 0 && r.reportIfClosed(s) {
 			return
 		}
 		r.update(s)
 		select {
 		case <-s.view.Updated():
 		case <-r.w.Closed():
-			r.watcherClosed(s)
+			r.reportIfClosed(s)
 			return
 		case <-r.stop:
 			return
@@ -57,9 +57,9 @@ func (r *watchResolver) run() {
 	}
 }
 
-// watcherClosed reports whether the Watcher is closed, and then tells gRPC,
+// reportIfClosed reports whether the Watcher is closed, and if so tells gRPC,
 // which keeps the last addresses.
-func (r *watchResolver) watcherClosed(s state) bool {
+func (r *watchResolver) reportIfClosed(s state) bool {
 	select {
 	case <-r.w.Closed():
 	default:
