@@ -10,7 +10,17 @@ import (
 )
 
 func (r *register) AmILeader() bool {
+	r.askedLeadership()
 	return !r.closing.Load() && r.leads(r.current.Load(), r.watcher.snap.Load())
+}
+
+// askedLeadership records that the user asks about leadership, whose
+// changes are then logged at Info rather than Debug: a server that only
+// registers to be found has no use for them.
+func (r *register) askedLeadership() {
+	if !r.leadershipAsked.Load() {
+		r.leadershipAsked.Store(true)
+	}
 }
 
 // leads reports whether reg leads in snap: it is the oldest member there,
@@ -77,6 +87,7 @@ func (r *register) Fence() clientv3.Cmp {
 }
 
 func (r *register) WaitLeader(ctx context.Context) error {
+	r.askedLeadership()
 	_, err := waitLeading(r, ctx, func() (struct{}, bool) { return struct{}{}, r.AmILeader() })
 	return err
 }
@@ -149,6 +160,7 @@ func (r *register) checkTenure() {
 }
 
 func (r *register) WaitTerm(ctx context.Context) (*Term, error) {
+	r.askedLeadership()
 	return waitLeading(r, ctx, func() (*Term, bool) {
 		if tn := r.leadingTenure(); tn != nil {
 			return tn.term, true

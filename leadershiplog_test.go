@@ -13,6 +13,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
+	"github.com/biregister/biregister/internal/faultproxy"
 	"github.com/biregister/biregister/internal/metertest"
 	"github.com/biregister/biregister/internal/syncbuf"
 )
@@ -30,7 +31,9 @@ func recordLeadership(t *testing.T, name string) (*leadershipRecord, []biregiste
 	rec := &leadershipRecord{meters: metertest.New(t), logs: &syncbuf.Buffer{}, name: name}
 	return rec, []biregister.Option{
 		biregister.WithMeterProvider(rec.meters.Provider),
-		biregister.WithLogger(slog.New(slog.NewTextHandler(rec.logs, nil))),
+		// Debug: leadership is logged at Info only once the user asks
+		// about it (TestLeadershipLogLevel).
+		biregister.WithLogger(slog.New(slog.NewTextHandler(rec.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 	}
 }
 
@@ -96,4 +99,48 @@ func TestLeadershipLoggedAndCounted(t *testing.T) {
 		rec.requireSays(t, 2, 1)
 		readWrite()
 	})
+}
+
+// A Register whose user never asks about leadership (a server that only
+// registers to be found) logs its leadership at Debug; once asked
+// (AmILeader, WaitLeader, WaitTerm, Lead), at Info, with the cause of a
+// loss.
+func TestLeadershipLogLevel(t *testing.T) {
+	etcd := startEtcd(t)
+	var logs syncbuf.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a := newRegister(t, etcd.Endpoints(), "/led-level", "a", "v", 5, biregister.WithLogger(logger))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "leadership gained") }, waitFor, time.Millisecond)
+	require.Contains(t, logs.String(), `level=DEBUG msg="biregister: leadership gained"`)
+	require.True(t, a.AmILeader())
+	require.NoError(t, a.Resign(context.Background()))
+	b := newRegister(t, etcd.Endpoints(), "/led-level", "b", "v", 5)
+	_ = b
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `level=INFO msg="biregister: leadership lost"`) },
+		waitFor, time.Millisecond, "logs:\n%s", logs.String())
+	require.Contains(t, logs.String(), "cause=")
+}
+
+// A registration lost because its lease expired while nothing renewed it
+// (an outage, a pause) is logged and counted as a lost lease, not as a key
+// deleted from outside, whichever of the two the Register hears of first.
+func TestRegistrationLostCause(t *testing.T) {
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	var logs syncbuf.Buffer
+	m := metertest.New(t)
+	const ttl = 2
+	a := newRegister(t, []string{proxy.Endpoint()}, "/lost-cause", "a", "v", ttl,
+		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))), biregister.WithMeterProvider(m.Provider))
+	w := newWatcher(t, etcd.Endpoints(), "/lost-cause")
+	recvUntil(t, w.Changes(), func(c biregister.Change) bool { return c.Name == "a" })
+	proxy.Stall()
+	recvUntil(t, w.Changes(), func(c biregister.Change) bool { return c.Op == biregister.OpDelete && c.Name == "a" })
+	proxy.Heal()
+	require.Eventually(t, func() bool {
+		return m.Value(t, "biregister.registrations", ofMember("a"), forCause("lease_lost")) == 1
+	}, waitFor, 10*time.Millisecond, "logs:\n%s", logs.String())
+	require.Zero(t, m.Value(t, "biregister.registrations", ofMember("a"), forCause("key_deleted")))
+	require.NotContains(t, logs.String(), "key deleted")
+	require.Eventually(t, a.AmILeader, waitFor, time.Millisecond)
 }

@@ -71,19 +71,24 @@ func (r *register) keyLost(snap *snapshot) bool {
 	if !sameCluster(snap.cluster, reg.cluster) {
 		held = keyState{} // another etcd: the registration is not there
 	}
-	switch r.judge(reg, held) {
-	case keyOurs:
+	switch verdict := r.judge(reg, held); {
+	case verdict == keyOurs:
 		if r.unsure != nil && held.value == *r.unsure {
 			r.value, r.unsure = held.value, nil // the write went through
 		}
 		r.written = max(r.written, held.modRevision)
 		return false
-	case keyReplaced:
+	case verdict == keyReplaced:
 		r.squatter = held.modRevision
-		r.watcher.logger.Warn("biregister: key written from outside, registering again", "key", r.key)
+		r.watcher.logger.Warn("biregister: key written from outside, registering again", "key", r.key, "cause", causeKeyReplaced)
 		r.lose(causeKeyReplaced)
+	case !reg.clock.alive():
+		// Gone with the lease, most likely: expired while nothing renewed
+		// it (a pause, an outage), not deleted from outside.
+		r.watcher.logger.Warn("biregister: lease expired, registering again", "key", r.key, "cause", causeLeaseLost)
+		r.lose(causeLeaseLost)
 	default:
-		r.watcher.logger.Warn("biregister: key deleted, registering again", "key", r.key)
+		r.watcher.logger.Warn("biregister: key deleted, registering again", "key", r.key, "cause", causeKeyDeleted)
 		r.lose(causeKeyDeleted)
 	}
 	return true

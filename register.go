@@ -97,6 +97,9 @@ type register struct {
 	// there is none, when the last one was lost.
 	since atomic.Int64
 
+	// Written by any goroutine that asks about leadership, read by the loop.
+	leadershipAsked atomic.Bool
+
 	// Written by Close, read by any goroutine.
 	closing   atomic.Bool
 	closeOnce sync.Once
