@@ -51,18 +51,46 @@ func (r *register) Ready() error {
 	return nil
 }
 
-// ReadyHandler returns an http.Handler for readiness probes of w, a Watcher
-// or a Register: it answers 200 "ready" while w.Ready() returns nil, and
-// 503 with the reason otherwise.
+// ReadyHandler returns an http.Handler for probes of w, a Watcher or a
+// Register: it answers 200 "ready" while w.Ready() returns nil, and 503 with
+// the reason otherwise. It says whether what w knows of the group can be
+// relied on now: during an etcd outage every replica turns not ready
+// together, so it is a probe for work that needs the registry (leader-only
+// work, a gateway's routing), not a Kubernetes readiness probe of a server
+// that clients reach without it, and never a liveness probe, which would
+// restart every pod in a registry outage. See ServingHandler.
 func ReadyHandler(w Watcher) http.Handler {
+	return probeHandler(func() error { return w.Ready() }, "ready")
+}
+
+// ServingHandler returns an http.Handler for the readiness probe of a
+// server that w, its Register, registers: it answers 200 "serving" until w
+// closes, and 503 once it has, so that Kubernetes stops routing to the pod
+// when it leaves the group, while an etcd outage, which its clients ride
+// out on the addresses they know, changes nothing. It is not a liveness
+// probe either: nothing the registry does means the process should restart.
+func ServingHandler(w Watcher) http.Handler {
+	return probeHandler(func() error {
+		select {
+		case <-w.Closed():
+			return fmt.Errorf("%w: closed", ErrNotReady)
+		default:
+			return nil
+		}
+	}, "serving")
+}
+
+// probeHandler answers 200 with ok while check returns nil, 503 with its
+// error otherwise.
+func probeHandler(check func() error, ok string) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		rw.Header().Set("Cache-Control", "no-store")
-		if err := w.Ready(); err != nil {
+		if err := check(); err != nil {
 			rw.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(rw, err)
 			return
 		}
-		fmt.Fprintln(rw, "ready")
+		fmt.Fprintln(rw, ok)
 	})
 }

@@ -109,3 +109,37 @@ func TestRegisterReadinessAcrossCut(t *testing.T) {
 	t.Logf("ready %v after registering again", ready.Sub(since))
 	require.Less(t, ready.Sub(since), 100*time.Millisecond, "not ready within 100 ms of registering again")
 }
+
+// What each probe says through an etcd outage: ReadyHandler turns 503 for
+// a Register and a Watcher alike (what they know of the group cannot be
+// relied on), ServingHandler stays 200 (the server still serves the clients
+// that know its address); both are 200 again after it, and ServingHandler
+// 503 once the Register closes.
+func TestProbesThroughEtcdOutage(t *testing.T) {
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const ttl = 2
+	r := newRegister(t, []string{proxy.Endpoint()}, "/outage", "a", "v", ttl)
+	w := newWatcher(t, []string{proxy.Endpoint()}, "/outage")
+	status := func(h http.Handler) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		return rec.Code
+	}
+	ready, watcherReady, serving := biregister.ReadyHandler(r), biregister.ReadyHandler(w), biregister.ServingHandler(r)
+	require.Equal(t, http.StatusOK, status(ready))
+	require.Equal(t, http.StatusOK, status(serving))
+
+	proxy.Stall()
+	require.Eventually(t, func() bool {
+		return status(ready) == http.StatusServiceUnavailable && status(watcherReady) == http.StatusServiceUnavailable
+	}, waitFor, 10*time.Millisecond, "ReadyHandler still says ready in an etcd outage")
+	require.Equal(t, http.StatusOK, status(serving), "an etcd outage made the server not serving")
+
+	proxy.Heal()
+	require.Eventually(t, func() bool {
+		return status(ready) == http.StatusOK && status(watcherReady) == http.StatusOK
+	}, waitFor, 10*time.Millisecond)
+	r.Close()
+	require.Equal(t, http.StatusServiceUnavailable, status(serving))
+}
