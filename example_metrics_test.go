@@ -37,7 +37,10 @@ func ExampleWithMeterProvider() {
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-	mux.Handle("/ready", biregister.ReadyHandler(reg))
+	// The pod's readiness: serving until the Register closes, whatever etcd
+	// does. ReadyHandler would say whether the registry itself can be
+	// relied on, which is for work that needs it (see README, Probes).
+	mux.Handle("/ready", biregister.ServingHandler(reg))
 	srv := httptest.NewServer(mux) // in a service: http.ListenAndServe(":9090", mux)
 	defer srv.Close()
 
