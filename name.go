@@ -41,7 +41,7 @@ func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error
 		}
 		if left <= 0 {
 			if wait == 0 {
-				return fmt.Errorf("%w; a process restarting under its own name can wait for its previous lease to expire with WithNameWait", err)
+				return fmt.Errorf("%w (its lease is alive; a process that restarts under its own name can wait for its previous run's lease to expire with WithNameWait)", err)
 			}
 			return err
 		}

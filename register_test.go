@@ -56,6 +56,10 @@ func TestRegisterNameTaken(t *testing.T) {
 	a := newRegister(t, etcd.Endpoints(), "/taken", "a", "first", 5)
 	dup, err := biregister.NewRegister(etcd.Endpoints(), "/taken", "a", "second", 5)
 	require.ErrorIs(t, err, biregister.ErrNameTaken)
+	// It says what happened once, and what to do.
+	require.Equal(t, 1, strings.Count(err.Error(), `"/taken/a"`), err.Error())
+	require.Equal(t, 1, strings.Count(err.Error(), "biregister:"), err.Error())
+	require.Contains(t, err.Error(), "WithNameWait")
 	assert.True(t, dup == nil, "a failed constructor returns a nil interface")
 	assert.Equal(t, "first", a.GetValueByName("a"))
 	assert.True(t, a.AmILeader())

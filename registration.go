@@ -124,7 +124,7 @@ func (r *register) putIfAbsent(ctx context.Context) error {
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
-		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), ErrNameTaken)
+		return fmt.Errorf("%w: %s", ErrNameTaken, quoteKey(r.key))
 	}
 	held := keyStateOfKV(kvs[0])
 	switch {
@@ -132,9 +132,9 @@ func (r *register) putIfAbsent(ctx context.Context) error {
 		return r.claim(ctx, held.createRevision, resp.Header.ClusterId, held.modRevision)
 	case held.lease == 0:
 		r.squatter = held.modRevision
-		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), errDetached)
+		return fmt.Errorf("%w: %s", errDetached, quoteKey(r.key))
 	}
-	return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), ErrNameTaken)
+	return fmt.Errorf("%w: %s", ErrNameTaken, quoteKey(r.key))
 }
 
 // errRevisionReused is why a registration was given up as soon as made:
