@@ -99,6 +99,9 @@ lint:
 	@want=$$($(GO) list -m -f '{{.GoVersion}}' | cut -d. -f1,2); \
 	grep -q "^| Go | $$want or newer " README.md || { echo "README's Versions row for Go does not say $$want, go.mod's go line" >&2; exit 1; }
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@# What only tests and examples use stays out of what users build.
+	@heavy=$$($(GO) list -deps . ./grpcresolver ./cmd/biregister | grep -E '^(go.etcd.io/etcd/server|github.com/prometheus|github.com/stretchr/testify|go.uber.org/goleak|go.opentelemetry.io/otel/sdk)' || true); \
+	if [ -n "$$heavy" ]; then echo "the library builds test-only modules in:"; echo "$$heavy"; exit 1; fi
 	$(GO) run $(STATICCHECK) $(PKGS)
 
 ## demo: one service registering itself on an in-process etcd.
