@@ -260,3 +260,106 @@ func roundTrip(t *testing.T, eps []string, cli *clientv3.Client, prefix, member,
 		return ""
 	})
 }
+
+// Contexts at their extremes — cancelled, a deadline passed, the largest
+// deadline — given to every method that takes one. With an ended context
+// each returns at once, with its result or ctx.Err(); with the largest
+// deadline each returns when its work is done, or ErrClosed on Close; the
+// Registers stay in their contract state throughout.
+func TestMatrixContexts(t *testing.T) {
+	etcd := startEtcd(t)
+	eps := etcd.Endpoints()
+	cli := etcd.Client(t)
+	ttl := matrixTTL * time.Second
+	a := newRegister(t, eps, "/ctx", "a", "v", matrixTTL)
+	b := newRegister(t, eps, "/ctx", "b", "v", matrixTTL)
+	w := newWatcher(t, eps, "/ctx")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	passed, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancel()
+	for _, tc := range []struct {
+		name  string
+		ctx   context.Context
+		ended error
+	}{
+		{"cancelled", cancelled, context.Canceled},
+		{"deadline passed", passed, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, r := range []biregister.Register{a, b} {
+				endedOrNil := func(what string, err error) {
+					t.Helper()
+					if err != nil {
+						require.ErrorIs(t, err, tc.ended, what)
+					}
+				}
+				old := heldBy(t, cli, r).value
+				endedOrNil("SetValue", returnsWithin(t, "SetValue", readBound, func() error { return r.SetValue(tc.ctx, tc.name) }))
+				checkRegistered(t, cli, r, []string{old, tc.name}, w)
+				endedOrNil("Resign", returnsWithin(t, "Resign", readBound, func() error { return r.Resign(tc.ctx) }))
+				checkRegistered(t, cli, r, []string{old, tc.name}, w)
+
+				err := returnsWithin(t, "WaitLeader", readBound, func() error { return r.WaitLeader(tc.ctx) })
+				endedOrNil("WaitLeader", err)
+				if err == nil {
+					require.True(t, r.AmILeader(), "WaitLeader returned nil to a member that does not lead")
+				}
+				type waited struct {
+					term *biregister.Term
+					err  error
+				}
+				got := returnsWithin(t, "WaitTerm", readBound, func() waited {
+					term, err := r.WaitTerm(tc.ctx)
+					return waited{term, err}
+				})
+				endedOrNil("WaitTerm", got.err)
+				if got.err == nil {
+					require.Equal(t, r.MyRevision(), got.term.Revision())
+				}
+				err = returnsWithin(t, "Lead", readBound, func() error {
+					return r.Lead(tc.ctx, func(term *biregister.Term) { <-term.Done() })
+				})
+				require.ErrorIs(t, err, tc.ended, "Lead")
+			}
+		})
+	}
+
+	t.Run("largest deadline", func(t *testing.T) {
+		longest, cancel := context.WithTimeout(context.Background(), math.MaxInt64)
+		defer cancel()
+		leader, follower := a, b
+		if b.AmILeader() {
+			leader, follower = b, a
+		}
+		for _, r := range []biregister.Register{a, b} {
+			require.NoError(t, returnsWithin(t, "SetValue", requestBound(ttl), func() error { return r.SetValue(longest, "longest") }))
+			checkRegistered(t, cli, r, []string{"longest"}, w)
+		}
+		require.NoError(t, returnsWithin(t, "WaitLeader", readBound, func() error { return leader.WaitLeader(longest) }))
+		term := returnsWithin(t, "WaitTerm", readBound, func() *biregister.Term {
+			term, _ := leader.WaitTerm(longest)
+			return term
+		})
+		require.NotNil(t, term)
+		require.NoError(t, returnsWithin(t, "Resign", requestBound(ttl), func() error { return leader.Resign(longest) }))
+		requireEnded(t, term, biregister.ErrResigned)
+		checkRegistered(t, cli, leader, []string{"longest"}, w)
+		// Now the leader is the other one: the one that resigned waits to
+		// lead until Close.
+		checkCloseEnds(t, leader, ttl,
+			call{"WaitLeader", func() error { return leader.WaitLeader(longest) }},
+			call{"WaitTerm", func() error { _, err := leader.WaitTerm(longest); return err }},
+			call{"Lead", func() error { return leader.Lead(longest, func(*biregister.Term) { t.Error("led after resigning") }) }},
+		)
+		require.NoError(t, follower.WaitLeader(longest))
+		checkRegistered(t, cli, follower, []string{"longest"}, w)
+	})
+
+	// A Lead without work is bad input: ErrInvalidArgument, not a panic.
+	t.Run("Lead with nil work", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		require.ErrorIs(t, returnsWithin(t, "Lead", readBound, func() error { return b.Lead(ctx, nil) }), biregister.ErrInvalidArgument)
+	})
+}
