@@ -1,0 +1,342 @@
+package biregister_test
+
+// The matrix's faults of the network and of etcd: answers slow, the only
+// endpoint stalled, one endpoint of two stalled, etcd down. In each, every
+// method returns within its bound, and once the fault heals the Registers
+// are in their contract state.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/faultproxy"
+)
+
+// sampleLeading samples AmILeader of every Register until stop is called,
+// which returns how many samples saw two of them lead at one moment: one
+// led, then another, then the first again, all within a millisecond, too
+// short for leadership to have moved twice (each move waits for a key to
+// go from etcd and from a cache).
+func sampleLeading(regs ...biregister.Register) (stop func() int) {
+	done := make(chan struct{})
+	overlaps := make(chan int, 1)
+	go func() {
+		n := 0
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			for i, a := range regs {
+				for _, b := range regs[i+1:] {
+					start := time.Now()
+					if a.AmILeader() && b.AmILeader() && a.AmILeader() && time.Since(start) < time.Millisecond {
+						n++
+					}
+				}
+			}
+			select {
+			case <-done:
+				overlaps <- n
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() int {
+		close(done)
+		return <-overlaps
+	}
+}
+
+// duringFault calls each method of r that may wait on etcd while a fault
+// holds, with contexts that end after d, and checks that each returns
+// within d + slack, with ctx.Err() where it could not be done: reads at
+// once, SetValue, Resign, WaitLeader, WaitTerm and Lead. It returns the
+// value SetValue tried, which etcd may hold once the fault heals.
+func duringFault(t *testing.T, r biregister.Register, d time.Duration, value string) string {
+	t.Helper()
+	checkReads(t, r)
+	for _, c := range []struct {
+		name string
+		do   func(ctx context.Context) error
+	}{
+		{"SetValue", func(ctx context.Context) error { return r.SetValue(ctx, value) }},
+		{"Resign", r.Resign},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		err := returnsWithin(t, c.name, d+slack, func() error { return c.do(ctx) })
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			t.Logf("%s under the fault: %v", c.name, err) // refused by etcd's client, say: its own answer
+		} else if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded, c.name)
+		}
+	}
+	checkWaitsEnd(t, r, d)
+	checkReads(t, r)
+	return value
+}
+
+// startConstructors starts each constructor with endpoints it cannot reach
+// in time, and returns a check, for the test's goroutine, that each failed
+// within about ttl (README, Errors: one second more here, for a loaded
+// machine) with an error that wraps context.DeadlineExceeded, leaving
+// nothing running.
+func startConstructors(endpoints []string) (check func(t *testing.T)) {
+	type failed struct {
+		what string
+		took time.Duration
+		err  error
+	}
+	results := make(chan failed, 3)
+	for what, construct := range map[string]func() (interface{ Close() }, error){
+		"NewRegister": func() (interface{ Close() }, error) {
+			return biregister.NewRegister(endpoints, "/fault-new", "a", "v", matrixTTL)
+		},
+		"NewRegisterNoName": func() (interface{ Close() }, error) {
+			return biregister.NewRegisterNoName(endpoints, "/fault-new", "v", matrixTTL)
+		},
+		"NewWatcher": func() (interface{ Close() }, error) {
+			return biregister.NewWatcher(endpoints, "/fault-new", matrixTTL)
+		},
+	} {
+		go func() {
+			start := time.Now()
+			x, err := construct()
+			if err == nil {
+				x.Close()
+				err = errors.New("succeeded")
+			}
+			results <- failed{what, time.Since(start), err}
+		}()
+	}
+	return func(t *testing.T) {
+		t.Helper()
+		for range 3 {
+			select {
+			case r := <-results:
+				assert.ErrorIs(t, r.err, context.DeadlineExceeded, r.what)
+				assert.LessOrEqual(t, r.took, matrixTTL*time.Second+time.Second, "%s took %v, ttl %ds", r.what, r.took, matrixTTL)
+			case <-time.After(waitFor):
+				t.Fatal("a constructor did not return")
+			}
+		}
+	}
+}
+
+// keyGone waits until etcd no longer holds r's key: revoked by Close, or
+// expired with its lease.
+func keyGone(t *testing.T, cli *clientv3.Client, r biregister.Register) {
+	t.Helper()
+	eventually(t, "the key of a closed Register stays", func() string {
+		resp, err := cli.Get(context.Background(), r.MyKey())
+		if err != nil || len(resp.Kvs) > 0 {
+			return fmt.Sprint("still there ", err)
+		}
+		return ""
+	})
+}
+
+// Answers from etcd 300 ms late: every request succeeds, a caller that
+// stops waiting gets ctx.Err() at once while the loop carries the request
+// to its end, reads never wait behind a request, the constructors succeed
+// within their ttl, and Close returns within its bound.
+func TestMatrixSlow(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	slow := faultproxy.Start(t, etcd.Endpoint(0))
+	ttl := matrixTTL * time.Second
+	a := newRegister(t, []string{slow.Endpoint()}, "/slow", "a", "v", matrixTTL)
+	b := newRegister(t, etcd.Endpoints(), "/slow", "b", "v", matrixTTL)
+	w := newWatcher(t, etcd.Endpoints(), "/slow")
+	slow.DelayReplies(300 * time.Millisecond)
+	ctx := context.Background()
+
+	require.NoError(t, returnsWithin(t, "SetValue", requestBound(ttl), func() error { return a.SetValue(ctx, "slow") }))
+	checkRegistered(t, cli, a, []string{"slow"}, w)
+	// A caller that gives up: the request still goes through.
+	tried := duringFault(t, a, 100*time.Millisecond, "slow, given up")
+	checkRegistered(t, cli, a, []string{"slow", tried}, w)
+	t.Logf("the value given up on: etcd holds %s", short(heldBy(t, cli, a).value))
+
+	// Reads while a request waits on the slow answer.
+	setting := make(chan error, 1)
+	go func() { setting <- a.SetValue(ctx, "slow again") }()
+	eventually(t, "SetValue never waited on etcd", func() string {
+		if stackHas("(*register).setValue(") {
+			return ""
+		}
+		return "not on any stack"
+	})
+	checkReads(t, a)
+	require.NoError(t, <-setting)
+	require.NoError(t, returnsWithin(t, "Resign", requestBound(ttl), func() error { return a.Resign(ctx) }))
+	checkRegistered(t, cli, a, []string{"slow again"}, w)
+	checkRegistered(t, cli, b, []string{"v"}, w)
+
+	for what, newX := range map[string]func() (interface{ Close() }, error){
+		"NewRegister": func() (interface{ Close() }, error) {
+			return biregister.NewRegister([]string{slow.Endpoint()}, "/slow", "c", "v", 5)
+		},
+		"NewRegisterNoName": func() (interface{ Close() }, error) {
+			return biregister.NewRegisterNoName([]string{slow.Endpoint()}, "/slow", "v", 5)
+		},
+		"NewWatcher": func() (interface{ Close() }, error) {
+			return biregister.NewWatcher([]string{slow.Endpoint()}, "/slow", 5)
+		},
+	} {
+		construct(t, what, 5*time.Second+slack, newX)
+	}
+	// a resigned: its waits can only end with Close.
+	longest := context.Background()
+	checkCloseEnds(t, a, ttl,
+		call{"WaitLeader", func() error { return a.WaitLeader(longest) }},
+		call{"WaitTerm", func() error { _, err := a.WaitTerm(longest); return err }},
+		call{"Lead", func() error { return a.Lead(longest, func(*biregister.Term) {}) }},
+	)
+	keyGone(t, cli, a)
+	checkRegistered(t, cli, b, []string{"v"}, w)
+}
+
+// The only endpoint of a leader stalls silently for longer than its ttl:
+// reads answer at once, requests end with their context or within ttl,
+// constructors fail within ttl, the old leader stops leading before the
+// next one leads, and after the heal it is registered again, behind it,
+// with a value it was given. Stalled again, Close ends every call in
+// flight and returns within its bound.
+func TestMatrixStalled(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	ttl := matrixTTL * time.Second
+	a := newRegister(t, []string{proxy.Endpoint()}, "/stalled", "a", "v", matrixTTL)
+	b := newRegister(t, etcd.Endpoints(), "/stalled", "b", "v", matrixTTL)
+	w := newWatcher(t, etcd.Endpoints(), "/stalled")
+	require.True(t, a.AmILeader())
+	sampler := startSampling(a, b)
+	proxy.Stall()
+
+	constructorsFailed := startConstructors([]string{proxy.Endpoint()})
+	tried := []string{"v", duringFault(t, a, 300*time.Millisecond, "stalled")}
+	err := returnsWithin(t, "SetValue", requestBound(ttl), func() error { return a.SetValue(context.Background(), "stalled, no ctx") })
+	require.Error(t, err)
+	tried = append(tried, "stalled, no ctx")
+	requireOneLeaderAtATime(t, sampler.result())
+	t.Run("constructors fail within about ttl", constructorsFailed)
+
+	proxy.Heal()
+	checkRegistered(t, cli, a, tried, w)
+	checkRegistered(t, cli, b, []string{"v"}, w)
+	require.False(t, a.AmILeader())
+
+	proxy.Stall()
+	longest := context.Background()
+	checkCloseEnds(t, a, ttl,
+		call{"SetValue", func() error { return a.SetValue(longest, "never") }},
+		call{"WaitLeader", func() error { return a.WaitLeader(longest) }},
+		call{"WaitTerm", func() error { _, err := a.WaitTerm(longest); return err }},
+		call{"Lead", func() error { return a.Lead(longest, func(*biregister.Term) {}) }},
+	)
+	proxy.Heal()
+	keyGone(t, cli, a)
+	checkRegistered(t, cli, b, []string{"v"}, w)
+}
+
+// One endpoint of a Register's two stalls silently: its requests end within
+// their bounds, those that reach the other endpoint succeed, its lease
+// never lapses, leadership is never held twice, and Close returns within
+// its bound.
+func TestMatrixOneEndpointStalled(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	stalled := faultproxy.Start(t, etcd.Endpoint(0))
+	healthy := faultproxy.Start(t, etcd.Endpoint(0))
+	ttl := matrixTTL * time.Second
+	a := newRegister(t, []string{stalled.Endpoint(), healthy.Endpoint()}, "/one-stalled", "a", "v", matrixTTL)
+	b := newRegister(t, etcd.Endpoints(), "/one-stalled", "b", "v", matrixTTL)
+	w := newWatcher(t, etcd.Endpoints(), "/one-stalled")
+	lease := heldBy(t, cli, a).lease
+	stopSampling := sampleLeading(a, b)
+	stalled.Stall()
+	defer stalled.Heal()
+
+	// For two ttls, requests one after the other, each bounded by ttl: the
+	// lease must outlive those that wait on the stalled endpoint.
+	values := []string{"v"}
+	for i, end := 0, time.Now().Add(2*ttl); time.Now().Before(end); i++ {
+		value := fmt.Sprint(i)
+		ctx, cancel := context.WithTimeout(context.Background(), ttl)
+		err := returnsWithin(t, "SetValue", ttl+slack, func() error { return a.SetValue(ctx, value) })
+		cancel()
+		if err == nil {
+			values = []string{value}
+		} else {
+			values = append(values, value)
+		}
+		if i%4 == 0 {
+			values = append(values, duringFault(t, a, 300*time.Millisecond, value+", given up"))
+		}
+	}
+	require.Zero(t, stopSampling(), "two leaders at one moment")
+	checkRegistered(t, cli, a, values, w)
+	require.Equal(t, lease, heldBy(t, cli, a).lease, "the lease lapsed while the other endpoint served")
+
+	returnsWithin(t, "Close", closeBound(ttl), func() struct{} { a.Close(); return struct{}{} })
+	checkClosed(t, a)
+	keyGone(t, cli, a)
+	checkRegistered(t, cli, b, []string{"v"}, w)
+}
+
+// etcd down (its process gone, connections refused) for longer than the
+// ttl: reads answer at once, requests end with their context or within
+// ttl, constructors fail within ttl; restarted with its data, etcd still
+// holds the leases, and the Registers are in their contract state with a
+// value they were given. Down again, Close ends every call in flight and
+// returns within its bound.
+func TestMatrixEtcdDown(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ttl := matrixTTL * time.Second
+	a := newRegister(t, etcd.Endpoints(), "/down", "a", "v", matrixTTL)
+	b := newRegister(t, etcd.Endpoints(), "/down", "b", "v", matrixTTL)
+	w := newWatcher(t, etcd.Endpoints(), "/down")
+	etcd.Stop(t, 0)
+
+	constructorsFailed := startConstructors(etcd.Endpoints())
+	tried := []string{"v", duringFault(t, a, 300*time.Millisecond, "down")}
+	checkReads(t, w)
+	err := returnsWithin(t, "SetValue", requestBound(ttl), func() error { return b.SetValue(context.Background(), "down, no ctx") })
+	require.Error(t, err)
+	t.Run("constructors fail within about ttl", constructorsFailed)
+
+	etcd.Restart(t, 0)
+	checkRegistered(t, cli, a, tried, w)
+	checkRegistered(t, cli, b, []string{"v", "down, no ctx"}, w)
+
+	etcd.Stop(t, 0)
+	longest := context.Background()
+	follower := a
+	if a.AmILeader() {
+		follower = b
+	}
+	checkCloseEnds(t, follower, ttl,
+		call{"SetValue", func() error { return follower.SetValue(longest, "never") }},
+		call{"WaitLeader", func() error { return follower.WaitLeader(longest) }},
+		call{"WaitTerm", func() error { _, err := follower.WaitTerm(longest); return err }},
+		call{"Lead", func() error { return follower.Lead(longest, func(*biregister.Term) {}) }},
+	)
+	etcd.Restart(t, 0)
+	keyGone(t, cli, follower)
+	for _, r := range []biregister.Register{a, b} {
+		if r != follower {
+			checkRegistered(t, cli, r, append(tried, "down, no ctx"), w)
+		}
+	}
+}
