@@ -267,27 +267,36 @@ func TestMatrixOneEndpointStalled(t *testing.T) {
 	stalled.Stall()
 	defer stalled.Heal()
 
-	// For two ttls, requests one after the other, each bounded by ttl: the
-	// lease must outlive those that wait on the stalled endpoint.
+	// For one and a half ttls, requests one after the other, each bounded
+	// by half the ttl: the lease must outlive those that wait on the
+	// stalled endpoint.
 	values := []string{"v"}
-	for i, end := 0, time.Now().Add(2*ttl); time.Now().Before(end); i++ {
+	stuck := 0
+	for i, end := 0, time.Now().Add(3*ttl/2); time.Now().Before(end); i++ {
 		value := fmt.Sprint(i)
-		ctx, cancel := context.WithTimeout(context.Background(), ttl)
-		err := returnsWithin(t, "SetValue", ttl+slack, func() error { return a.SetValue(ctx, value) })
+		ctx, cancel := context.WithTimeout(context.Background(), ttl/2)
+		err := returnsWithin(t, "SetValue", ttl/2+slack, func() error { return a.SetValue(ctx, value) })
 		cancel()
 		if err == nil {
 			values = []string{value}
 		} else {
 			values = append(values, value)
+			stuck++
 		}
 		if i%4 == 0 {
 			values = append(values, duringFault(t, a, 300*time.Millisecond, value+", given up"))
 		}
 	}
 	require.Zero(t, stopSampling(), "two leaders at one moment")
-	checkRegistered(t, cli, a, values, w)
+	t.Logf("%d requests waited on the stalled endpoint", stuck)
 	require.Equal(t, lease, heldBy(t, cli, a).lease, "the lease lapsed while the other endpoint served")
+	// The Register's own watch may sit on the stalled endpoint, until its
+	// probe notices (README: within about 15 s): its cache is checked
+	// once the endpoint is healed.
+	stalled.Heal()
+	checkRegistered(t, cli, a, values, w)
 
+	stalled.Stall()
 	returnsWithin(t, "Close", closeBound(ttl), func() struct{} { a.Close(); return struct{}{} })
 	checkClosed(t, a)
 	keyGone(t, cli, a)
