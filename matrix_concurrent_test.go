@@ -76,7 +76,7 @@ func startStorm(ctx context.Context, r biregister.Register) *storm {
 		}()
 	}
 	name := r.MyName()
-	bounded("SetValue", time.Second, time.Second+slack, 2*time.Millisecond, func(ctx context.Context, i int) error {
+	bounded("SetValue", time.Second, time.Second+promptly, 2*time.Millisecond, func(ctx context.Context, i int) error {
 		value := fmt.Sprint(name, i)
 		err := r.SetValue(ctx, value)
 		s.mu.Lock()
@@ -88,9 +88,9 @@ func startStorm(ctx context.Context, r biregister.Register) *storm {
 		}
 		return err
 	})
-	bounded("Resign", time.Second, time.Second+slack, 30*time.Millisecond, func(ctx context.Context, _ int) error { return r.Resign(ctx) })
-	bounded("WaitLeader", 100*time.Millisecond, 100*time.Millisecond+slack, time.Millisecond, func(ctx context.Context, _ int) error { return r.WaitLeader(ctx) })
-	bounded("WaitTerm", 100*time.Millisecond, 100*time.Millisecond+slack, time.Millisecond, func(ctx context.Context, _ int) error {
+	bounded("Resign", time.Second, time.Second+promptly, 30*time.Millisecond, func(ctx context.Context, _ int) error { return r.Resign(ctx) })
+	bounded("WaitLeader", 100*time.Millisecond, 100*time.Millisecond+promptly, time.Millisecond, func(ctx context.Context, _ int) error { return r.WaitLeader(ctx) })
+	bounded("WaitTerm", 100*time.Millisecond, 100*time.Millisecond+promptly, time.Millisecond, func(ctx context.Context, _ int) error {
 		term, err := r.WaitTerm(ctx)
 		if (term == nil) == (err == nil) {
 			return fmt.Errorf("term %v with error %v", term, err)

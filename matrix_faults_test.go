@@ -57,7 +57,7 @@ func sampleLeading(regs ...biregister.Register) (stop func() int) {
 
 // duringFault calls each method of r that may wait on etcd while a fault
 // holds, with contexts that end after d, and checks that each returns
-// within d + slack, with ctx.Err() where it could not be done: reads at
+// within d + promptly, with ctx.Err() where it could not be done: reads at
 // once, SetValue, Resign, WaitLeader, WaitTerm and Lead. It returns the
 // value SetValue tried, which etcd may hold once the fault heals.
 func duringFault(t *testing.T, r biregister.Register, d time.Duration, value string) string {
@@ -71,7 +71,7 @@ func duringFault(t *testing.T, r biregister.Register, d time.Duration, value str
 		{"Resign", r.Resign},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
-		err := returnsWithin(t, c.name, d+slack, func() error { return c.do(ctx) })
+		err := returnsWithin(t, c.name, d+promptly, func() error { return c.do(ctx) })
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			t.Logf("%s under the fault: %v", c.name, err) // refused by etcd's client, say: its own answer
@@ -131,6 +131,30 @@ func startConstructors(endpoints []string) (check func(t *testing.T)) {
 	}
 }
 
+// setValueReading calls SetValue(value) without a deadline, checks every
+// read of r while the loop waits on etcd for it, and returns its result,
+// which must come within requestBound(ttl).
+func setValueReading(t *testing.T, r biregister.Register, value string, ttl time.Duration) error {
+	t.Helper()
+	start := time.Now()
+	result := make(chan error, 1)
+	go func() { result <- r.SetValue(context.Background(), value) }()
+	eventually(t, "SetValue never waited on etcd", func() string {
+		if len(result) > 0 || stackHas("(*register).setValue(") {
+			return ""
+		}
+		return "not on any stack"
+	})
+	checkReads(t, r)
+	select {
+	case err := <-result:
+		return err
+	case <-time.After(time.Until(start.Add(requestBound(ttl)))):
+		t.Fatalf("SetValue did not return within %v", requestBound(ttl))
+	}
+	return nil
+}
+
 // keyGone waits until etcd no longer holds r's key: revoked by Close, or
 // expired with its lease.
 func keyGone(t *testing.T, cli *clientv3.Client, r biregister.Register) {
@@ -167,16 +191,7 @@ func TestMatrixSlow(t *testing.T) {
 	t.Logf("the value given up on: etcd holds %s", short(heldBy(t, cli, a).value))
 
 	// Reads while a request waits on the slow answer.
-	setting := make(chan error, 1)
-	go func() { setting <- a.SetValue(ctx, "slow again") }()
-	eventually(t, "SetValue never waited on etcd", func() string {
-		if stackHas("(*register).setValue(") {
-			return ""
-		}
-		return "not on any stack"
-	})
-	checkReads(t, a)
-	require.NoError(t, <-setting)
+	require.NoError(t, setValueReading(t, a, "slow again", ttl))
 	require.NoError(t, returnsWithin(t, "Resign", requestBound(ttl), func() error { return a.Resign(ctx) }))
 	checkRegistered(t, cli, a, []string{"slow again"}, w)
 	checkRegistered(t, cli, b, []string{"v"}, w)
@@ -225,8 +240,7 @@ func TestMatrixStalled(t *testing.T) {
 
 	constructorsFailed := startConstructors([]string{proxy.Endpoint()})
 	tried := []string{"v", duringFault(t, a, 300*time.Millisecond, "stalled")}
-	err := returnsWithin(t, "SetValue", requestBound(ttl), func() error { return a.SetValue(context.Background(), "stalled, no ctx") })
-	require.Error(t, err)
+	require.Error(t, setValueReading(t, a, "stalled, no ctx", ttl))
 	tried = append(tried, "stalled, no ctx")
 	requireOneLeaderAtATime(t, sampler.result())
 	t.Run("constructors fail within about ttl", constructorsFailed)
@@ -275,7 +289,7 @@ func TestMatrixOneEndpointStalled(t *testing.T) {
 	for i, end := 0, time.Now().Add(3*ttl/2); time.Now().Before(end); i++ {
 		value := fmt.Sprint(i)
 		ctx, cancel := context.WithTimeout(context.Background(), ttl/2)
-		err := returnsWithin(t, "SetValue", ttl/2+slack, func() error { return a.SetValue(ctx, value) })
+		err := returnsWithin(t, "SetValue", ttl/2+promptly, func() error { return a.SetValue(ctx, value) })
 		cancel()
 		if err == nil {
 			values = []string{value}

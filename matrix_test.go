@@ -31,6 +31,10 @@ const (
 	// slack is the room given beyond a documented bound, for a loaded
 	// machine under -race.
 	slack = 2 * time.Second
+	// promptly bounds how long a call takes to return once its context
+	// ended: it has only to notice. (Far less than matrixTTL, so that a
+	// call that waits for the loop's own bound instead is caught.)
+	promptly = 500 * time.Millisecond
 )
 
 // requestBound is the most SetValue or Resign may take with a context that
@@ -256,13 +260,13 @@ func checkUnchanged(t *testing.T, cli *clientv3.Client, r biregister.Register, b
 }
 
 // checkWaitsEnd fails the test unless WaitLeader, WaitTerm and Lead, each
-// given a context that ends after d, return by d + slack: with ctx.Err(),
+// given a context that ends after d, return by d + promptly: with ctx.Err(),
 // or, for WaitLeader and WaitTerm, with leadership.
 func checkWaitsEnd(t *testing.T, r biregister.Register, d time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	errs := returnsWithin(t, "WaitLeader, WaitTerm and Lead", d+slack, func() [3]error {
+	errs := returnsWithin(t, "WaitLeader, WaitTerm and Lead", d+promptly, func() [3]error {
 		var errs [3]error
 		done := make(chan struct{}, 2)
 		go func() {
