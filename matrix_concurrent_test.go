@@ -157,7 +157,6 @@ func (s *storm) end(t *testing.T, bound time.Duration) []string {
 func TestMatrixConcurrent(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	ttl := matrixTTL * time.Second
 	shared := etcd.Client(t)
 	variants := [][]biregister.Option{
 		nil,
@@ -178,7 +177,7 @@ func TestMatrixConcurrent(t *testing.T) {
 
 			// Close a in the middle of its storm, from two goroutines.
 			<-time.After(time.Duration(200+rand.IntN(600)) * time.Millisecond)
-			returnsWithin(t, "Close", closeBound(ttl), func() struct{} {
+			returnsWithin(t, "Close", closeBound(matrixLease), func() struct{} {
 				var closing sync.WaitGroup
 				closing.Add(2)
 				for range 2 {
@@ -201,7 +200,7 @@ func TestMatrixConcurrent(t *testing.T) {
 			defer cancel()
 			require.NoError(t, b.WaitLeader(leads))
 			stop()
-			values := stormB.end(t, requestBound(ttl))
+			values := stormB.end(t, requestBound(matrixLease))
 			require.Zero(t, stopSampling(), "two leaders at one moment")
 			checkRegistered(t, cli, b, values, w)
 			if round%len(variants) == 1 {

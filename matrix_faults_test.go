@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/faultproxy"
 )
 
@@ -26,33 +29,43 @@ import (
 // short for leadership to have moved twice (each move waits for a key to
 // go from etcd and from a cache).
 func sampleLeading(regs ...biregister.Register) (stop func() int) {
-	done := make(chan struct{})
-	overlaps := make(chan int, 1)
+	var overlaps atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	var sampling sync.WaitGroup
+	sampling.Add(1)
 	go func() {
-		n := 0
+		defer sampling.Done()
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
-		for {
+		for ; ctx.Err() == nil; <-tick.C {
 			for i, a := range regs {
 				for _, b := range regs[i+1:] {
 					start := time.Now()
 					if a.AmILeader() && b.AmILeader() && a.AmILeader() && time.Since(start) < time.Millisecond {
-						n++
+						overlaps.Add(1)
 					}
 				}
-			}
-			select {
-			case <-done:
-				overlaps <- n
-				return
-			case <-tick.C:
 			}
 		}
 	}()
 	return func() int {
-		close(done)
-		return <-overlaps
+		cancel()
+		sampling.Wait()
+		return int(overlaps.Load())
 	}
+}
+
+// pair returns two Registers of prefix — "a", reaching etcd through
+// aEndpoints (etcd's own if none), and "b", reaching it directly — and a
+// Watcher of the group.
+func pair(t *testing.T, etcd *etcdtest.Cluster, prefix string, aEndpoints ...string) (a, b biregister.Register, w biregister.Watcher) {
+	t.Helper()
+	if len(aEndpoints) == 0 {
+		aEndpoints = etcd.Endpoints()
+	}
+	a = newRegister(t, aEndpoints, prefix, "a", "v", matrixTTL)
+	b = newRegister(t, etcd.Endpoints(), prefix, "b", "v", matrixTTL)
+	return a, b, newWatcher(t, etcd.Endpoints(), prefix)
 }
 
 // duringFault calls each method of r that may wait on etcd while a fault
@@ -123,7 +136,7 @@ func startConstructors(endpoints []string) (check func(t *testing.T)) {
 			select {
 			case r := <-results:
 				assert.ErrorIs(t, r.err, context.DeadlineExceeded, r.what)
-				assert.LessOrEqual(t, r.took, matrixTTL*time.Second+time.Second, "%s took %v, ttl %ds", r.what, r.took, matrixTTL)
+				assert.LessOrEqual(t, r.took, matrixLease+time.Second, "%s took %v, ttl %ds", r.what, r.took, matrixTTL)
 			case <-time.After(waitFor):
 				t.Fatal("a constructor did not return")
 			}
@@ -133,8 +146,8 @@ func startConstructors(endpoints []string) (check func(t *testing.T)) {
 
 // setValueReading calls SetValue(value) without a deadline, checks every
 // read of r while the loop waits on etcd for it, and returns its result,
-// which must come within requestBound(ttl).
-func setValueReading(t *testing.T, r biregister.Register, value string, ttl time.Duration) error {
+// which must come within requestBound(matrixLease).
+func setValueReading(t *testing.T, r biregister.Register, value string) error {
 	t.Helper()
 	start := time.Now()
 	result := make(chan error, 1)
@@ -149,23 +162,25 @@ func setValueReading(t *testing.T, r biregister.Register, value string, ttl time
 	select {
 	case err := <-result:
 		return err
-	case <-time.After(time.Until(start.Add(requestBound(ttl)))):
-		t.Fatalf("SetValue did not return within %v", requestBound(ttl))
+	case <-time.After(time.Until(start.Add(requestBound(matrixLease)))):
+		t.Fatalf("SetValue did not return within %v", requestBound(matrixLease))
 	}
 	return nil
 }
 
-// keyGone waits until etcd no longer holds r's key: revoked by Close, or
-// expired with its lease.
-func keyGone(t *testing.T, cli *clientv3.Client, r biregister.Register) {
+// checkLeft waits until etcd no longer holds the key of closed — revoked
+// by Close, or expired with its lease — and until stayed, the other member,
+// is in its contract state with one of values.
+func checkLeft(t *testing.T, cli *clientv3.Client, closed, stayed biregister.Register, values []string, w biregister.Watcher) {
 	t.Helper()
 	eventually(t, "the key of a closed Register stays", func() string {
-		resp, err := cli.Get(context.Background(), r.MyKey())
+		resp, err := cli.Get(context.Background(), closed.MyKey())
 		if err != nil || len(resp.Kvs) > 0 {
 			return fmt.Sprint("still there ", err)
 		}
 		return ""
 	})
+	checkRegistered(t, cli, stayed, values, w)
 }
 
 // Answers from etcd 300 ms late: every request succeeds, a caller that
@@ -176,14 +191,11 @@ func TestMatrixSlow(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	slow := faultproxy.Start(t, etcd.Endpoint(0))
-	ttl := matrixTTL * time.Second
-	a := newRegister(t, []string{slow.Endpoint()}, "/slow", "a", "v", matrixTTL)
-	b := newRegister(t, etcd.Endpoints(), "/slow", "b", "v", matrixTTL)
-	w := newWatcher(t, etcd.Endpoints(), "/slow")
+	a, b, w := pair(t, etcd, "/slow", slow.Endpoint())
 	slow.DelayReplies(300 * time.Millisecond)
 	ctx := context.Background()
 
-	require.NoError(t, returnsWithin(t, "SetValue", requestBound(ttl), func() error { return a.SetValue(ctx, "slow") }))
+	require.NoError(t, returnsWithin(t, "SetValue", requestBound(matrixLease), func() error { return a.SetValue(ctx, "slow") }))
 	checkRegistered(t, cli, a, []string{"slow"}, w)
 	// A caller that gives up: the request still goes through.
 	tried := duringFault(t, a, 100*time.Millisecond, "slow, given up")
@@ -191,8 +203,8 @@ func TestMatrixSlow(t *testing.T) {
 	t.Logf("the value given up on: etcd holds %s", short(heldBy(t, cli, a).value))
 
 	// Reads while a request waits on the slow answer.
-	require.NoError(t, setValueReading(t, a, "slow again", ttl))
-	require.NoError(t, returnsWithin(t, "Resign", requestBound(ttl), func() error { return a.Resign(ctx) }))
+	require.NoError(t, setValueReading(t, a, "slow again"))
+	require.NoError(t, returnsWithin(t, "Resign", requestBound(matrixLease), func() error { return a.Resign(ctx) }))
 	checkRegistered(t, cli, a, []string{"slow again"}, w)
 	checkRegistered(t, cli, b, []string{"v"}, w)
 
@@ -210,14 +222,8 @@ func TestMatrixSlow(t *testing.T) {
 		construct(t, what, 5*time.Second+slack, newX)
 	}
 	// a resigned: its waits can only end with Close.
-	longest := context.Background()
-	checkCloseEnds(t, a, ttl,
-		call{"WaitLeader", func() error { return a.WaitLeader(longest) }},
-		call{"WaitTerm", func() error { _, err := a.WaitTerm(longest); return err }},
-		call{"Lead", func() error { return a.Lead(longest, func(*biregister.Term) {}) }},
-	)
-	keyGone(t, cli, a)
-	checkRegistered(t, cli, b, []string{"v"}, w)
+	checkCloseEnds(t, context.Background(), a, matrixLease, "WaitLeader", "WaitTerm", "Lead")
+	checkLeft(t, cli, a, b, []string{"v"}, w)
 }
 
 // The only endpoint of a leader stalls silently for longer than its ttl:
@@ -230,17 +236,14 @@ func TestMatrixStalled(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
-	ttl := matrixTTL * time.Second
-	a := newRegister(t, []string{proxy.Endpoint()}, "/stalled", "a", "v", matrixTTL)
-	b := newRegister(t, etcd.Endpoints(), "/stalled", "b", "v", matrixTTL)
-	w := newWatcher(t, etcd.Endpoints(), "/stalled")
+	a, b, w := pair(t, etcd, "/stalled", proxy.Endpoint())
 	require.True(t, a.AmILeader())
 	sampler := startSampling(a, b)
 	proxy.Stall()
 
 	constructorsFailed := startConstructors([]string{proxy.Endpoint()})
 	tried := []string{"v", duringFault(t, a, 300*time.Millisecond, "stalled")}
-	require.Error(t, setValueReading(t, a, "stalled, no ctx", ttl))
+	require.Error(t, setValueReading(t, a, "stalled, no ctx"))
 	tried = append(tried, "stalled, no ctx")
 	requireOneLeaderAtATime(t, sampler.result())
 	t.Run("constructors fail within about ttl", constructorsFailed)
@@ -251,16 +254,9 @@ func TestMatrixStalled(t *testing.T) {
 	require.False(t, a.AmILeader())
 
 	proxy.Stall()
-	longest := context.Background()
-	checkCloseEnds(t, a, ttl,
-		call{"SetValue", func() error { return a.SetValue(longest, "never") }},
-		call{"WaitLeader", func() error { return a.WaitLeader(longest) }},
-		call{"WaitTerm", func() error { _, err := a.WaitTerm(longest); return err }},
-		call{"Lead", func() error { return a.Lead(longest, func(*biregister.Term) {}) }},
-	)
+	checkCloseEnds(t, context.Background(), a, matrixLease, "SetValue", "WaitLeader", "WaitTerm", "Lead")
 	proxy.Heal()
-	keyGone(t, cli, a)
-	checkRegistered(t, cli, b, []string{"v"}, w)
+	checkLeft(t, cli, a, b, []string{"v"}, w)
 }
 
 // One endpoint of a Register's two stalls silently: its requests end within
@@ -272,10 +268,7 @@ func TestMatrixOneEndpointStalled(t *testing.T) {
 	cli := etcd.Client(t)
 	stalled := faultproxy.Start(t, etcd.Endpoint(0))
 	healthy := faultproxy.Start(t, etcd.Endpoint(0))
-	ttl := matrixTTL * time.Second
-	a := newRegister(t, []string{stalled.Endpoint(), healthy.Endpoint()}, "/one-stalled", "a", "v", matrixTTL)
-	b := newRegister(t, etcd.Endpoints(), "/one-stalled", "b", "v", matrixTTL)
-	w := newWatcher(t, etcd.Endpoints(), "/one-stalled")
+	a, b, w := pair(t, etcd, "/one-stalled", stalled.Endpoint(), healthy.Endpoint())
 	lease := heldBy(t, cli, a).lease
 	stopSampling := sampleLeading(a, b)
 	stalled.Stall()
@@ -286,10 +279,10 @@ func TestMatrixOneEndpointStalled(t *testing.T) {
 	// stalled endpoint.
 	values := []string{"v"}
 	stuck := 0
-	for i, end := 0, time.Now().Add(3*ttl/2); time.Now().Before(end); i++ {
+	for i, end := 0, time.Now().Add(3*matrixLease/2); time.Now().Before(end); i++ {
 		value := fmt.Sprint(i)
-		ctx, cancel := context.WithTimeout(context.Background(), ttl/2)
-		err := returnsWithin(t, "SetValue", ttl/2+promptly, func() error { return a.SetValue(ctx, value) })
+		ctx, cancel := context.WithTimeout(context.Background(), matrixLease/2)
+		err := returnsWithin(t, "SetValue", matrixLease/2+promptly, func() error { return a.SetValue(ctx, value) })
 		cancel()
 		if err == nil {
 			values = []string{value}
@@ -311,10 +304,9 @@ func TestMatrixOneEndpointStalled(t *testing.T) {
 	checkRegistered(t, cli, a, values, w)
 
 	stalled.Stall()
-	returnsWithin(t, "Close", closeBound(ttl), func() struct{} { a.Close(); return struct{}{} })
+	returnsWithin(t, "Close", closeBound(matrixLease), func() struct{} { a.Close(); return struct{}{} })
 	checkClosed(t, a)
-	keyGone(t, cli, a)
-	checkRegistered(t, cli, b, []string{"v"}, w)
+	checkLeft(t, cli, a, b, []string{"v"}, w)
 }
 
 // etcd down (its process gone, connections refused) for longer than the
@@ -326,16 +318,13 @@ func TestMatrixOneEndpointStalled(t *testing.T) {
 func TestMatrixEtcdDown(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	ttl := matrixTTL * time.Second
-	a := newRegister(t, etcd.Endpoints(), "/down", "a", "v", matrixTTL)
-	b := newRegister(t, etcd.Endpoints(), "/down", "b", "v", matrixTTL)
-	w := newWatcher(t, etcd.Endpoints(), "/down")
+	a, b, w := pair(t, etcd, "/down")
 	etcd.Stop(t, 0)
 
 	constructorsFailed := startConstructors(etcd.Endpoints())
 	tried := []string{"v", duringFault(t, a, 300*time.Millisecond, "down")}
 	checkReads(t, w)
-	err := returnsWithin(t, "SetValue", requestBound(ttl), func() error { return b.SetValue(context.Background(), "down, no ctx") })
+	err := returnsWithin(t, "SetValue", requestBound(matrixLease), func() error { return b.SetValue(context.Background(), "down, no ctx") })
 	require.Error(t, err)
 	t.Run("constructors fail within about ttl", constructorsFailed)
 
@@ -349,17 +338,11 @@ func TestMatrixEtcdDown(t *testing.T) {
 	if a.AmILeader() {
 		follower = b
 	}
-	checkCloseEnds(t, follower, ttl,
-		call{"SetValue", func() error { return follower.SetValue(longest, "never") }},
-		call{"WaitLeader", func() error { return follower.WaitLeader(longest) }},
-		call{"WaitTerm", func() error { _, err := follower.WaitTerm(longest); return err }},
-		call{"Lead", func() error { return follower.Lead(longest, func(*biregister.Term) {}) }},
-	)
+	checkCloseEnds(t, longest, follower, matrixLease, "SetValue", "WaitLeader", "WaitTerm", "Lead")
 	etcd.Restart(t, 0)
-	keyGone(t, cli, follower)
-	for _, r := range []biregister.Register{a, b} {
-		if r != follower {
-			checkRegistered(t, cli, r, append(tried, "down, no ctx"), w)
-		}
+	stayed := a
+	if follower == a {
+		stayed = b
 	}
+	checkLeft(t, cli, follower, stayed, append(tried, "down, no ctx"), w)
 }

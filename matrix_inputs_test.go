@@ -270,7 +270,6 @@ func TestMatrixContexts(t *testing.T) {
 	etcd := startEtcd(t)
 	eps := etcd.Endpoints()
 	cli := etcd.Client(t)
-	ttl := matrixTTL * time.Second
 	a := newRegister(t, eps, "/ctx", "a", "v", matrixTTL)
 	b := newRegister(t, eps, "/ctx", "b", "v", matrixTTL)
 	w := newWatcher(t, eps, "/ctx")
@@ -333,7 +332,7 @@ func TestMatrixContexts(t *testing.T) {
 			leader, follower = b, a
 		}
 		for _, r := range []biregister.Register{a, b} {
-			require.NoError(t, returnsWithin(t, "SetValue", requestBound(ttl), func() error { return r.SetValue(longest, "longest") }))
+			require.NoError(t, returnsWithin(t, "SetValue", requestBound(matrixLease), func() error { return r.SetValue(longest, "longest") }))
 			checkRegistered(t, cli, r, []string{"longest"}, w)
 		}
 		require.NoError(t, returnsWithin(t, "WaitLeader", readBound, func() error { return leader.WaitLeader(longest) }))
@@ -342,16 +341,12 @@ func TestMatrixContexts(t *testing.T) {
 			return term
 		})
 		require.NotNil(t, term)
-		require.NoError(t, returnsWithin(t, "Resign", requestBound(ttl), func() error { return leader.Resign(longest) }))
+		require.NoError(t, returnsWithin(t, "Resign", requestBound(matrixLease), func() error { return leader.Resign(longest) }))
 		requireEnded(t, term, biregister.ErrResigned)
 		checkRegistered(t, cli, leader, []string{"longest"}, w)
 		// Now the leader is the other one: the one that resigned waits to
 		// lead until Close.
-		checkCloseEnds(t, leader, ttl,
-			call{"WaitLeader", func() error { return leader.WaitLeader(longest) }},
-			call{"WaitTerm", func() error { _, err := leader.WaitTerm(longest); return err }},
-			call{"Lead", func() error { return leader.Lead(longest, func(*biregister.Term) { t.Error("led after resigning") }) }},
-		)
+		checkCloseEnds(t, longest, leader, matrixLease, "WaitLeader", "WaitTerm", "Lead")
 		require.NoError(t, follower.WaitLeader(longest))
 		checkRegistered(t, cli, follower, []string{"longest"}, w)
 	})

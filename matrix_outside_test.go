@@ -28,10 +28,8 @@ import (
 // because the name is taken is not carried by the next registration).
 func TestMatrixOutsideWrites(t *testing.T) {
 	etcd := startEtcd(t)
-	eps := etcd.Endpoints()
 	cli := etcd.Client(t)
 	ctx := context.Background()
-	ttl := matrixTTL * time.Second
 	type write func(t *testing.T, r biregister.Register) (free func())
 	put := func(value string, opts ...clientv3.OpOption) write {
 		return func(t *testing.T, r biregister.Register) func() {
@@ -79,7 +77,7 @@ func TestMatrixOutsideWrites(t *testing.T) {
 		do func(t *testing.T, r biregister.Register, term *biregister.Term, free func()) string
 	}{
 		{"SetValue", func(t *testing.T, r biregister.Register, _ *biregister.Term, free func()) string {
-			err := returnsWithin(t, "SetValue", requestBound(ttl), func() error { return r.SetValue(ctx, "after") })
+			err := returnsWithin(t, "SetValue", requestBound(matrixLease), func() error { return r.SetValue(ctx, "after") })
 			free()
 			if err != nil {
 				require.ErrorIs(t, err, biregister.ErrNameTaken)
@@ -88,7 +86,7 @@ func TestMatrixOutsideWrites(t *testing.T) {
 			return "after"
 		}},
 		{"Resign", func(t *testing.T, r biregister.Register, _ *biregister.Term, free func()) string {
-			err := returnsWithin(t, "Resign", requestBound(ttl), func() error { return r.Resign(ctx) })
+			err := returnsWithin(t, "Resign", requestBound(matrixLease), func() error { return r.Resign(ctx) })
 			require.NoError(t, err)
 			free()
 			return "v"
@@ -144,7 +142,7 @@ func TestMatrixOutsideWrites(t *testing.T) {
 					prefix := fmt.Sprintf("/outside-%d-%d-%d", i, j, k)
 					proxy := faultproxy.Start(t, etcd.Endpoint(0))
 					r := newRegister(t, []string{proxy.Endpoint()}, prefix, "a", "v", matrixTTL)
-					w := newWatcher(t, eps, prefix)
+					w := newWatcher(t, etcd.Endpoints(), prefix)
 					term := waitTerm(t, r)
 					if !seen {
 						// The Register hears of the write only after the
@@ -169,10 +167,10 @@ func TestMatrixOutsideWrites(t *testing.T) {
 		}
 		t.Run(wr.name+", then Close", func(t *testing.T) {
 			prefix := fmt.Sprintf("/outside-%d-close", i)
-			r := newRegister(t, eps, prefix, "a", "v", matrixTTL)
-			w := newWatcher(t, eps, prefix)
+			r := newRegister(t, etcd.Endpoints(), prefix, "a", "v", matrixTTL)
+			w := newWatcher(t, etcd.Endpoints(), prefix)
 			free := wr.write(t, r)
-			returnsWithin(t, "Close", closeBound(ttl), func() struct{} { r.Close(); return struct{}{} })
+			returnsWithin(t, "Close", closeBound(matrixLease), func() struct{} { r.Close(); return struct{}{} })
 			checkClosed(t, r)
 			free()
 			eventually(t, "the Watcher differs from etcd", func() string {

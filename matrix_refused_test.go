@@ -6,7 +6,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,7 +24,6 @@ func TestMatrixRefused(t *testing.T) {
 	eps := etcd.Endpoints()
 	cli := etcd.Client(t)
 	ctx := context.Background()
-	ttl := matrixTTL * time.Second
 
 	t.Run("constructors", func(t *testing.T) {
 		leases, err := cli.Leases(ctx)
@@ -40,7 +38,7 @@ func TestMatrixRefused(t *testing.T) {
 			{"name over etcd's limit", overEtcdLimit, "v"},
 			{"name over the client's limit", overClientLimit, "v"},
 		} {
-			err := returnsWithin(t, "NewRegister, "+tc.what, ttl+slack, func() error {
+			err := returnsWithin(t, "NewRegister, "+tc.what, matrixLease+slack, func() error {
 				r, err := biregister.NewRegister(eps, "/refused-new", tc.member, tc.value, matrixTTL)
 				if err == nil {
 					r.Close()
@@ -50,7 +48,7 @@ func TestMatrixRefused(t *testing.T) {
 			require.Error(t, err, tc.what)
 			require.NotErrorIs(t, err, biregister.ErrNameTaken, tc.what)
 			if tc.member == "a" {
-				err := returnsWithin(t, "NewRegisterNoName, "+tc.what, ttl+slack, func() error {
+				err := returnsWithin(t, "NewRegisterNoName, "+tc.what, matrixLease+slack, func() error {
 					r, err := biregister.NewRegisterNoName(eps, "/refused-new", tc.value, matrixTTL)
 					if err == nil {
 						r.Close()
@@ -76,7 +74,7 @@ func TestMatrixRefused(t *testing.T) {
 		for _, r := range []biregister.Register{a, b} {
 			before := heldBy(t, cli, r)
 			for _, value := range []string{overEtcdLimit, overClientLimit} {
-				err := returnsWithin(t, "SetValue", requestBound(ttl), func() error { return r.SetValue(ctx, value) })
+				err := returnsWithin(t, "SetValue", requestBound(matrixLease), func() error { return r.SetValue(ctx, value) })
 				require.Error(t, err)
 				checkUnchanged(t, cli, r, before)
 			}
@@ -95,22 +93,22 @@ func TestMatrixRefused(t *testing.T) {
 	// times in the Txn) and resigning fit, SetValue (four times) does not.
 	t.Run("name of 0.45 MiB", func(t *testing.T) {
 		name := strings.Repeat("n", 450<<10)
-		r := construct(t, "NewRegister", ttl+slack, func() (biregister.Register, error) {
+		r := construct(t, "NewRegister", matrixLease+slack, func() (biregister.Register, error) {
 			return biregister.NewRegister(eps, "/refused-name", name, "v", matrixTTL)
 		})
 		w := newWatcher(t, eps, "/refused-name")
 		checkRegistered(t, cli, r, []string{"v"}, w)
 		checkReads(t, r)
 		before := heldBy(t, cli, r)
-		require.Error(t, returnsWithin(t, "SetValue", requestBound(ttl), func() error { return r.SetValue(ctx, "v2") }))
+		require.Error(t, returnsWithin(t, "SetValue", requestBound(matrixLease), func() error { return r.SetValue(ctx, "v2") }))
 		checkUnchanged(t, cli, r, before)
-		require.NoError(t, returnsWithin(t, "Resign", requestBound(ttl), func() error { return r.Resign(ctx) }))
+		require.NoError(t, returnsWithin(t, "Resign", requestBound(matrixLease), func() error { return r.Resign(ctx) }))
 		require.Greater(t, r.MyRevision(), before.revision)
 		checkRegistered(t, cli, r, []string{"v"}, w)
 		_, err := cli.Delete(ctx, r.MyKey())
 		require.NoError(t, err)
 		checkRegistered(t, cli, r, []string{"v"}, w)
-		returnsWithin(t, "Close", closeBound(ttl), func() struct{} { r.Close(); return struct{}{} })
+		returnsWithin(t, "Close", closeBound(matrixLease), func() struct{} { r.Close(); return struct{}{} })
 		eventually(t, "the Watcher still holds the closed member", func() string {
 			if w.Status().Members != 0 {
 				return "still there"

@@ -23,8 +23,10 @@ import (
 )
 
 const (
-	// matrixTTL is the lease TTL of the matrix's Registers, in seconds.
-	matrixTTL = 2
+	// matrixTTL is the lease TTL of the matrix's Registers, in seconds;
+	// matrixLease is the same as a Duration.
+	matrixTTL   = 2
+	matrixLease = matrixTTL * time.Second
 	// readBound bounds every read: reads never touch the network, so any
 	// bound holds; this one leaves room for a loaded machine under -race.
 	readBound = time.Second
@@ -300,12 +302,28 @@ type call struct {
 	do   func() error
 }
 
-// checkCloseEnds starts calls that cannot finish by themselves, waits until
-// each is in flight, closes r, and fails the test unless Close returns
-// within closeBound(ttl) and every call with ErrClosed. Then it checks every
-// method of the closed Register (checkClosed).
-func checkCloseEnds(t *testing.T, r biregister.Register, ttl time.Duration, calls ...call) {
+// requests returns r's calls that may wait, each with ctx: SetValue,
+// Resign, WaitLeader, WaitTerm and Lead (whose work waits for its term to
+// end).
+func requests(ctx context.Context, r biregister.Register) []call {
+	return []call{
+		{"SetValue", func() error { return r.SetValue(ctx, "requested") }},
+		{"Resign", func() error { return r.Resign(ctx) }},
+		{"WaitLeader", func() error { return r.WaitLeader(ctx) }},
+		{"WaitTerm", func() error { _, err := r.WaitTerm(ctx); return err }},
+		{"Lead", func() error { return r.Lead(ctx, func(term *biregister.Term) { <-term.Done() }) }},
+	}
+}
+
+// checkCloseEnds starts the named requests of r with ctx, which must not be
+// able to finish by themselves, waits until each is in flight, closes r,
+// and fails the test unless Close returns within closeBound(ttl) and every
+// request with ErrClosed. Then it checks every method of the closed
+// Register (checkClosed).
+func checkCloseEnds(t *testing.T, ctx context.Context, r biregister.Register, ttl time.Duration, names ...string) {
 	t.Helper()
+	calls := slices.DeleteFunc(requests(ctx, r), func(c call) bool { return !slices.Contains(names, c.name) })
+	require.Len(t, calls, len(names), "requests %v", names)
 	results := make(chan error, len(calls))
 	for _, c := range calls {
 		go func() {
@@ -344,14 +362,7 @@ func checkCloseEnds(t *testing.T, r biregister.Register, ttl time.Duration, call
 func checkClosed(t *testing.T, r biregister.Register) {
 	t.Helper()
 	checkReads(t, r)
-	ctx := context.Background()
-	for _, c := range []call{
-		{"SetValue", func() error { return r.SetValue(ctx, "after close") }},
-		{"Resign", func() error { return r.Resign(ctx) }},
-		{"WaitLeader", func() error { return r.WaitLeader(ctx) }},
-		{"WaitTerm", func() error { _, err := r.WaitTerm(ctx); return err }},
-		{"Lead", func() error { return r.Lead(ctx, func(*biregister.Term) {}) }},
-	} {
+	for _, c := range requests(context.Background(), r) {
 		require.ErrorIs(t, returnsWithin(t, c.name+" after Close", readBound, c.do), biregister.ErrClosed, c.name)
 	}
 	returnsWithin(t, "Close again", readBound, func() struct{} { r.Close(); return struct{}{} })
