@@ -83,14 +83,14 @@ func returnsWithin[T any](t *testing.T, what string, bound time.Duration, call f
 // construct runs a constructor, named what, and returns what it made; it
 // fails the test if the constructor fails, panics or does not return within
 // bound. t.Cleanup closes what it made.
-func construct[T interface{ Close() }](t *testing.T, what string, bound time.Duration, make func() (T, error)) T {
+func construct[T interface{ Close() }](t *testing.T, what string, bound time.Duration, newT func() (T, error)) T {
 	t.Helper()
 	type made struct {
 		x   T
 		err error
 	}
 	m := returnsWithin(t, what, bound, func() made {
-		x, err := make()
+		x, err := newT()
 		return made{x, err}
 	})
 	require.NoError(t, m.err, what)
