@@ -5,6 +5,7 @@ package biregister
 
 import (
 	"context"
+	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -170,6 +171,9 @@ func (r *register) WaitTerm(ctx context.Context) (*Term, error) {
 }
 
 func (r *register) Lead(ctx context.Context, work func(term *Term)) error {
+	if work == nil {
+		return fmt.Errorf("%w: Lead with no work", ErrInvalidArgument)
+	}
 	for {
 		// A caller that ends ctx gets ctx's error, also when Close came
 		// with it: a shutdown reads as one, whichever comes first.

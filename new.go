@@ -100,7 +100,9 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		err = w.start(ctx)
 	}
 	if err != nil {
-		r.revokeAll()
+		// Within the constructor's ttl, about: what a grant left behind
+		// expires by itself.
+		r.leave(constructorLeaveWait)
 		stopLoop()
 		w.releaseClient()
 		return nil, err

@@ -71,13 +71,22 @@ func (r *register) keyLost(snap *snapshot) bool {
 	if !sameCluster(snap.cluster, reg.cluster) {
 		held = keyState{} // another etcd: the registration is not there
 	}
-	switch verdict := r.judge(reg, held); {
-	case verdict == keyOurs:
+	if r.judge(reg, held) == keyOurs {
 		if r.unsure != nil && held.value == *r.unsure {
 			r.value, r.unsure = held.value, nil // the write went through
 		}
 		r.written = max(r.written, held.modRevision)
 		return false
+	}
+	r.notOurs(reg, held)
+	return true
+}
+
+// notOurs drops reg, whose key etcd holds as held, which is not the
+// registration's any more, for the loop to register again: after deleting
+// the key first if it was written from outside in place.
+func (r *register) notOurs(reg *registration, held keyState) {
+	switch verdict := r.judge(reg, held); {
 	case verdict == keyReplaced:
 		r.squatter = held.modRevision
 		r.watcher.logger.Warn("biregister: key written from outside, registering again", "key", r.key, "cause", causeKeyReplaced)
@@ -91,5 +100,4 @@ func (r *register) keyLost(snap *snapshot) bool {
 		r.watcher.logger.Warn("biregister: key deleted, registering again", "key", r.key, "cause", causeKeyDeleted)
 		r.lose(causeKeyDeleted)
 	}
-	return true
 }

@@ -93,11 +93,14 @@ func (r *register) registerAgain(attempt int) error {
 	ctx, cancel := context.WithTimeout(r.ctx, attemptTimeout(r.ttl, attempt))
 	defer cancel()
 	if r.resignOwed {
-		if err := r.deleteKey(ctx); err != nil {
+		deleted, err := r.deleteKey(ctx)
+		if err != nil {
 			return err
 		}
 		r.resignOwed = false
-		r.lose(causeResigned)
+		if deleted {
+			r.lose(causeResigned)
+		}
 	}
 	if err := r.create(ctx); err != nil {
 		return err
@@ -143,26 +146,38 @@ func (r *register) Close() {
 			r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "revision", r.ledRevision, "cause", ErrClosed)
 		}
 		r.stopObserving()
-		r.revokeAll()
+		r.leave(closeWait(r.ttl))
 		r.lose(causeClosed)
 		r.watcher.Close()
 	})
 }
 
-// revokeAll revokes the lease and any lease whose grant got no answer, side
-// by side, each within closeWait.
-func (r *register) revokeAll() {
-	var revoking sync.WaitGroup
+// leave revokes the lease and any lease whose grant got no answer, and
+// deletes the key while it has the registration's create revision (written
+// from outside in place, without our lease, it would outlive the member),
+// side by side, each within wait.
+func (r *register) leave(wait time.Duration) {
+	var leaving sync.WaitGroup
 	for _, id := range []clientv3.LeaseID{r.lease, r.grantAsked()} {
 		if id == 0 {
 			continue
 		}
-		revoking.Add(1)
+		leaving.Add(1)
 		go func() {
-			defer revoking.Done()
-			r.revoke(context.Background(), id)
+			defer leaving.Done()
+			r.revoke(context.Background(), id, wait)
 		}()
 	}
-	revoking.Wait()
+	if reg := r.current.Load(); reg != nil {
+		leaving.Add(1)
+		go func() {
+			defer leaving.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			_, _ = r.client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision)).
+				Then(clientv3.OpDelete(r.key)).Commit()
+		}()
+	}
+	leaving.Wait()
 	r.dropLease()
 }

@@ -42,12 +42,20 @@ func (r *register) create(ctx context.Context) error {
 	if err := r.deleteSquatter(ctx); err != nil {
 		return err
 	}
-	if r.lease == 0 {
-		if err := r.grantLease(ctx); err != nil {
+	for {
+		if r.lease == 0 {
+			if err := r.grantLease(ctx); err != nil {
+				return err
+			}
+		}
+		lease := r.lease
+		err := r.putIfAbsent(ctx)
+		if err == nil || r.lease != 0 || lease == 0 {
 			return err
 		}
+		// The lease was gone (revoked, expired) before the keeper could
+		// say so: putIfAbsent dropped it; a new one, at once.
 	}
-	return r.putIfAbsent(ctx)
 }
 
 // grantLease grants a lease of ttl under an id of our own and hands it to
@@ -200,12 +208,12 @@ func (r *register) deleteSquatter(ctx context.Context) error {
 	return nil
 }
 
-// revoke revokes id, waiting at most closeWait: it is best effort, a lease
-// it cannot revoke expires by itself within ttl. It tries even when parent
-// has ended (Close ends the request it runs in): a lease left behind would
-// keep a key alive for ttl.
-func (r *register) revoke(parent context.Context, id clientv3.LeaseID) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), closeWait(r.ttl))
+// revoke revokes id, waiting at most wait: it is best effort, a lease it
+// cannot revoke expires by itself within ttl. It tries even when parent has
+// ended (Close ends the request it runs in): a lease left behind would keep
+// a key alive for ttl.
+func (r *register) revoke(parent context.Context, id clientv3.LeaseID, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), wait)
 	defer cancel()
 	_, err := r.client.Revoke(ctx, id)
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -237,3 +245,8 @@ func ambiguous(err error) bool {
 // must still let its process end within a shutdown's grace period
 // (Kubernetes gives 30 s); its key then goes when the lease expires.
 func closeWait(ttl time.Duration) time.Duration { return min(ttl, 2*time.Second) }
+
+// constructorLeaveWait is the most a failed constructor waits to give back
+// what it may have left in etcd: it must fail within about its ttl, and a
+// lease it could not revoke expires by itself.
+const constructorLeaveWait = 500 * time.Millisecond

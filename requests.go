@@ -75,14 +75,7 @@ func (r *register) setValue(ctx context.Context, value string) error {
 		return nil
 	}
 	// The key is not ours any more: registered again, it holds the new value.
-	held := keyState{}
-	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-		held = keyStateOfKV(kvs[0])
-	}
-	if r.judge(reg, held) == keyReplaced {
-		r.squatter = held.modRevision
-	}
-	r.lose(causeKeyDeleted)
+	r.notOurs(reg, heldBy(resp))
 	return r.setValue(ctx, value)
 }
 
@@ -117,13 +110,16 @@ func (r *register) resign(ctx context.Context) error {
 	resigned.resigned = true
 	r.publish(&resigned)
 	r.endTenure(ErrResigned)
-	if err := r.deleteKey(ctx); err != nil {
-		if ambiguous(err) {
-			r.resignOwed = true
-		} else {
-			r.publish(reg)
-		}
+	deleted, err := r.deleteKey(ctx)
+	switch {
+	case err != nil && ambiguous(err):
+		r.resignOwed = true
 		return fmt.Errorf("biregister: resign %s: %w", quoteKey(r.key), err)
+	case err != nil:
+		r.publish(reg)
+		return fmt.Errorf("biregister: resign %s: %w", quoteKey(r.key), err)
+	case !deleted:
+		return nil // not ours any more: lost, and registering again
 	}
 	r.lose(causeResigned)
 	if err := r.putIfAbsent(ctx); err != nil {
@@ -133,11 +129,35 @@ func (r *register) resign(ctx context.Context) error {
 	return nil
 }
 
-// deleteKey deletes the key if it is still the registration's.
-func (r *register) deleteKey(ctx context.Context) error {
+// deleteKey deletes the key if it is still the registration's, and reports
+// whether it did; if the key is not the registration's any more, the
+// registration is dropped for what it became (see notOurs).
+func (r *register) deleteKey(ctx context.Context) (bool, error) {
 	reg := r.current.Load()
-	_, err := r.client.Txn(ctx).If(r.ours(reg)...).Then(clientv3.OpDelete(r.key)).Commit()
-	return err
+	resp, err := r.client.Txn(ctx).If(r.ours(reg)...).Then(clientv3.OpDelete(r.key)).Commit()
+	if err != nil || resp.Succeeded {
+		return err == nil, err
+	}
+	// Read apart, not in the transaction's else: a name near etcd's
+	// request limit fits three times in a request, not four.
+	got, err := r.client.Get(ctx, r.key)
+	if err != nil {
+		return false, err
+	}
+	held := keyState{}
+	if len(got.Kvs) > 0 {
+		held = keyStateOfKV(got.Kvs[0])
+	}
+	r.notOurs(reg, held)
+	return false, nil
+}
+
+// heldBy returns what the Else branch of a transaction read at the key.
+func heldBy(resp *clientv3.TxnResponse) keyState {
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		return keyStateOfKV(kvs[0])
+	}
+	return keyState{}
 }
 
 // outlastResign returns a context that ends when ctx does, unless ctx ends

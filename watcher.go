@@ -77,8 +77,9 @@ type Status struct {
 	Current bool
 	// Revision is the etcd revision the cache reflects.
 	Revision int64
-	// LastAnswer is when etcd last answered: a watch response, a listing, a
-	// read that checked the stream, or, for a Register, a keepalive.
+	// LastAnswer is when etcd last answered on the watch: a watch response,
+	// a listing, a check of the stream. A Register's keepalive answers do
+	// not count: another member than the watch's may give them.
 	LastAnswer time.Time
 	// Members is the number of members in the cache.
 	Members int
@@ -117,7 +118,7 @@ type watcher struct {
 	timeout       time.Duration // bound of one etcd request
 	pageBytes     int           // about the most one listing response holds (see listing.go)
 	logger        *slog.Logger
-	probe         probeTimes                        // see probe.go; zero for a Register's watcher
+	probe         probeTimes                        // see probe.go
 	headers       chan *etcdserverpb.ResponseHeader // from any goroutine to the loop (see observe)
 	done          chan struct{}                     // closed when run has returned
 	epoch         time.Time                         // the monotonic origin of heardAt
