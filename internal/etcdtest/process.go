@@ -129,6 +129,8 @@ func waitListening(ctx context.Context, hostport string) error {
 // only once the child is gone, so that its ports and files are free.
 func (p *process) Close() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	// A paused child would hold the SIGTERM until stopTimeout kills it.
+	p.signalResume()
 	timer := time.NewTimer(stopTimeout)
 	defer timer.Stop()
 	select {

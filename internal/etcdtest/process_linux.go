@@ -10,3 +10,12 @@ import "syscall"
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// signalPause freezes the child: the kernel runs none of its threads, and
+// still accepts connections and takes bytes into its sockets' buffers, so
+// that to its clients and peers it looks connected and silent.
+func (p *process) signalPause() error { return p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// signalResume lets a frozen child run again; it does nothing to one that
+// runs.
+func (p *process) signalResume() error { return p.cmd.Process.Signal(syscall.SIGCONT) }
