@@ -281,7 +281,8 @@ func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 // shuts down the way etcd does on SIGTERM (the process backend sends it
 // SIGTERM): a leader hands its leadership to a peer first. In process,
 // closing a member of a multi-member cluster takes about a second, as embed
-// waits that long for its peer connections to drain.
+// waits that long for its peer connections to drain. A paused member is
+// killed instead (SIGKILL), and never runs again: it hands nothing over.
 func (c *Cluster) Stop(t testing.TB, i int) {
 	t.Helper()
 	c.mu.Lock()
@@ -367,8 +368,8 @@ func RequireProcesses(t testing.TB) {
 // stalled by its machine does. A raft leader paused loses its leadership to
 // the others after an election timeout, and learns of it only once resumed.
 // Pause needs the process backend (see RequireProcesses); pausing a paused
-// member does nothing. Stop and the cleanup stop a paused member as they do
-// a running one.
+// member does nothing. Stop and the cleanup kill a paused member without
+// letting it run again.
 func (c *Cluster) Pause(t testing.TB, i int) {
 	t.Helper()
 	c.mu.Lock()
@@ -458,7 +459,14 @@ func (m *member) stop() {
 	if m.front != nil {
 		m.front.Cut()
 	}
-	m.srv.Close()
+	if m.paused {
+		// Resumed, it would act on what it believed before its pause for
+		// a moment, as etcd-io/etcd#15247 shows: a frozen machine that is
+		// rebooted never runs again.
+		m.srv.(*process).Kill()
+	} else {
+		m.srv.Close()
+	}
 	m.srv = nil
 	m.paused = false
 }

@@ -129,8 +129,6 @@ func waitListening(ctx context.Context, hostport string) error {
 // only once the child is gone, so that its ports and files are free.
 func (p *process) Close() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	// A paused child would hold the SIGTERM until stopTimeout kills it.
-	p.signalResume()
 	timer := time.NewTimer(stopTimeout)
 	defer timer.Stop()
 	select {
@@ -138,6 +136,12 @@ func (p *process) Close() {
 		return
 	case <-timer.C:
 	}
+	p.Kill()
+}
+
+// Kill kills the member at once, as a crash does, and returns once it is
+// gone. A paused member dies without running again.
+func (p *process) Kill() {
 	p.cmd.Process.Kill()
 	<-p.exited
 }
