@@ -8,9 +8,17 @@
 // acknowledged keepalive.
 //
 // A keepalive left unanswered for half an interval (on a healthy link answers
-// take milliseconds) makes the next one go out on a new stream, which may
-// reach a live connection or another member, while the old stream keeps its
-// chance to answer until its oldest request could no longer extend the lease.
+// take milliseconds) makes the next one go out on new streams, while the old
+// stream keeps its chance to answer until its oldest request could no longer
+// extend the lease. The new streams go to a majority of the client's
+// endpoints, each to another connection: a member frozen by its machine keeps
+// its connection open and looks healthy, and gRPC's round robin, which picks
+// the connection of each new stream, interleaves the picks of every user of
+// the client, so that one Register's successive new streams may reach the
+// frozen member every time while the others serve. A majority of distinct
+// members holds one that answers as long as a quorum is up. The first of the
+// new streams to answer becomes the one keepalives go out on, and the others
+// are closed: in steady state that is one stream and one message per renewal.
 
 package biregister
 
@@ -23,17 +31,19 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
-// maxKeepAliveStreams bounds the streams open at once: one in steady state,
-// one more per interval etcd leaves a keepalive unanswered.
-const maxKeepAliveStreams = 3
+// maxKeepAliveRounds bounds the rounds of streams open at once: one in steady
+// state, one more per interval etcd leaves a keepalive unanswered.
+const maxKeepAliveRounds = 3
 
 // keepAliveStreams renews one Register's lease. Only the registration loop
 // calls its methods and reads answers; each stream has at most one goroutine
 // of its own, living for one Recv, which hands its result to answers.
 type keepAliveStreams struct {
 	// Set when built; never change.
+	client     *clientv3.Client
 	leases     pb.LeaseClient
 	ttl        time.Duration
 	ctx        context.Context      // the registration loop's: ends every stream
@@ -43,9 +53,20 @@ type keepAliveStreams struct {
 	open []*keepAliveStream // the current one last
 }
 
-// keepAliveStream is one LeaseKeepAlive stream.
+// keepAliveRound is the streams opened at once for one keepalive.
+type keepAliveRound struct {
+	// repicks is how many more streams may be opened in place of ones that
+	// reached a member another stream of the round reached. Written by the
+	// loop.
+	repicks int
+}
+
+// keepAliveStream is one LeaseKeepAlive stream. The loop writes every field;
+// the stream's goroutines only name it in their results.
 type keepAliveStream struct {
+	round      *keepAliveRound
 	stream     pb.Lease_LeaseKeepAliveClient // nil while its opener runs
+	addr       string                        // the member it reached, once known; "" in a round of one
 	cancel     context.CancelFunc
 	unanswered []sentKeepAlive // oldest first
 	receiving  bool            // a goroutine waits for its next answer
@@ -57,9 +78,11 @@ type sentKeepAlive struct {
 	sent  time.Time
 }
 
-// keepAliveResult is the next answer on a stream, or why there is none.
+// keepAliveResult is the next answer on a stream, or why there is none, or,
+// with landed alone, where a stream of a round of several went.
 type keepAliveResult struct {
 	from   *keepAliveStream
+	landed string                        // set alone by the opener: the address of the member reached
 	opened pb.Lease_LeaseKeepAliveClient // set by the goroutine that opened the stream
 	resp   *pb.LeaseKeepAliveResponse
 	err    error
@@ -67,10 +90,11 @@ type keepAliveResult struct {
 
 func newKeepAliveStreams(ctx context.Context, client *clientv3.Client, ttl time.Duration, background *sync.WaitGroup) *keepAliveStreams {
 	return &keepAliveStreams{
+		client:     client,
 		leases:     pb.NewLeaseClient(client.ActiveConnection()),
 		ttl:        ttl,
 		ctx:        ctx,
-		answers:    make(chan keepAliveResult, maxKeepAliveStreams),
+		answers:    make(chan keepAliveResult, maxKeepAliveRounds),
 		background: background,
 	}
 }
@@ -95,6 +119,7 @@ func (k *keepAliveStreams) current() *keepAliveStream {
 func (k *keepAliveStreams) send(lease clientv3.LeaseID) {
 	now := time.Now()
 	current := k.current()
+	silent := current != nil && current.waitedSince(now) >= keepAliveInterval(k.ttl)/2
 	k.drop(func(s *keepAliveStream) bool {
 		if len(s.unanswered) == 0 {
 			return s != current // nothing left to wait for on it
@@ -105,9 +130,9 @@ func (k *keepAliveStreams) send(lease clientv3.LeaseID) {
 	})
 	current = k.current()
 	switch {
-	case current == nil || current.waitedSince(now) >= keepAliveInterval(k.ttl)/2:
-		if len(k.open) < maxKeepAliveStreams {
-			k.openStream(lease)
+	case current == nil || silent:
+		if k.rounds() < maxKeepAliveRounds {
+			k.openRound(lease, silent)
 		}
 	case current.stream == nil:
 		// Its opener is still at work, with a keepalive of its own.
@@ -117,7 +142,7 @@ func (k *keepAliveStreams) send(lease clientv3.LeaseID) {
 		// and flow control never fills with a few requests in flight.
 		if err := current.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(lease)}); err != nil {
 			k.drop(func(s *keepAliveStream) bool { return s == current })
-			k.openStream(lease)
+			k.openRound(lease, false)
 			return
 		}
 		current.unanswered = append(current.unanswered, keepAlive)
@@ -125,14 +150,42 @@ func (k *keepAliveStreams) send(lease clientv3.LeaseID) {
 	}
 }
 
-// openStream opens a new current stream in the background, and sends it a
-// keepalive of lease.
-func (k *keepAliveStreams) openStream(lease clientv3.LeaseID) {
+// openRound opens new streams and sends each a keepalive of lease: one, or,
+// if the current stream went silent, one to each of a majority of the
+// client's endpoints.
+func (k *keepAliveStreams) openRound(lease clientv3.LeaseID, spread bool) {
+	n := 1
+	if spread {
+		n = len(k.client.Endpoints())/2 + 1
+	}
+	// Picks in a row go to members in turn, unless others' picks come in
+	// between: a few more make up for those.
+	round := &keepAliveRound{repicks: 4 * (n - 1)}
+	keepAlive := sentKeepAlive{lease: lease, sent: time.Now()}
+	for range n {
+		k.openStream(round, keepAlive, n > 1)
+	}
+}
+
+// rounds returns how many rounds the open streams belong to.
+func (k *keepAliveStreams) rounds() int {
+	n := 0
+	for i, s := range k.open {
+		if !slices.ContainsFunc(k.open[:i], func(o *keepAliveStream) bool { return o.round == s.round }) {
+			n++
+		}
+	}
+	return n
+}
+
+// openStream opens a new current stream of round in the background, and
+// sends it keepAlive; if tell, it first reports which member the stream
+// reached.
+func (k *keepAliveStreams) openStream(round *keepAliveRound, keepAlive sentKeepAlive, tell bool) {
 	// WithRequireLeader: a member cut off from the cluster ends the stream
 	// instead of holding keepalives it cannot renew.
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(k.ctx))
-	s := &keepAliveStream{cancel: cancel, receiving: true}
-	s.unanswered = append(s.unanswered, sentKeepAlive{lease: lease, sent: time.Now()})
+	s := &keepAliveStream{round: round, cancel: cancel, receiving: true, unanswered: []sentKeepAlive{keepAlive}}
 	k.open = append(k.open, s)
 	k.background.Add(1)
 	go func() {
@@ -143,8 +196,14 @@ func (k *keepAliveStreams) openStream(lease clientv3.LeaseID) {
 			k.report(keepAliveResult{from: s, err: err})
 			return
 		}
+		// Asking for the peer commits the stream to its connection: gRPC no
+		// longer retries it elsewhere by itself if the member refuses it,
+		// and the error ends the stream instead. A round of one does not ask.
+		if p, ok := peer.FromContext(stream.Context()); tell && ok {
+			k.report(keepAliveResult{from: s, landed: p.Addr.String()})
+		}
 		result := keepAliveResult{from: s, opened: stream}
-		if result.err = stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(lease)}); result.err == nil {
+		if result.err = stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(keepAlive.lease)}); result.err == nil {
 			result.resp, result.err = stream.Recv()
 		}
 		k.report(result)
@@ -189,15 +248,21 @@ func (k *keepAliveStreams) drop(match func(s *keepAliveStream) bool) {
 }
 
 // answered takes the answer to the oldest keepalive of result.from off its
-// queue; ok is false if the result is about a stream dropped since. A stream
-// that failed is dropped; one that is no longer current is dropped once it
-// has nothing left to answer.
+// queue; ok is false if the result is about a stream dropped since, or says
+// only where a stream went. A stream that failed is dropped. The first
+// stream of the newest round to answer becomes current; a stream of an older
+// round is dropped once it has nothing left to answer, and so is any stream
+// that waits only for keepalives sent no later than the one answered: their
+// answers could extend the lease no further.
 func (k *keepAliveStreams) answered(result keepAliveResult) (answered sentKeepAlive, ok bool) {
 	s := result.from
 	if !slices.Contains(k.open, s) {
 		return sentKeepAlive{}, false
 	}
-	current := s == k.current()
+	if result.landed != "" {
+		k.landed(s, result.landed)
+		return sentKeepAlive{}, false
+	}
 	s.receiving = false
 	if result.opened != nil {
 		s.stream = result.opened
@@ -209,10 +274,32 @@ func (k *keepAliveStreams) answered(result keepAliveResult) (answered sentKeepAl
 	answered = s.unanswered[0]
 	s.unanswered = s.unanswered[1:]
 	switch {
-	case len(s.unanswered) > 0:
-		k.receive(s)
-	case !current:
+	case s.round == k.current().round:
+		k.open = append(slices.DeleteFunc(k.open, func(o *keepAliveStream) bool { return o == s }), s)
+	case len(s.unanswered) == 0:
 		k.drop(func(live *keepAliveStream) bool { return live == s })
 	}
+	k.drop(func(o *keepAliveStream) bool {
+		return o != s && len(o.unanswered) > 0 && !o.unanswered[len(o.unanswered)-1].sent.After(answered.sent)
+	})
+	if len(s.unanswered) > 0 {
+		k.receive(s)
+	}
 	return answered, true
+}
+
+// landed notes that s reached the member at addr, and opens another stream
+// in its place if another stream of its round reached the same member, while
+// the round may.
+func (k *keepAliveStreams) landed(s *keepAliveStream, addr string) {
+	s.addr = addr
+	taken := slices.ContainsFunc(k.open, func(o *keepAliveStream) bool {
+		return o != s && o.round == s.round && o.addr == addr
+	})
+	if !taken || s.round.repicks == 0 {
+		return
+	}
+	s.round.repicks--
+	k.drop(func(live *keepAliveStream) bool { return live == s })
+	k.openStream(s.round, s.unanswered[0], true)
 }

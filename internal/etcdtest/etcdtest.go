@@ -25,6 +25,10 @@
 // cluster, built from etcd's grpcproxy package in process, or run as the
 // binary's "grpc-proxy start" command with the process backend.
 //
+// Cluster.Pause freezes a member running as a process, as SIGSTOP does, and
+// Cluster.Resume thaws it: to clients and peers it then looks connected and
+// answers nothing. A test that pauses calls RequireProcesses first.
+//
 // StartIsolated runs each member as a process in a network namespace of its
 // own, so that a test can cut a member off from its peers while it still
 // serves clients (IsolateFromPeers), or cut the test off from a member
@@ -93,6 +97,9 @@ type member struct {
 	front *faultproxy.Proxy
 	// netns is the network namespace the member runs in, or "".
 	netns string
+	// paused is set by Pause and cleared by Resume and stop, under the
+	// cluster's lock.
+	paused bool
 }
 
 // server is a running member: an *embed.Etcd or a *process. Close stops it
@@ -278,7 +285,8 @@ func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 // shuts down the way etcd does on SIGTERM (the process backend sends it
 // SIGTERM): a leader hands its leadership to a peer first. In process,
 // closing a member of a multi-member cluster takes about a second, as embed
-// waits that long for its peer connections to drain.
+// waits that long for its peer connections to drain. A paused member is
+// killed instead (SIGKILL), and never runs again: it hands nothing over.
 func (c *Cluster) Stop(t testing.TB, i int) {
 	t.Helper()
 	c.mu.Lock()
@@ -346,6 +354,57 @@ func (c *Cluster) Wipe(t testing.TB) {
 	m.healFront()
 }
 
+// RequireProcesses skips t unless the members run as processes
+// (BIREGISTER_ETCD_BIN names an etcd binary), as Pause needs, or fails it
+// if BIREGISTER_REQUIRE_NETNS is 1: make test-etcd34 sets it, so that a
+// machine that cannot run such tests does not pass them silently.
+func RequireProcesses(t testing.TB) {
+	t.Helper()
+	if os.Getenv(binEnv) == "" {
+		netnsUnavailable(t, "pausing a member needs members that run as processes: set "+binEnv+" to an etcd binary")
+	}
+}
+
+// Pause freezes member i with SIGSTOP until Resume: none of its threads
+// run, so it answers neither its clients nor its peers, and its timers fire
+// only once it resumes; yet the kernel keeps its connections open and takes
+// in what is sent to it, so that it looks connected and silent, as a process
+// stalled by its machine does. A raft leader paused loses its leadership to
+// the others after an election timeout, and learns of it only once resumed.
+// Pause needs the process backend (see RequireProcesses); pausing a paused
+// member does nothing. Stop and the cleanup kill a paused member without
+// letting it run again.
+func (c *Cluster) Pause(t testing.TB, i int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.member(t, i)
+	p, ok := m.srv.(*process)
+	if !ok {
+		t.Fatalf("etcdtest: pause of member %s, which is not a running process (see RequireProcesses)", m.Name)
+	}
+	if err := p.signalPause(); err != nil {
+		t.Fatalf("etcdtest: pause member %s: %v", m.Name, err)
+	}
+	m.paused = true
+}
+
+// Resume lets member i, paused by Pause, run again from where it stopped.
+// Resuming a member that is not paused does nothing.
+func (c *Cluster) Resume(t testing.TB, i int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.member(t, i)
+	if !m.paused {
+		return
+	}
+	if err := m.srv.(*process).signalResume(); err != nil {
+		t.Fatalf("etcdtest: resume member %s: %v", m.Name, err)
+	}
+	m.paused = false
+}
+
 func (c *Cluster) member(t testing.TB, i int) *member {
 	t.Helper()
 	if i < 0 || i >= len(c.members) {
@@ -404,8 +463,16 @@ func (m *member) stop() {
 	if m.front != nil {
 		m.front.Cut()
 	}
-	m.srv.Close()
+	if m.paused {
+		// Resumed, it would act on what it believed before its pause for
+		// a moment, as etcd-io/etcd#15247 shows: a frozen machine that is
+		// rebooted never runs again.
+		m.srv.(*process).Kill()
+	} else {
+		m.srv.Close()
+	}
 	m.srv = nil
+	m.paused = false
 }
 
 // healFront lets clients through the member's front again, if it has one.

@@ -21,7 +21,7 @@ import (
 
 const (
 	// requireNetnsEnv names the environment variable that turns a skip of
-	// StartIsolated into a failure: CI sets it, so that a machine that
+	// StartIsolated, or of RequireProcesses, into a failure: CI sets it, so that a machine that
 	// cannot run these tests does not pass them silently.
 	requireNetnsEnv = "BIREGISTER_REQUIRE_NETNS"
 

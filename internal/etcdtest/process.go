@@ -136,6 +136,12 @@ func (p *process) Close() {
 		return
 	case <-timer.C:
 	}
+	p.Kill()
+}
+
+// Kill kills the member at once, as a crash does, and returns once it is
+// gone. A paused member dies without running again.
+func (p *process) Kill() {
 	p.cmd.Process.Kill()
 	<-p.exited
 }
