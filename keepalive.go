@@ -38,7 +38,7 @@ import (
 // state, one more per interval etcd leaves a keepalive unanswered.
 const maxKeepAliveRounds = 3
 
-// keepAliveStreams renews one Register's lease. Only the registration loop
+// keepAliveStreams renews one Register's lease. Only the keeper
 // calls its methods and reads answers; each stream has at most one goroutine
 // of its own, living for one Recv, which hands its result to answers.
 type keepAliveStreams struct {
@@ -46,9 +46,9 @@ type keepAliveStreams struct {
 	client     *clientv3.Client
 	leases     pb.LeaseClient
 	ttl        time.Duration
-	ctx        context.Context      // the registration loop's: ends every stream
-	answers    chan keepAliveResult // to the loop
-	background *sync.WaitGroup      // the Register's: counts the goroutines started here
+	ctx        context.Context      // the keeper's: ends every stream
+	answers    chan keepAliveResult // to the keeper
+	background *sync.WaitGroup      // the keeper's: counts the goroutines started here
 
 	open []*keepAliveStream // the current one last
 }

@@ -190,7 +190,7 @@ func keepAliveClient(t *testing.T, members int, endpoints ...string) (*clientv3.
 	return client, lease
 }
 
-// keepAlivePlay plays the registration loop of a keepAliveStreams: it sends
+// keepAlivePlay plays the keeper of a keepAliveStreams: it sends
 // once an interval and hands each result to answered.
 type keepAlivePlay struct {
 	k          *keepAliveStreams
