@@ -158,14 +158,18 @@ func (r *register) Close() {
 // side by side, each within wait.
 func (r *register) leave(wait time.Duration) {
 	var leaving sync.WaitGroup
-	for _, id := range []clientv3.LeaseID{r.lease, r.grantAsked()} {
-		if id == 0 {
-			continue
-		}
+	if r.lease != 0 {
 		leaving.Add(1)
 		go func() {
 			defer leaving.Done()
-			r.revoke(context.Background(), id, wait)
+			r.revoke(context.Background(), r.lease, wait)
+		}()
+	}
+	if id := r.grantAsked(); id != 0 {
+		leaving.Add(1)
+		go func() {
+			defer leaving.Done()
+			r.revokeGrant(id, wait)
 		}()
 	}
 	if reg := r.current.Load(); reg != nil {

@@ -221,6 +221,21 @@ func (r *register) revoke(parent context.Context, id clientv3.LeaseID, wait time
 	}
 }
 
+// revokeGrant revokes id, a lease whose grant got no answer, within wait.
+// etcd may apply that grant after the revoke, if they reach its leader by
+// two members: a revoke that finds no lease is asked again a few times,
+// 100 ms apart.
+func (r *register) revokeGrant(id clientv3.LeaseID, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for range 3 {
+		_, err := r.client.Revoke(ctx, id)
+		if !errors.Is(err, rpctypes.ErrLeaseNotFound) || !sleep(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+}
+
 // ambiguous reports whether err leaves it unknown whether etcd applied the
 // request: it ended without an answer (a deadline, a cancellation, a lost
 // connection, a proposal etcd could not commit in time). What etcd refuses
