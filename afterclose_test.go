@@ -19,8 +19,8 @@ import (
 func TestEveryMethodAfterClose(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	w := newWatcher(t, etcd.Endpoints(), "/after-close")
-	r := newRegister(t, etcd.Endpoints(), "/after-close", "a", "v", 2)
+	w := startWatcher(t, etcd.Endpoints(), "/after-close")
+	r := startRegister(t, etcd.Endpoints(), "/after-close", "a", "v", 2)
 	require.Eventually(t, func() bool { return len(w.GetNames()) == 1 }, waitFor, time.Millisecond)
 	key, client := r.MyKey(), r.EtcdClient()
 	w.Close()

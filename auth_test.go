@@ -97,9 +97,9 @@ func TestAuthTokenRefused(t *testing.T) {
 func startAuthGroup(t *testing.T, c *etcdtest.Cluster, opts ...biregister.Option) (biregister.Watcher, biregister.Register, <-chan biregister.Change) {
 	t.Helper()
 	opts = append(opts, biregister.WithAuth(svcUser, svcPassword))
-	w := newWatcher(t, c.Endpoints(), securePrefix, opts...)
+	w := startWatcher(t, c.Endpoints(), securePrefix, opts...)
 	changes := w.Changes()
-	r := newRegister(t, c.Endpoints(), securePrefix, "a", "addr-a", 2, opts...)
+	r := startRegister(t, c.Endpoints(), securePrefix, "a", "addr-a", 2, opts...)
 	recvUntil(t, changes, func(c biregister.Change) bool { return c.Op == biregister.OpPut && c.Name == "a" })
 	return w, r, changes
 }

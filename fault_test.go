@@ -84,9 +84,9 @@ func (c *collector) has(op biregister.Op, name string) bool {
 func TestCrashedMemberDropped(t *testing.T) {
 	etcd := startEtcd(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
-	w := newWatcher(t, etcd.Endpoints(), "/crash")
+	w := startWatcher(t, etcd.Endpoints(), "/crash")
 	seen := collect(w)
-	newRegister(t, []string{proxy.Endpoint()}, "/crash", "a", "v", faultTTL)
+	startRegister(t, []string{proxy.Endpoint()}, "/crash", "a", "v", faultTTL)
 	require.Eventually(t, func() bool { return seen.has(biregister.OpPut, "a") }, waitFor, time.Millisecond)
 
 	crashed := time.Now()
@@ -178,8 +178,8 @@ func TestLeaderStallNeverTwoLeaders(t *testing.T) {
 			etcd := startEtcd(t)
 			proxy := faultproxy.Start(t, etcd.Endpoint(0))
 			const ttl = 3
-			old := newRegister(t, []string{proxy.Endpoint()}, "/stall", "old", "v", ttl)
-			next := newRegister(t, etcd.Endpoints(), "/stall", "next", "v", ttl)
+			old := startRegister(t, []string{proxy.Endpoint()}, "/stall", "old", "v", ttl)
+			next := startRegister(t, etcd.Endpoints(), "/stall", "next", "v", ttl)
 			require.True(t, old.AmILeader())
 
 			if slowReplies > 0 {
@@ -233,9 +233,9 @@ func TestWatcherCutWithCompaction(t *testing.T) {
 		require.NoError(t, err)
 	}
 	m := metertest.New(t)
-	w := newWatcher(t, []string{proxy.Endpoint()}, "/cut", biregister.WithMeterProvider(m.Provider))
+	w := startWatcher(t, []string{proxy.Endpoint()}, "/cut", biregister.WithMeterProvider(m.Provider))
 	seen := collect(w)
-	slow := newWatcher(t, []string{proxy.Endpoint()}, "/cut", biregister.WithBufferSize(3))
+	slow := startWatcher(t, []string{proxy.Endpoint()}, "/cut", biregister.WithBufferSize(3))
 	require.Eventually(t, func() bool { return len(seen.snapshot()) == 3 }, waitFor, time.Millisecond)
 
 	proxy.Cut()
@@ -275,9 +275,9 @@ func TestWatcherCutWithCompaction(t *testing.T) {
 func TestEtcdRestartWithData(t *testing.T) {
 	etcd := startEtcd(t)
 	const ttl = 3
-	a := newRegister(t, etcd.Endpoints(), "/restart", "a", "va", ttl)
-	b := newRegister(t, etcd.Endpoints(), "/restart", "b", "vb", ttl)
-	w := newWatcher(t, etcd.Endpoints(), "/restart")
+	a := startRegister(t, etcd.Endpoints(), "/restart", "a", "va", ttl)
+	b := startRegister(t, etcd.Endpoints(), "/restart", "b", "vb", ttl)
+	w := startWatcher(t, etcd.Endpoints(), "/restart")
 	seen := collect(w)
 	require.Eventually(t, func() bool { return len(seen.snapshot()) == 2 }, waitFor, time.Millisecond)
 
@@ -285,7 +285,7 @@ func TestEtcdRestartWithData(t *testing.T) {
 	bLed := watchLeading(b)
 	etcd.Stop(t, 0)
 	etcd.Restart(t, 0)
-	c := newRegister(t, etcd.Endpoints(), "/restart", "c", "vc", ttl)
+	c := startRegister(t, etcd.Endpoints(), "/restart", "c", "vc", ttl)
 
 	require.Eventually(t, func() bool { return seen.has(biregister.OpPut, "c") }, waitFor, time.Millisecond,
 		"the watch must come back after the restart")
@@ -329,9 +329,9 @@ func watchLeading(r biregister.Register) (stop func() bool) {
 // keys again and watchers follow the new cluster.
 func TestEtcdReplacedByEmptyCluster(t *testing.T) {
 	etcd := startEtcd(t)
-	a := newRegister(t, etcd.Endpoints(), "/wipe", "a", "va", faultTTL)
-	b := newRegister(t, etcd.Endpoints(), "/wipe", "b", "vb", faultTTL)
-	w := newWatcher(t, etcd.Endpoints(), "/wipe")
+	a := startRegister(t, etcd.Endpoints(), "/wipe", "a", "va", faultTTL)
+	b := startRegister(t, etcd.Endpoints(), "/wipe", "b", "vb", faultTTL)
+	w := startWatcher(t, etcd.Endpoints(), "/wipe")
 	require.Eventually(t, func() bool { return len(w.GetNames()) == 2 }, waitFor, time.Millisecond)
 
 	// Push the old cluster's revision well above anything the new one will
@@ -369,9 +369,9 @@ func TestClusterRollingRestart(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	etcd := etcdtest.Start(t, 3)
 	const ttl = 3
-	a := newRegister(t, etcd.Endpoints(), "/roll", "a", "va", ttl)
-	b := newRegister(t, etcd.Endpoints(), "/roll", "b", "vb", ttl)
-	w := newWatcher(t, []string{etcd.Endpoint(2), etcd.Endpoint(1)}, "/roll")
+	a := startRegister(t, etcd.Endpoints(), "/roll", "a", "va", ttl)
+	b := startRegister(t, etcd.Endpoints(), "/roll", "b", "vb", ttl)
+	w := startWatcher(t, []string{etcd.Endpoint(2), etcd.Endpoint(1)}, "/roll")
 	seen := collect(w)
 	require.Eventually(t, func() bool { return len(seen.snapshot()) == 2 }, waitFor, time.Millisecond)
 

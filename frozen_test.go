@@ -42,8 +42,8 @@ func TestFrozenLeader(t *testing.T) {
 	shared := etcd.Client(t)
 	for i := range n {
 		name := fmt.Sprintf("r%02d", i)
-		newRegister(t, etcd.Endpoints(), prefix+"shared/", name, "v", ttl, biregister.WithClient(shared))
-		newRegister(t, etcd.Endpoints(), prefix+"own/", name, "v", ttl)
+		startRegister(t, etcd.Endpoints(), prefix+"shared/", name, "v", ttl, biregister.WithClient(shared))
+		startRegister(t, etcd.Endpoints(), prefix+"own/", name, "v", ttl)
 	}
 	all := clientFor(t, etcd.Endpoints()...)
 	registered := func() bool { return keys(all, prefix) == 2*n }

@@ -80,18 +80,18 @@ func TestGRPCProxyRegisterWatcher(t *testing.T) {
 	eps := []string{proxy.Endpoint()}
 	direct := etcd.Client(t)
 	ctx := context.Background()
-	w := newWatcher(t, eps, "/gp", logTo(t, "the watcher"))
+	w := startWatcher(t, eps, "/gp", logTo(t, "the watcher"))
 	check := &changeChecker{t: t, changes: w.Changes()}
 
 	// If Close only let a's lease expire, the test would time out: with the
 	// proxy renewing it for a ttl after the last request, the key would stay
 	// for 20 minutes.
 	const longTTL = 600
-	a := newRegister(t, eps, "/gp", "a", "va", longTTL)
+	a := startRegister(t, eps, "/gp", "a", "va", longTTL)
 	check.next(biregister.OpPut, "a", "va")
-	b := newRegister(t, eps, "/gp", "b", "vb", faultTTL)
+	b := startRegister(t, eps, "/gp", "b", "vb", faultTTL)
 	check.next(biregister.OpPut, "b", "vb")
-	c := newRegister(t, eps, "/gp", "c", "vc", faultTTL)
+	c := startRegister(t, eps, "/gp", "c", "vc", faultTTL)
 	check.next(biregister.OpPut, "c", "vc")
 	require.Eventually(t, a.AmILeader, waitFor, time.Millisecond)
 	assert.Equal(t, []string{"a", "b", "c"}, w.GetNames())
@@ -161,8 +161,8 @@ func TestGRPCProxyLeaderStall(t *testing.T) {
 			if name == "successor direct" {
 				nextEps = etcd.Endpoints()
 			}
-			old := newRegister(t, []string{proxy.Endpoint()}, "/pstall", "old", "v", faultTTL)
-			next := newRegister(t, nextEps, "/pstall", "next", "v", faultTTL)
+			old := startRegister(t, []string{proxy.Endpoint()}, "/pstall", "old", "v", faultTTL)
+			next := startRegister(t, nextEps, "/pstall", "next", "v", faultTTL)
 			require.Eventually(t, old.AmILeader, waitFor, time.Millisecond)
 			// The proxy renews a lease only once keepalives come for it:
 			// let several go through before the stall.
@@ -205,8 +205,8 @@ func TestGRPCProxySlowLinkToEtcdLimit(t *testing.T) {
 		t.Skip("shows a limit, asserts nothing: set BIREGISTER_SHOW_LIMITS=1")
 	}
 	etcd, proxy := startProxied(t)
-	old := newRegister(t, []string{proxy.Endpoint()}, "/pslow", "old", "v", faultTTL)
-	next := newRegister(t, etcd.Endpoints(), "/pslow", "next", "v", faultTTL)
+	old := startRegister(t, []string{proxy.Endpoint()}, "/pslow", "old", "v", faultTTL)
+	next := startRegister(t, etcd.Endpoints(), "/pslow", "next", "v", faultTTL)
 	require.Eventually(t, old.AmILeader, waitFor, time.Millisecond)
 	steadyFor(t, faultTTL*time.Second, func() { require.False(t, next.AmILeader()) })
 
@@ -229,7 +229,7 @@ func TestGRPCProxySlowLinkToEtcdLimit(t *testing.T) {
 // member on a link of its own to the proxy.
 func TestGRPCProxyCrashedMember(t *testing.T) {
 	_, proxy := startProxied(t)
-	w := newWatcher(t, []string{proxy.Endpoint()}, "/pcrash")
+	w := startWatcher(t, []string{proxy.Endpoint()}, "/pcrash")
 	seen := collect(w)
 	crashes := []struct {
 		name  string
@@ -241,7 +241,7 @@ func TestGRPCProxyCrashedMember(t *testing.T) {
 	}
 	for i := range crashes {
 		crashes[i].link = faultproxy.Start(t, proxy.DirectEndpoint())
-		newRegister(t, []string{crashes[i].link.Endpoint()}, "/pcrash", crashes[i].name, "v", faultTTL)
+		startRegister(t, []string{crashes[i].link.Endpoint()}, "/pcrash", crashes[i].name, "v", faultTTL)
 		require.Eventually(t, func() bool { return seen.has(biregister.OpPut, crashes[i].name) }, waitFor, time.Millisecond)
 	}
 	// Right after the grant the proxy does not renew the lease yet: let
@@ -277,15 +277,15 @@ func TestGRPCProxyEtcdRestart(t *testing.T) {
 	etcd, proxy := startProxied(t)
 	eps := []string{proxy.Endpoint()}
 	const ttl = 3
-	a := newRegister(t, eps, "/prestart", "a", "va", ttl, logTo(t, "a"))
-	b := newRegister(t, eps, "/prestart", "b", "vb", ttl)
-	w := newWatcher(t, eps, "/prestart", logTo(t, "the watcher"))
+	a := startRegister(t, eps, "/prestart", "a", "va", ttl, logTo(t, "a"))
+	b := startRegister(t, eps, "/prestart", "b", "vb", ttl)
+	w := startWatcher(t, eps, "/prestart", logTo(t, "the watcher"))
 	seen := collect(w)
 	require.Eventually(t, func() bool { return len(seen.snapshot()) == 2 }, waitFor, time.Millisecond)
 
 	etcd.Stop(t, 0)
 	etcd.Restart(t, 0)
-	c := newRegister(t, eps, "/prestart", "c", "vc", ttl)
+	c := startRegister(t, eps, "/prestart", "c", "vc", ttl)
 	direct := etcd.Client(t)
 	_, err := direct.Put(context.Background(), "/prestart/d", "vd")
 	require.NoError(t, err)

@@ -51,7 +51,9 @@ func recvUntil(t *testing.T, changes <-chan biregister.Change, stop func(biregis
 	}
 }
 
-func newWatcher(t *testing.T, endpoints []string, prefix string, opts ...biregister.Option) biregister.Watcher {
+// startWatcher starts a Watcher of prefix with ttl 5, closed when the test
+// ends.
+func startWatcher(t *testing.T, endpoints []string, prefix string, opts ...biregister.Option) biregister.Watcher {
 	t.Helper()
 	w, err := biregister.NewWatcher(endpoints, prefix, 5, opts...)
 	if err != nil {
@@ -61,7 +63,8 @@ func newWatcher(t *testing.T, endpoints []string, prefix string, opts ...biregis
 	return w
 }
 
-func newRegister(t *testing.T, endpoints []string, prefix, name, value string, ttl int64, opts ...biregister.Option) biregister.Register {
+// startRegister registers name under prefix, closed when the test ends.
+func startRegister(t *testing.T, endpoints []string, prefix, name, value string, ttl int64, opts ...biregister.Option) biregister.Register {
 	t.Helper()
 	r, err := biregister.NewRegister(endpoints, prefix, name, value, ttl, opts...)
 	if err != nil {

@@ -65,7 +65,7 @@ func TestLeadershipLoggedAndCounted(t *testing.T) {
 	t.Run("Close while leading", func(t *testing.T) {
 		etcd := startEtcd(t)
 		rec, opts := recordLeadership(t, "a")
-		a := newRegister(t, etcd.Endpoints(), "/led", "a", "v", 5, opts...)
+		a := startRegister(t, etcd.Endpoints(), "/led", "a", "v", 5, opts...)
 		rec.requireSays(t, 1, 0)
 		a.Close()
 		require.True(t, rec.says(t, 1, 1), "Close ended the leadership: logs\n%s", rec.logs.String())
@@ -73,8 +73,8 @@ func TestLeadershipLoggedAndCounted(t *testing.T) {
 	t.Run("Resign behind another member", func(t *testing.T) {
 		etcd := startEtcd(t)
 		rec, opts := recordLeadership(t, "a")
-		a := newRegister(t, etcd.Endpoints(), "/led", "a", "v", 5, opts...)
-		newRegister(t, etcd.Endpoints(), "/led", "b", "v", 5)
+		a := startRegister(t, etcd.Endpoints(), "/led", "a", "v", 5, opts...)
+		startRegister(t, etcd.Endpoints(), "/led", "b", "v", 5)
 		rec.requireSays(t, 1, 0)
 		require.NoError(t, a.Resign(context.Background()))
 		rec.requireSays(t, 1, 1)
@@ -82,7 +82,7 @@ func TestLeadershipLoggedAndCounted(t *testing.T) {
 	t.Run("Resign alone", func(t *testing.T) {
 		etcd := startEtcd(t)
 		rec, opts := recordLeadership(t, "a")
-		a := newRegister(t, etcd.Endpoints(), "/led", "a", "v", 5, opts...)
+		a := startRegister(t, etcd.Endpoints(), "/led", "a", "v", 5, opts...)
 		rec.requireSays(t, 1, 0)
 		require.NoError(t, a.Resign(context.Background()))
 		rec.requireSays(t, 2, 1)
@@ -90,7 +90,7 @@ func TestLeadershipLoggedAndCounted(t *testing.T) {
 	t.Run("Resign refused", func(t *testing.T) {
 		c := startSecureEtcd(t, etcdtest.Options{Auth: secureAuth()})
 		rec, opts := recordLeadership(t, "a")
-		a := newRegister(t, c.Endpoints(), securePrefix, "a", "v", 5, append(opts, biregister.WithAuth(svcUser, svcPassword))...)
+		a := startRegister(t, c.Endpoints(), securePrefix, "a", "v", 5, append(opts, biregister.WithAuth(svcUser, svcPassword))...)
 		term := waitTerm(t, a)
 		rec.requireSays(t, 1, 0)
 		readWrite := readOnly(t, c.Client(t), svcUser, securePrefix)
@@ -109,12 +109,12 @@ func TestLeadershipLogLevel(t *testing.T) {
 	etcd := startEtcd(t)
 	var logs syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a := newRegister(t, etcd.Endpoints(), "/led-level", "a", "v", 5, biregister.WithLogger(logger))
+	a := startRegister(t, etcd.Endpoints(), "/led-level", "a", "v", 5, biregister.WithLogger(logger))
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "leadership gained") }, waitFor, time.Millisecond)
 	require.Contains(t, logs.String(), `level=DEBUG msg="biregister: leadership gained"`)
 	require.True(t, a.AmILeader())
 	require.NoError(t, a.Resign(context.Background()))
-	b := newRegister(t, etcd.Endpoints(), "/led-level", "b", "v", 5)
+	b := startRegister(t, etcd.Endpoints(), "/led-level", "b", "v", 5)
 	_ = b
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `level=INFO msg="biregister: leadership lost"`) },
 		waitFor, time.Millisecond, "logs:\n%s", logs.String())
@@ -130,9 +130,9 @@ func TestRegistrationLostCause(t *testing.T) {
 	var logs syncbuf.Buffer
 	m := metertest.New(t)
 	const ttl = 2
-	a := newRegister(t, []string{proxy.Endpoint()}, "/lost-cause", "a", "v", ttl,
+	a := startRegister(t, []string{proxy.Endpoint()}, "/lost-cause", "a", "v", ttl,
 		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))), biregister.WithMeterProvider(m.Provider))
-	w := newWatcher(t, etcd.Endpoints(), "/lost-cause")
+	w := startWatcher(t, etcd.Endpoints(), "/lost-cause")
 	recvUntil(t, w.Changes(), func(c biregister.Change) bool { return c.Name == "a" })
 	proxy.Stall()
 	recvUntil(t, w.Changes(), func(c biregister.Change) bool { return c.Op == biregister.OpDelete && c.Name == "a" })

@@ -167,9 +167,9 @@ func TestMatrixConcurrent(t *testing.T) {
 		opts := variants[round%len(variants)]
 		t.Run(fmt.Sprint("round ", round), func(t *testing.T) {
 			prefix := fmt.Sprint("/storm", round)
-			a := newRegister(t, etcd.Endpoints(), prefix, "a", "v", matrixTTL, opts...)
-			b := newRegister(t, etcd.Endpoints(), prefix, "b", "v", matrixTTL, opts...)
-			w := newWatcher(t, etcd.Endpoints(), prefix, opts...)
+			a := startRegister(t, etcd.Endpoints(), prefix, "a", "v", matrixTTL, opts...)
+			b := startRegister(t, etcd.Endpoints(), prefix, "b", "v", matrixTTL, opts...)
+			w := startWatcher(t, etcd.Endpoints(), prefix, opts...)
 			stopSampling := sampleLeading(a, b)
 			ctx, stop := context.WithCancel(context.Background())
 			defer stop()

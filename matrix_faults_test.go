@@ -63,9 +63,9 @@ func pair(t *testing.T, etcd *etcdtest.Cluster, prefix string, aEndpoints ...str
 	if len(aEndpoints) == 0 {
 		aEndpoints = etcd.Endpoints()
 	}
-	a = newRegister(t, aEndpoints, prefix, "a", "v", matrixTTL)
-	b = newRegister(t, etcd.Endpoints(), prefix, "b", "v", matrixTTL)
-	return a, b, newWatcher(t, etcd.Endpoints(), prefix)
+	a = startRegister(t, aEndpoints, prefix, "a", "v", matrixTTL)
+	b = startRegister(t, etcd.Endpoints(), prefix, "b", "v", matrixTTL)
+	return a, b, startWatcher(t, etcd.Endpoints(), prefix)
 }
 
 // duringFault calls each method of r that may wait on etcd while a fault

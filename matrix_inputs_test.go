@@ -122,7 +122,7 @@ func TestMatrixInputs(t *testing.T) {
 	cli := etcd.Client(t)
 	// A ttl of 1 s is kept alive for the whole test, which lasts several
 	// of its ttls; a lapse would show as a new create revision.
-	shortest := newRegister(t, eps, "/in-ttl1", "a", "v", 1)
+	shortest := startRegister(t, eps, "/in-ttl1", "a", "v", 1)
 	shortestRevision := shortest.MyRevision()
 	for i, tc := range []struct {
 		name   string
@@ -190,7 +190,7 @@ func TestMatrixInputs(t *testing.T) {
 	// LastAnswer is the watch's: it moves with a change of the group, and
 	// not with a Register's keepalives, which another member may answer.
 	t.Run("Status.LastAnswer counts the watch's answers", func(t *testing.T) {
-		r := newRegister(t, eps, "/in-idle", "a", "v", 1)
+		r := startRegister(t, eps, "/in-idle", "a", "v", 1)
 		before := time.Now()
 		if _, err := cli.Put(context.Background(), "/in-idle/b", "v"); err != nil {
 			t.Fatal(err)
@@ -264,9 +264,9 @@ func TestMatrixContexts(t *testing.T) {
 	etcd := startEtcd(t)
 	eps := etcd.Endpoints()
 	cli := etcd.Client(t)
-	a := newRegister(t, eps, "/ctx", "a", "v", matrixTTL)
-	b := newRegister(t, eps, "/ctx", "b", "v", matrixTTL)
-	w := newWatcher(t, eps, "/ctx")
+	a := startRegister(t, eps, "/ctx", "a", "v", matrixTTL)
+	b := startRegister(t, eps, "/ctx", "b", "v", matrixTTL)
+	w := startWatcher(t, eps, "/ctx")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	passed, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))

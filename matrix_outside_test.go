@@ -141,8 +141,8 @@ func TestMatrixOutsideWrites(t *testing.T) {
 				t.Run(fmt.Sprintf("%s, then %s, %s", wr.name, m.name, order), func(t *testing.T) {
 					prefix := fmt.Sprintf("/outside-%d-%d-%d", i, j, k)
 					proxy := faultproxy.Start(t, etcd.Endpoint(0))
-					r := newRegister(t, []string{proxy.Endpoint()}, prefix, "a", "v", matrixTTL)
-					w := newWatcher(t, etcd.Endpoints(), prefix)
+					r := startRegister(t, []string{proxy.Endpoint()}, prefix, "a", "v", matrixTTL)
+					w := startWatcher(t, etcd.Endpoints(), prefix)
 					term := waitTerm(t, r)
 					if !seen {
 						// The Register hears of the write only after the
@@ -167,8 +167,8 @@ func TestMatrixOutsideWrites(t *testing.T) {
 		}
 		t.Run(wr.name+", then Close", func(t *testing.T) {
 			prefix := fmt.Sprintf("/outside-%d-close", i)
-			r := newRegister(t, etcd.Endpoints(), prefix, "a", "v", matrixTTL)
-			w := newWatcher(t, etcd.Endpoints(), prefix)
+			r := startRegister(t, etcd.Endpoints(), prefix, "a", "v", matrixTTL)
+			w := startWatcher(t, etcd.Endpoints(), prefix)
 			free := wr.write(t, r)
 			returnsWithin(t, "Close", closeBound(matrixLease), func() struct{} { r.Close(); return struct{}{} })
 			checkClosed(t, r)

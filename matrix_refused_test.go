@@ -67,9 +67,9 @@ func TestMatrixRefused(t *testing.T) {
 	})
 
 	t.Run("SetValue", func(t *testing.T) {
-		a := newRegister(t, eps, "/refused-set", "a", "va", matrixTTL)
-		b := newRegister(t, eps, "/refused-set", "b", "vb", matrixTTL)
-		w := newWatcher(t, eps, "/refused-set")
+		a := startRegister(t, eps, "/refused-set", "a", "va", matrixTTL)
+		b := startRegister(t, eps, "/refused-set", "b", "vb", matrixTTL)
+		w := startWatcher(t, eps, "/refused-set")
 		term := waitTerm(t, a)
 		for _, r := range []biregister.Register{a, b} {
 			before := heldBy(t, cli, r)
@@ -96,7 +96,7 @@ func TestMatrixRefused(t *testing.T) {
 		r := construct(t, "NewRegister", matrixLease+slack, func() (biregister.Register, error) {
 			return biregister.NewRegister(eps, "/refused-name", name, "v", matrixTTL)
 		})
-		w := newWatcher(t, eps, "/refused-name")
+		w := startWatcher(t, eps, "/refused-name")
 		checkRegistered(t, cli, r, []string{"v"}, w)
 		checkReads(t, r)
 		before := heldBy(t, cli, r)

@@ -32,8 +32,8 @@ func TestMetrics(t *testing.T) {
 	etcd := startEtcd(t)
 	m := metertest.New(t)
 	cli := etcd.Client(t)
-	r := newRegister(t, etcd.Endpoints(), "/metrics", "a", "v", 3, biregister.WithMeterProvider(m.Provider))
-	w := newWatcher(t, etcd.Endpoints(), "/metrics", biregister.WithMeterProvider(m.Provider))
+	r := startRegister(t, etcd.Endpoints(), "/metrics", "a", "v", 3, biregister.WithMeterProvider(m.Provider))
+	w := startWatcher(t, etcd.Endpoints(), "/metrics", biregister.WithMeterProvider(m.Provider))
 	eventually := func(what string, ok func() bool) {
 		t.Helper()
 		require.Eventually(t, ok, waitFor, 10*time.Millisecond, what)
@@ -120,7 +120,7 @@ func TestMetrics(t *testing.T) {
 func TestMetricsResync(t *testing.T) {
 	etcd := startEtcd(t)
 	m := metertest.New(t)
-	w := newWatcher(t, etcd.Endpoints(), "/resync", biregister.WithMeterProvider(m.Provider), biregister.WithBufferSize(2))
+	w := startWatcher(t, etcd.Endpoints(), "/resync", biregister.WithMeterProvider(m.Provider), biregister.WithBufferSize(2))
 	cli := etcd.Client(t)
 	for _, name := range []string{"a", "b", "c", "d"} {
 		_, err := cli.Put(context.Background(), "/resync/"+name, "v")
@@ -144,8 +144,8 @@ func TestLeaderGaugeNeverTwo(t *testing.T) {
 	etcd := startEtcd(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	m := metertest.New(t)
-	old := newRegister(t, []string{proxy.Endpoint()}, "/gauge", "old", "v", faultTTL, biregister.WithMeterProvider(m.Provider))
-	next := newRegister(t, etcd.Endpoints(), "/gauge", "next", "v", faultTTL, biregister.WithMeterProvider(m.Provider))
+	old := startRegister(t, []string{proxy.Endpoint()}, "/gauge", "old", "v", faultTTL, biregister.WithMeterProvider(m.Provider))
+	next := startRegister(t, etcd.Endpoints(), "/gauge", "next", "v", faultTTL, biregister.WithMeterProvider(m.Provider))
 	require.True(t, old.AmILeader())
 
 	proxy.Stall()
@@ -198,8 +198,8 @@ func TestMetricsRefused(t *testing.T) {
 	var logs syncbuf.Buffer
 	opts := []biregister.Option{biregister.WithMeterProvider(refusingProvider{}),
 		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))}
-	w := newWatcher(t, etcd.Endpoints(), "/refused-metrics", opts...)
-	r := newRegister(t, etcd.Endpoints(), "/refused-metrics", "a", "v", 1, opts...)
+	w := startWatcher(t, etcd.Endpoints(), "/refused-metrics", opts...)
+	r := startRegister(t, etcd.Endpoints(), "/refused-metrics", "a", "v", 1, opts...)
 	recvUntil(t, w.Changes(), func(c biregister.Change) bool { return c.Name == "a" })
 	// Renewals every 333 ms: a few round trips recorded.
 	before := r.Status().LeaseLeft

@@ -78,8 +78,8 @@ func TestKeyWrittenFromOutside(t *testing.T) {
 			cli := etcd.Client(t)
 			proxy := faultproxy.Start(t, etcd.Endpoint(0))
 			const ttl = 2
-			a := newRegister(t, []string{proxy.Endpoint()}, "/own", "a", "mine", ttl)
-			w := newWatcher(t, etcd.Endpoints(), "/own")
+			a := startRegister(t, []string{proxy.Endpoint()}, "/own", "a", "mine", ttl)
+			w := startWatcher(t, etcd.Endpoints(), "/own")
 			term := waitTerm(t, a)
 			before := a.MyRevision()
 			got, err := cli.Get(context.Background(), a.MyKey())
@@ -113,7 +113,7 @@ func TestRegisterOverKeyWithoutLease(t *testing.T) {
 	cli := etcd.Client(t)
 	_, err := cli.Put(context.Background(), "/detached/a", "left behind")
 	require.NoError(t, err)
-	a := newRegister(t, etcd.Endpoints(), "/detached", "a", "mine", 2)
+	a := startRegister(t, etcd.Endpoints(), "/detached", "a", "mine", 2)
 	require.True(t, boundToLiveLease(t, cli, a.MyKey(), "mine", 0))
 	require.True(t, a.AmILeader())
 

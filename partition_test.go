@@ -75,8 +75,8 @@ func testMemberCutOffFromPeers(t *testing.T, cutLeader bool) {
 	for _, i := range []int{1, 2} {
 		etcd.CutClient(t, i)
 	}
-	old := newRegister(t, oldEndpoints, prefix, "old", "v", ttl)
-	w := newWatcher(t, etcd.Endpoints(), prefix)
+	old := startRegister(t, oldEndpoints, prefix, "old", "v", ttl)
+	w := startWatcher(t, etcd.Endpoints(), prefix)
 	for _, i := range []int{1, 2} {
 		etcd.HealClient(t, i)
 	}
@@ -88,7 +88,7 @@ func testMemberCutOffFromPeers(t *testing.T, cutLeader bool) {
 	for _, i := range []int{1, 2} {
 		require.Zero(t, watchers(etcd.Endpoint(i)), "watches on member %d", i)
 	}
-	next := newRegister(t, majority, prefix, "next", "v", ttl)
+	next := startRegister(t, majority, prefix, "next", "v", ttl)
 	require.Eventually(t, func() bool { return sameAsEtcd(t, majorityClient, w, prefix) && len(w.GetNames()) == 2 },
 		waitFor, 10*time.Millisecond)
 	require.True(t, old.AmILeader())

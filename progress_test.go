@@ -30,7 +30,7 @@ func TestProgressRequestsOnSharedStreamLoseNothing(t *testing.T) {
 	shared := etcd.Client(t)
 	writer := etcd.Client(t)
 	const prefix = "/progress/"
-	w := newWatcher(t, nil, prefix, biregister.WithClient(shared))
+	w := startWatcher(t, nil, prefix, biregister.WithClient(shared))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var requests sync.WaitGroup

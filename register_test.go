@@ -23,8 +23,8 @@ import (
 func TestRegisterBasics(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	a := newRegister(t, etcd.Endpoints(), "/svc/reg", "a", "addr-a", 7)
-	b := newRegister(t, etcd.Endpoints(), "/svc/reg/", "b", "addr-b", 7)
+	a := startRegister(t, etcd.Endpoints(), "/svc/reg", "a", "addr-a", 7)
+	b := startRegister(t, etcd.Endpoints(), "/svc/reg/", "b", "addr-b", 7)
 
 	assert.Equal(t, "/svc/reg/a", a.MyKey())
 	assert.Equal(t, "a", a.MyName())
@@ -53,7 +53,7 @@ func TestRegisterBasics(t *testing.T) {
 
 func TestRegisterNameTaken(t *testing.T) {
 	etcd := startEtcd(t)
-	a := newRegister(t, etcd.Endpoints(), "/taken", "a", "first", 5)
+	a := startRegister(t, etcd.Endpoints(), "/taken", "a", "first", 5)
 	dup, err := biregister.NewRegister(etcd.Endpoints(), "/taken", "a", "second", 5)
 	require.ErrorIs(t, err, biregister.ErrNameTaken)
 	// It says what happened once, and what to do.
@@ -107,7 +107,7 @@ func TestRegisterNoNameConcurrent(t *testing.T) {
 // Close revokes the lease: watchers drop the member at once, not after ttl.
 func TestRegisterCloseRevokes(t *testing.T) {
 	etcd := startEtcd(t)
-	w := newWatcher(t, etcd.Endpoints(), "/close")
+	w := startWatcher(t, etcd.Endpoints(), "/close")
 	const longTTL = 600 // if Close only let the lease expire, the test would time out
 	r, err := biregister.NewRegister(etcd.Endpoints(), "/close", "a", "v", longTTL)
 	require.NoError(t, err)
@@ -148,7 +148,7 @@ func TestLeaderFailover(t *testing.T) {
 	etcd := startEtcd(t)
 	a, err := biregister.NewRegister(etcd.Endpoints(), "/lead", "a", "va", 5)
 	require.NoError(t, err)
-	b := newRegister(t, etcd.Endpoints(), "/lead", "b", "vb", 5)
+	b := startRegister(t, etcd.Endpoints(), "/lead", "b", "vb", 5)
 	require.True(t, a.AmILeader())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -171,15 +171,15 @@ func TestValueTooLarge(t *testing.T) {
 	r, err := biregister.NewRegister(etcd.Endpoints(), "/big", "a", huge, 5)
 	require.Error(t, err)
 	assert.True(t, r == nil, "a failed constructor returns a nil interface")
-	ok := newRegister(t, etcd.Endpoints(), "/big", "a", "small", 5)
+	ok := startRegister(t, etcd.Endpoints(), "/big", "a", "small", 5)
 	assert.Error(t, ok.SetValue(context.Background(), huge))
 	assert.Equal(t, "small", ok.GetValueByName("a"))
 
 	// Just under the limit is a value like any other, from the constructor
 	// and from SetValue, and a Watcher gets it whole.
 	large := strings.Repeat("y", 1400<<10)
-	w := newWatcher(t, etcd.Endpoints(), "/big")
-	b := newRegister(t, etcd.Endpoints(), "/big", "b", large, 5)
+	w := startWatcher(t, etcd.Endpoints(), "/big")
+	b := startRegister(t, etcd.Endpoints(), "/big", "b", large, 5)
 	require.NoError(t, ok.SetValue(context.Background(), large+"a"))
 	require.Eventually(t, func() bool {
 		return w.GetValueByName("a") == large+"a" && w.GetValueByName("b") == large
@@ -203,7 +203,7 @@ func TestOperationsAfterClose(t *testing.T) {
 // WaitLeader returns ErrClosed when the Register closes while it waits.
 func TestWaitLeaderClosed(t *testing.T) {
 	etcd := startEtcd(t)
-	newRegister(t, etcd.Endpoints(), "/wl", "a", "v", 5)
+	startRegister(t, etcd.Endpoints(), "/wl", "a", "v", 5)
 	b, err := biregister.NewRegister(etcd.Endpoints(), "/wl", "b", "v", 5)
 	require.NoError(t, err)
 	requireReturnsClosed(t, b, "WaitLeader", func() error { return b.WaitLeader(context.Background()) })
@@ -211,8 +211,8 @@ func TestWaitLeaderClosed(t *testing.T) {
 
 func TestSetValue(t *testing.T) {
 	etcd := startEtcd(t)
-	a := newRegister(t, etcd.Endpoints(), "/set", "a", "v1", 5)
-	w := newWatcher(t, etcd.Endpoints(), "/set")
+	a := startRegister(t, etcd.Endpoints(), "/set", "a", "v1", 5)
+	w := startWatcher(t, etcd.Endpoints(), "/set")
 	recv(t, w.Changes())
 	revision := a.MyRevision()
 
@@ -225,8 +225,8 @@ func TestSetValue(t *testing.T) {
 
 func TestResign(t *testing.T) {
 	etcd := startEtcd(t)
-	a := newRegister(t, etcd.Endpoints(), "/resign", "a", "va", 5)
-	b := newRegister(t, etcd.Endpoints(), "/resign", "b", "vb", 5)
+	a := startRegister(t, etcd.Endpoints(), "/resign", "a", "va", 5)
+	b := startRegister(t, etcd.Endpoints(), "/resign", "b", "vb", 5)
 	require.True(t, a.AmILeader())
 	before := a.MyRevision()
 
@@ -242,7 +242,7 @@ func TestResign(t *testing.T) {
 func TestFence(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	a := newRegister(t, etcd.Endpoints(), "/fence", "a", "v", 5)
+	a := startRegister(t, etcd.Endpoints(), "/fence", "a", "v", 5)
 	ctx := context.Background()
 
 	fence := a.Fence()
@@ -270,7 +270,7 @@ func TestReRegisterAfterOutsideDelete(t *testing.T) {
 	cli := etcd.Client(t)
 	var logs syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	a := newRegister(t, etcd.Endpoints(), "/rereg", "a", "v", 3, biregister.WithLogger(logger))
+	a := startRegister(t, etcd.Endpoints(), "/rereg", "a", "v", 3, biregister.WithLogger(logger))
 	ctx := context.Background()
 
 	for _, remove := range []func() error{
@@ -352,7 +352,7 @@ func stackHas(fn string) bool { return strings.Contains(benchutil.Stacks(), fn) 
 func TestReRegisterAfterDeleteDuringRequest(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	a := newRegister(t, etcd.Endpoints(), "/rereg-busy", "a", "v0", 3)
+	a := startRegister(t, etcd.Endpoints(), "/rereg-busy", "a", "v0", 3)
 	ctx := context.Background()
 	for i := range 10 {
 		before := a.MyRevision()
@@ -375,7 +375,7 @@ func TestReRegisterWhileNameTaken(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	var logs syncbuf.Buffer
-	a := newRegister(t, etcd.Endpoints(), "/squat", "a", "mine", 3,
+	a := startRegister(t, etcd.Endpoints(), "/squat", "a", "mine", 3,
 		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 
 	// Someone takes the name the moment a's key is gone.
@@ -411,7 +411,7 @@ func TestKeepAliveNewStreamWhenAnswersLag(t *testing.T) {
 		return started, started - handled
 	}
 	const ttl = 3 // renewals every second; a new stream after 500 ms unanswered
-	r := newRegister(t, []string{proxy.Endpoint()}, "/svc/ka-lag", "a", "v", ttl)
+	r := startRegister(t, []string{proxy.Endpoint()}, "/svc/ka-lag", "a", "v", ttl)
 	revision := r.MyRevision()
 	started0, _ := streams()
 	proxy.DelayReplies(1200 * time.Millisecond)
@@ -473,7 +473,7 @@ func TestKeepAliveOneStream(t *testing.T) {
 	// ttl 2: a keepalive goes to a new stream only if the last one is
 	// unanswered for half of ttl/3, 333 ms, which even a loaded CI machine
 	// does not take.
-	r := newRegister(t, etcd.Endpoints(), "/svc/ka", "a", "v", 2)
+	r := startRegister(t, etcd.Endpoints(), "/svc/ka", "a", "v", 2)
 	revision := r.MyRevision()
 	// Five keepalives at ttl/3 take about 3.3 s.
 	require.Eventually(t, func() bool {

@@ -18,7 +18,7 @@ import (
 // ends for its registration lost, not for another member leading.
 func TestFenceOfTermAcrossReplacedEtcd(t *testing.T) {
 	etcd := startEtcd(t)
-	a := newRegister(t, etcd.Endpoints(), "/replaced-fence", "a", "v", 2)
+	a := startRegister(t, etcd.Endpoints(), "/replaced-fence", "a", "v", 2)
 	term := waitTerm(t, a)
 	old := term.Revision()
 

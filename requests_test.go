@@ -46,7 +46,7 @@ func TestRefusedSetValueChangesNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			etcd := startEtcd(t)
 			cli := etcd.Client(t)
-			r := newRegister(t, etcd.Endpoints(), "/refused", "a", "small", 2)
+			r := startRegister(t, etcd.Endpoints(), "/refused", "a", "small", 2)
 			before := r.MyRevision()
 			require.Error(t, r.SetValue(context.Background(), huge))
 			require.Equal(t, "small", r.GetValueByName("a"))
@@ -63,7 +63,7 @@ func TestRefusedSetValueChangesNothing(t *testing.T) {
 	t.Run("while registering again", func(t *testing.T) {
 		etcd := startEtcd(t)
 		cli := etcd.Client(t)
-		r := newRegister(t, etcd.Endpoints(), "/refused", "a", "small", 2)
+		r := startRegister(t, etcd.Endpoints(), "/refused", "a", "small", 2)
 		ctx := context.Background()
 		squat := takeName(t, cli, r)
 		require.Eventually(t, func() bool { return !r.Status().Registered }, waitFor, 5*time.Millisecond)
@@ -107,8 +107,8 @@ func TestRequestsNeverStarveTheLease(t *testing.T) {
 	stalled := faultproxy.Start(t, etcd.Endpoint(0))
 	healthy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 2
-	r := newRegister(t, []string{stalled.Endpoint(), healthy.Endpoint()}, "/starve", "a", "v", ttl)
-	w := newWatcher(t, etcd.Endpoints(), "/starve")
+	r := startRegister(t, []string{stalled.Endpoint(), healthy.Endpoint()}, "/starve", "a", "v", ttl)
+	w := startWatcher(t, etcd.Endpoints(), "/starve")
 	recvUntil(t, w.Changes(), func(c biregister.Change) bool { return c.Name == "a" })
 	before := r.MyRevision()
 
@@ -145,7 +145,7 @@ func TestStatusSinceLoss(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	var logs syncbuf.Buffer
-	r := newRegister(t, etcd.Endpoints(), "/since", "a", "v", 2, biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	r := startRegister(t, etcd.Endpoints(), "/since", "a", "v", 2, biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	squat := takeName(t, cli, r)
 	require.Eventually(t, func() bool { return !r.Status().Registered }, waitFor, time.Millisecond)
 	lost := r.Status().Since
@@ -162,7 +162,7 @@ func TestStatusSinceLoss(t *testing.T) {
 // name it registers at once (nameWait + ttl must not overflow).
 func TestNameWaitForever(t *testing.T) {
 	etcd := startEtcd(t)
-	r := newRegister(t, etcd.Endpoints(), "/forever", "a", "v", 2, biregister.WithNameWait(math.MaxInt64))
+	r := startRegister(t, etcd.Endpoints(), "/forever", "a", "v", 2, biregister.WithNameWait(math.MaxInt64))
 	require.True(t, r.AmILeader())
 }
 
@@ -174,8 +174,8 @@ func TestRegisterNoNameInBusyGroup(t *testing.T) {
 	slow := faultproxy.Start(t, etcd.Endpoint(0))
 	slow.DelayReplies(2 * time.Millisecond)
 	busy := []biregister.Register{
-		newRegister(t, etcd.Endpoints(), "/busy", "b", "0", 5),
-		newRegister(t, etcd.Endpoints(), "/busy", "c", "0", 5),
+		startRegister(t, etcd.Endpoints(), "/busy", "b", "0", 5),
+		startRegister(t, etcd.Endpoints(), "/busy", "c", "0", 5),
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	var writers sync.WaitGroup
@@ -207,4 +207,13 @@ func TestRegisterNoNameInBusyGroup(t *testing.T) {
 	assert.EqualValues(t, 1, calls["LeaseGrant"], "one lease for every try")
 	assert.Zero(t, calls["LeaseRevoke"])
 	assert.Len(t, r.MyName(), 20)
+}
+
+// Names can be megabytes long; an error quotes only the start of a key.
+func TestErrorQuotesKeyShort(t *testing.T) {
+	etcd := startEtcd(t)
+	name := strings.Repeat("n", 2<<20)
+	_, err := biregister.NewRegister(etcd.Endpoints(), "/huge-name", name, "v", 2)
+	require.Error(t, err)
+	require.Less(t, len(err.Error()), 1024, "an error of %d bytes", len(err.Error()))
 }

@@ -72,8 +72,8 @@ func TestResignUnansweredNeverTwoLeaders(t *testing.T) {
 			// alive, and an attempt to register again, bounded by ttl/3,
 			// has its answer in time.
 			const ttl = 6
-			a := newRegister(t, []string{proxy.Endpoint()}, "/resign-unanswered", "a", "v", ttl)
-			b := newRegister(t, etcd.Endpoints(), "/resign-unanswered", "b", "v", ttl)
+			a := startRegister(t, []string{proxy.Endpoint()}, "/resign-unanswered", "a", "v", ttl)
+			b := startRegister(t, etcd.Endpoints(), "/resign-unanswered", "b", "v", ttl)
 			require.True(t, a.AmILeader())
 			resigned := a.MyRevision()
 
@@ -190,8 +190,8 @@ func TestResignWithItsOwnTerm(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			etcd := startEtcd(t)
-			a := newRegister(t, etcd.Endpoints(), "/resign-own", "a", "v", 5)
-			b := newRegister(t, etcd.Endpoints(), "/resign-own", "b", "v", 5)
+			a := startRegister(t, etcd.Endpoints(), "/resign-own", "a", "v", 5)
+			b := startRegister(t, etcd.Endpoints(), "/resign-own", "b", "v", 5)
 			term, err := tc.resign(t, a)
 			require.NoError(t, err)
 			require.False(t, a.AmILeader())
@@ -228,7 +228,7 @@ func TestRefusedResignWakesWaiters(t *testing.T) {
 	c := startSecureEtcd(t, etcdtest.Options{Auth: secureAuth()})
 	proxy := faultproxy.Start(t, c.Endpoint(0))
 	root := c.Client(t)
-	a := newRegister(t, []string{proxy.Endpoint()}, securePrefix, "a", "v", 4, biregister.WithAuth(svcUser, svcPassword))
+	a := startRegister(t, []string{proxy.Endpoint()}, securePrefix, "a", "v", 4, biregister.WithAuth(svcUser, svcPassword))
 	term := waitTerm(t, a)
 	readWrite := readOnly(t, root, svcUser, securePrefix)
 	proxy.DelayReplies(500 * time.Millisecond)
@@ -295,7 +295,7 @@ func TestRefusedResignWakesWaiters(t *testing.T) {
 // revision a replaced etcd's had: either way, it leads there.
 func TestResignThenEtcdReplaced(t *testing.T) {
 	etcd := startEtcd(t)
-	a := newRegister(t, etcd.Endpoints(), "/resign-wipe", "a", "v", faultTTL)
+	a := startRegister(t, etcd.Endpoints(), "/resign-wipe", "a", "v", faultTTL)
 	resigned := a.MyRevision()
 	require.NoError(t, a.Resign(context.Background()))
 	require.NoError(t, waitTerm(t, a).Err(), "alone, the member leads again at once")

@@ -28,7 +28,7 @@ func TestRestartWaitsForPreviousLease(t *testing.T) {
 	require.ErrorIs(t, err, biregister.ErrNameTaken, "without WithNameWait")
 
 	started := time.Now()
-	r := newRegister(t, etcd.Endpoints(), "/restart", "pod-0", "new", 5, biregister.WithNameWait(waitFor))
+	r := startRegister(t, etcd.Endpoints(), "/restart", "pod-0", "new", 5, biregister.WithNameWait(waitFor))
 	t.Logf("registered %v after the restart (the previous lease: ttl %d s)", time.Since(started), faultTTL)
 	require.NotEqual(t, put.Header.Revision, r.MyRevision())
 	require.Equal(t, "new", r.GetValueByName("pod-0"))
@@ -43,7 +43,7 @@ func TestRestartWaitsForPreviousLease(t *testing.T) {
 // registration and its leadership.
 func TestNameWaitLeavesLiveMemberAlone(t *testing.T) {
 	etcd := startEtcd(t)
-	live := newRegister(t, etcd.Endpoints(), "/restart", "pod-0", "live", 5)
+	live := startRegister(t, etcd.Endpoints(), "/restart", "pod-0", "live", 5)
 	revision := live.MyRevision()
 
 	_, err := biregister.NewRegister(etcd.Endpoints(), "/restart", "pod-0", "other", 5, biregister.WithNameWait(time.Second))

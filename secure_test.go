@@ -96,7 +96,7 @@ func checkSecureGroup(t *testing.T, eps []string, opts ...biregister.Option) {
 	logger, logs := secureLogger()
 	opts = append(opts, biregister.WithLogger(logger))
 
-	w := newWatcher(t, eps, securePrefix, opts...)
+	w := startWatcher(t, eps, securePrefix, opts...)
 	changes := w.Changes()
 	a, err := biregister.NewRegister(eps, securePrefix, "a", "addr-a", secureLiveTTL, opts...)
 	require.NoError(t, err)
@@ -414,8 +414,8 @@ func TestSecureAuthSurvivesRestart(t *testing.T) {
 
 			logger, logs := secureLogger()
 			withAuth := biregister.WithAuth(svcUser, svcPassword)
-			w := newWatcher(t, eps, securePrefix, withAuth, biregister.WithLogger(logger))
-			r := newRegister(t, eps, securePrefix, "a", "v1", 5, withAuth, biregister.WithLogger(logger))
+			w := startWatcher(t, eps, securePrefix, withAuth, biregister.WithLogger(logger))
+			r := startRegister(t, eps, securePrefix, "a", "v1", 5, withAuth, biregister.WithLogger(logger))
 			changes := w.Changes()
 			recvUntil(t, changes, func(c biregister.Change) bool { return c.Op == biregister.OpPut && c.Name == "a" })
 

@@ -20,7 +20,7 @@ func writeWhileNobodyReads(t *testing.T, prefix string, buffer, total int) (bire
 	t.Helper()
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	w := newWatcher(t, etcd.Endpoints(), prefix, biregister.WithBufferSize(buffer))
+	w := startWatcher(t, etcd.Endpoints(), prefix, biregister.WithBufferSize(buffer))
 	for i := range total {
 		_, err := cli.Put(context.Background(), fmt.Sprintf("%sm%03d", prefix, i), "v")
 		require.NoError(t, err)

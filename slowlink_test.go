@@ -20,7 +20,7 @@ func TestRegisterAgainOverSlowLink(t *testing.T) {
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 4
-	a := newRegister(t, []string{proxy.Endpoint()}, "/slow-link", "a", "v", ttl)
+	a := startRegister(t, []string{proxy.Endpoint()}, "/slow-link", "a", "v", ttl)
 	before := a.MyRevision()
 	proxy.DelayReplies(1500 * time.Millisecond)
 	defer proxy.Heal()

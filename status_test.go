@@ -18,9 +18,9 @@ import (
 // handler say they are ready, while all is well.
 func TestStatusAndReady(t *testing.T) {
 	etcd := startEtcd(t)
-	r := newRegister(t, etcd.Endpoints(), "/status", "a", "v", 5)
-	newRegister(t, etcd.Endpoints(), "/status", "b", "v", 5)
-	w := newWatcher(t, etcd.Endpoints(), "/status")
+	r := startRegister(t, etcd.Endpoints(), "/status", "a", "v", 5)
+	startRegister(t, etcd.Endpoints(), "/status", "b", "v", 5)
+	w := startWatcher(t, etcd.Endpoints(), "/status")
 
 	st := r.Status()
 	require.True(t, st.Registered)
@@ -66,7 +66,7 @@ func TestRegisterReadinessAcrossCut(t *testing.T) {
 	etcd := startEtcd(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 3
-	r := newRegister(t, []string{proxy.Endpoint()}, "/ready", "a", "v", ttl)
+	r := startRegister(t, []string{proxy.Endpoint()}, "/ready", "a", "v", ttl)
 	require.NoError(t, r.Ready())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -119,8 +119,8 @@ func TestProbesThroughEtcdOutage(t *testing.T) {
 	etcd := startEtcd(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 2
-	r := newRegister(t, []string{proxy.Endpoint()}, "/outage", "a", "v", ttl)
-	w := newWatcher(t, []string{proxy.Endpoint()}, "/outage")
+	r := startRegister(t, []string{proxy.Endpoint()}, "/outage", "a", "v", ttl)
+	w := startWatcher(t, []string{proxy.Endpoint()}, "/outage")
 	status := func(h http.Handler) int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))

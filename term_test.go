@@ -41,7 +41,7 @@ func requireEnded(t *testing.T, term *biregister.Term, cause error) {
 // right cause on Resign and on Close, and so do contexts derived from it.
 func TestTermBasics(t *testing.T) {
 	etcd := startEtcd(t)
-	r := newRegister(t, etcd.Endpoints(), "/term", "a", "v", 5)
+	r := startRegister(t, etcd.Endpoints(), "/term", "a", "v", 5)
 	term := waitTerm(t, r)
 	require.NoError(t, term.Err())
 	require.Equal(t, r.MyRevision(), term.Revision())
@@ -87,8 +87,8 @@ func TestTermBasics(t *testing.T) {
 // WaitTerm returns when the leader leaves, and gives up with its context.
 func TestWaitTermBlocksUntilLeading(t *testing.T) {
 	etcd := startEtcd(t)
-	first := newRegister(t, etcd.Endpoints(), "/term", "first", "v", 5)
-	second := newRegister(t, etcd.Endpoints(), "/term", "second", "v", 5)
+	first := startRegister(t, etcd.Endpoints(), "/term", "first", "v", 5)
+	second := startRegister(t, etcd.Endpoints(), "/term", "second", "v", 5)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -115,7 +115,7 @@ func TestWaitTermBlocksUntilLeading(t *testing.T) {
 // deadline (ttl 60 s), which would end it too.
 func TestTermEndsOnKeyDeleted(t *testing.T) {
 	etcd := startEtcd(t)
-	r := newRegister(t, etcd.Endpoints(), "/term", "a", "v", 60)
+	r := startRegister(t, etcd.Endpoints(), "/term", "a", "v", 60)
 	term := waitTerm(t, r)
 	_, err := etcd.Client(t).Delete(context.Background(), r.MyKey())
 	require.NoError(t, err)
@@ -129,7 +129,7 @@ func TestTermEndsOnKeyDeleted(t *testing.T) {
 func TestTermEndsByItsTimer(t *testing.T) {
 	etcd := startEtcd(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
-	r := newRegister(t, []string{proxy.Endpoint()}, "/timer", "a", "v", faultTTL)
+	r := startRegister(t, []string{proxy.Endpoint()}, "/timer", "a", "v", faultTTL)
 	term := waitTerm(t, r)
 
 	proxy.Stall()
@@ -159,7 +159,7 @@ func TestTermEndsByItsTimer(t *testing.T) {
 // its context or when the Register closes.
 func TestLead(t *testing.T) {
 	etcd := startEtcd(t)
-	r := newRegister(t, etcd.Endpoints(), "/lead", "a", "v", 5)
+	r := startRegister(t, etcd.Endpoints(), "/lead", "a", "v", 5)
 	terms := make(chan *biregister.Term)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -202,7 +202,7 @@ func TestLead(t *testing.T) {
 // no goroutine (the leak check), no timer that keeps a term alive.
 func TestTermsLeaveNothingBehind(t *testing.T) {
 	etcd := startEtcd(t)
-	r := newRegister(t, etcd.Endpoints(), "/terms", "a", "v", 5)
+	r := startRegister(t, etcd.Endpoints(), "/terms", "a", "v", 5)
 	const contextsEnded = 10000
 	for i := 0; i < contextsEnded; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -227,8 +227,8 @@ func TestTermEndsBeforeSuccessorBegins(t *testing.T) {
 		t.Run(fmt.Sprint(run), func(t *testing.T) {
 			etcd := startEtcd(t)
 			proxy := faultproxy.Start(t, etcd.Endpoint(0))
-			old := newRegister(t, []string{proxy.Endpoint()}, "/stall-term", "old", "v", faultTTL)
-			next := newRegister(t, etcd.Endpoints(), "/stall-term", "next", "v", faultTTL)
+			old := startRegister(t, []string{proxy.Endpoint()}, "/stall-term", "old", "v", faultTTL)
+			next := startRegister(t, etcd.Endpoints(), "/stall-term", "next", "v", faultTTL)
 			oldTerm := waitTerm(t, old)
 
 			oldEnded := make(chan time.Time, 1)
@@ -264,8 +264,8 @@ func TestLeaderSafeWhenAnswersLag(t *testing.T) {
 	etcd := startEtcd(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 3
-	old := newRegister(t, []string{proxy.Endpoint()}, "/lag", "old", "v", ttl)
-	next := newRegister(t, etcd.Endpoints(), "/lag", "next", "v", ttl)
+	old := startRegister(t, []string{proxy.Endpoint()}, "/lag", "old", "v", ttl)
+	next := startRegister(t, etcd.Endpoints(), "/lag", "next", "v", ttl)
 	oldTerm := waitTerm(t, old)
 
 	proxy.DelayReplies(1200 * time.Millisecond)
@@ -300,8 +300,8 @@ func TestFenceTakenAtTheDecision(t *testing.T) {
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 2
-	a := newRegister(t, []string{proxy.Endpoint()}, "/decide", "a", "va", ttl)
-	b := newRegister(t, etcd.Endpoints(), "/decide", "b", "vb", ttl)
+	a := startRegister(t, []string{proxy.Endpoint()}, "/decide", "a", "va", ttl)
+	b := startRegister(t, etcd.Endpoints(), "/decide", "b", "vb", ttl)
 	ctx := context.Background()
 
 	// a decides: the fence first, then whether it leads.
@@ -327,4 +327,45 @@ func TestFenceTakenAtTheDecision(t *testing.T) {
 	got, err := cli.Get(ctx, "/decide-owner")
 	require.NoError(t, err)
 	require.Equal(t, "b", string(got.Kvs[0].Value))
+}
+
+// A shutdown by the caller reads as one, whichever Lead notices first: the
+// signal that ends its context, or Close right behind it (the leader
+// example's shutdown). Lead returns the context's error, never ErrClosed
+// then.
+func TestLeadShutdownRace(t *testing.T) {
+	etcd := startEtcd(t)
+	for round := range 20 {
+		r, err := biregister.NewRegister(etcd.Endpoints(), "/lead-shutdown", "a", "v", 5)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		leading := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- r.Lead(ctx, func(term *biregister.Term) {
+				close(leading)
+				<-term.Done()
+			})
+		}()
+		select {
+		case <-leading:
+		case <-time.After(waitFor):
+			t.Fatal("never led")
+		}
+		// The signal, and Close right behind it, as the leader example
+		// does: from this goroutine, or from another that races Lead.
+		cancel()
+		if round%2 == 0 {
+			r.Close()
+		} else {
+			go r.Close()
+		}
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, context.Canceled, "round %d", round)
+		case <-time.After(waitFor):
+			t.Fatal("Lead did not return")
+		}
+		r.Close()
+	}
 }

@@ -21,7 +21,7 @@ func TestViewDiff(t *testing.T) {
 		_, err := cli.Put(ctx, "/view/"+n, "v"+n)
 		require.NoError(t, err)
 	}
-	w := newWatcher(t, etcd.Endpoints(), "/view")
+	w := startWatcher(t, etcd.Endpoints(), "/view")
 	first := w.View()
 	require.Equal(t, 3, first.Len())
 	leader, ok := first.Leader()

@@ -94,7 +94,7 @@ func TestWatcherCacheOrderAndPrefix(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	w := newWatcher(t, etcd.Endpoints(), "/svc/api") // no trailing slash: added
+	w := startWatcher(t, etcd.Endpoints(), "/svc/api") // no trailing slash: added
 	assert.Equal(t, "/svc/api/", w.Prefix())
 
 	assert.Equal(t, []string{"b", "a", "c"}, w.GetNames())
@@ -129,7 +129,7 @@ func TestWatcherCacheOrderAndPrefix(t *testing.T) {
 
 func TestWatcherEmptyGroup(t *testing.T) {
 	etcd := startEtcd(t)
-	w := newWatcher(t, etcd.Endpoints(), "/empty/")
+	w := startWatcher(t, etcd.Endpoints(), "/empty/")
 	name, val := w.GetLeader()
 	assert.Equal(t, "", name)
 	assert.Equal(t, "", val)
@@ -148,7 +148,7 @@ func TestWatcherChanges(t *testing.T) {
 		_, err := cli.Put(ctx, "/g/"+name, "v-"+name)
 		require.NoError(t, err)
 	}
-	w := newWatcher(t, etcd.Endpoints(), "/g/")
+	w := startWatcher(t, etcd.Endpoints(), "/g/")
 
 	// Present members first, as PUTs in create order.
 	for _, name := range []string{"m2", "m1", "m3"} {
@@ -286,8 +286,8 @@ func TestQuietByDefault(t *testing.T) {
 	// etcd, a key deleted from outside, a Watcher that lists again.
 	_, werr := biregister.NewWatcher([]string{unusedEndpoint(t)}, "/q", 1)
 	require.Error(t, werr)
-	reg := newRegister(t, etcd.Endpoints(), "/q", "a", "v", 2)
-	w := newWatcher(t, etcd.Endpoints(), "/q")
+	reg := startRegister(t, etcd.Endpoints(), "/q", "a", "v", 2)
+	w := startWatcher(t, etcd.Endpoints(), "/q")
 	cli := etcd.Client(t)
 	_, err = cli.Delete(context.Background(), reg.MyKey())
 	require.NoError(t, err)
@@ -310,7 +310,7 @@ func TestQuietByDefault(t *testing.T) {
 func TestWatcherUpdated(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	w := newWatcher(t, etcd.Endpoints(), "/upd")
+	w := startWatcher(t, etcd.Endpoints(), "/upd")
 	updated := w.Updated()
 	select {
 	case <-updated:
@@ -351,7 +351,7 @@ func TestWatcherMembersOfOneTransaction(t *testing.T) {
 		require.NoError(t, err)
 	}
 	txn("c", "a", "b")
-	w := newWatcher(t, etcd.Endpoints(), "/txn")
+	w := startWatcher(t, etcd.Endpoints(), "/txn")
 	assert.Equal(t, []string{"a", "b", "c"}, w.GetNames())
 
 	txn("z", "x", "y")
@@ -373,7 +373,7 @@ func TestWatcherMembersOfOneTransaction(t *testing.T) {
 func TestWatchEndingAtOnceBacksOff(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
-	w := newWatcher(t, nil, "/closed-watcher", biregister.WithClient(cli))
+	w := startWatcher(t, nil, "/closed-watcher", biregister.WithClient(cli))
 	require.NoError(t, cli.Watcher.Close())
 	before := w.Status().Listings
 	start := time.Now()
