@@ -38,7 +38,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -166,8 +165,8 @@ func (d *demo) play() {
 
 // demo holds the servers, by name, and the client that calls them. run
 // sets ctx, out, endpoints, prefix, grace and client before the story, and
-// the goroutines of a background read ctx and client; the rest is written
-// and read by run's goroutine alone.
+// the goroutines of leave read ctx and client; the rest is written and read
+// by run's goroutine alone.
 type demo struct {
 	ctx       context.Context
 	out       io.Writer
@@ -254,24 +253,70 @@ func (d *demo) start(name, zone string) {
 	d.say("   %s registered %s", name, value)
 }
 
-// leave stops the named server while callers goroutines call, and checks
-// that none of their calls failed.
+// leave stops the named server while callers goroutines call the group,
+// and checks that none of their calls failed.
 func (d *demo) leave(name string) {
 	if d.err != nil {
 		return
 	}
-	bg := d.callInBackground()
-	// Calls are in flight when the server begins to leave.
-	bg.await(d, 10*callers)
-	d.stop(name)
-	// And clients have calls to make once it has gone.
-	bg.await(d, 10*callers)
-	bg.halt()
-	if n := bg.failed.Load(); n > 0 && d.err == nil {
-		d.err = fmt.Errorf("%d of %d calls failed while %s left; the first: %v", n, bg.calls.Load(), name, bg.firstErr.Load())
-		return
+	var started sync.WaitGroup
+	started.Add(callers)
+	gone := make(chan struct{})
+	tallies := make(chan tally, callers)
+	for range callers {
+		go func() { tallies <- d.callWhileLeaving(gone, &started) }()
 	}
-	d.say("   %d calls while %s left, none failed", bg.calls.Load(), name)
+	// Calls are in flight when the server begins to leave.
+	started.Wait()
+	d.stop(name)
+	close(gone)
+	var all tally
+	for range callers {
+		all.add(<-tallies)
+	}
+	switch {
+	case d.ctx.Err() != nil:
+		d.err = d.ctx.Err()
+	case all.failed > 0:
+		d.err = fmt.Errorf("%d of %d calls failed while %s left; the first: %w", all.failed, all.calls, name, all.first)
+	default:
+		d.say("   %d calls while %s left, none failed", all.calls, name)
+	}
+}
+
+// tally counts calls, and keeps the error of the first that failed. Each
+// goroutine of leave fills one of its own, and leave adds them up.
+type tally struct {
+	calls, failed int
+	first         error
+}
+
+func (t *tally) add(u tally) {
+	t.calls += u.calls
+	t.failed += u.failed
+	if t.first == nil {
+		t.first = u.first
+	}
+}
+
+// callWhileLeaving calls the group in a loop, as a busy client does: it
+// marks started once its first call has returned, and goes on until it has
+// made roundCalls more calls after gone is closed.
+func (d *demo) callWhileLeaving(gone <-chan struct{}, started *sync.WaitGroup) (t tally) {
+	for after := 0; after < roundCalls; t.calls++ {
+		select {
+		case <-gone:
+			after++
+		default:
+		}
+		if err := d.check(); err != nil {
+			t.add(tally{failed: 1, first: err})
+		}
+		if t.calls == 0 {
+			started.Done()
+		}
+	}
+	return t
 }
 
 // stop stops the named server (server.stop) and says how.
@@ -287,82 +332,26 @@ func (d *demo) stop(name string) {
 	fmt.Fprintf(d.out, "   %s closed its Register, then stopped %s, in %v\n", name, how, time.Since(start).Round(time.Microsecond))
 }
 
-// background is callers goroutines that call until halted. The
-// goroutines write the counts and firstErr; halt closes stop.
-type background struct {
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	calls    atomic.Int64
-	failed   atomic.Int64
-	firstErr atomic.Value // the first error, once a call failed
-}
-
-// callInBackground starts callers goroutines, each calling the group in a
-// loop until halted, as busy clients do.
-func (d *demo) callInBackground() *background {
-	bg := &background{stop: make(chan struct{})}
-	for range callers {
-		bg.wg.Add(1)
-		go func() {
-			defer bg.wg.Done()
-			for {
-				select {
-				case <-bg.stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(d.ctx, stepTimeout)
-				_, err := d.client.Check(ctx, &healthpb.HealthCheckRequest{})
-				cancel()
-				bg.calls.Add(1)
-				if err != nil {
-					bg.failed.Add(1)
-					bg.firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
-	return bg
-}
-
-// await returns once the goroutines have made n more calls, or sets d.err
-// if they do not within stepTimeout.
-func (bg *background) await(d *demo, n int64) {
-	want := bg.calls.Load() + n
-	deadline := time.Now().Add(stepTimeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for bg.calls.Load() < want && d.err == nil {
-		if time.Now().After(deadline) {
-			d.err = fmt.Errorf("%d calls in the background took more than %v", n, stepTimeout)
-		}
-		select {
-		case <-tick.C:
-		case <-d.ctx.Done():
-			d.err = d.ctx.Err()
-		}
-	}
-}
-
-// halt stops the goroutines and waits for them.
-func (bg *background) halt() {
-	close(bg.stop)
-	bg.wg.Wait()
-}
-
 // call makes one call and returns the name of the server that answered.
 func (d *demo) call() string {
 	if d.err != nil {
 		return ""
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, stepTimeout)
-	defer cancel()
 	var header metadata.MD
-	if _, err := d.client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil {
+	if err := d.check(grpc.Header(&header)); err != nil {
 		d.err = fmt.Errorf("a call failed: %w", err)
 		return ""
 	}
 	return strings.Join(header.Get(servedBy), ",")
+}
+
+// check makes one call, within stepTimeout. The goroutines of leave call
+// it too: it reads only what run set before the story.
+func (d *demo) check(opts ...grpc.CallOption) error {
+	ctx, cancel := context.WithTimeout(d.ctx, stepTimeout)
+	defer cancel()
+	_, err := d.client.Check(ctx, &healthpb.HealthCheckRequest{}, opts...)
+	return err
 }
 
 // waitCalled calls until each named server has answered once: round_robin
