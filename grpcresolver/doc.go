@@ -11,6 +11,9 @@
 //	…
 //	defer reg.Close() // revokes the lease: clients stop calling at once
 //
+// On shutdown, Close the Register, then stop the server with GracefulStop:
+// no client's call fails (README, Rolling restarts).
+//
 // A client dials the group through a Watcher of it:
 //
 //	w, err := biregister.NewWatcher(etcd, "/services/api/", 10)
