@@ -60,9 +60,9 @@ func (cfg *config) newClient(endpoints []string) (*clientv3.Client, func(), erro
 	var login *tokenLogin
 	if cfg.username != "" {
 		// The library logs in, not the etcd client: see tokenLogin.
-		login = &tokenLogin{user: cfg.username, password: cfg.password}
+		login = &tokenLogin{user: cfg.username, password: cfg.password, timeout: dialTimeout}
 		interceptors = append([]grpc.UnaryClientInterceptor{login.renew}, interceptors...)
-		dialOptions = append(dialOptions, grpc.WithPerRPCCredentials(login))
+		dialOptions = append(dialOptions, grpc.WithPerRPCCredentials(login), grpc.WithChainStreamInterceptor(login.renewOnStream))
 	}
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
@@ -138,12 +138,15 @@ const authenticateMethod = "/etcdserverpb.Auth/Authenticate"
 // deadline, or for good when it opens a stream. A login here carries no
 // token.
 //
-// Only unary requests log in again. etcd checks no token on a LeaseKeepAlive
-// stream; a watch created with a token etcd refuses fails, and the Watcher
-// lists the group again, with a request that logs in.
+// A stream etcd refuses for its token (a LeaseKeepAlive stream on etcd 3.7,
+// which checks the token of a renewal) fails, and makes it log in, so that
+// the stream opened after it carries a new token; a watch created with a
+// refused token fails too, and the Watcher lists the group again, with a
+// request that logs in.
 type tokenLogin struct {
 	// Set when made; never change.
 	user, password string
+	timeout        time.Duration // bounds a login that a stream's refusal asks for
 
 	// Written by login, read by every request: a string, "" for none.
 	token atomic.Value
@@ -195,6 +198,41 @@ func (l *tokenLogin) renew(ctx context.Context, method string, req, reply any, c
 		return err
 	}
 	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// renewOnStream is the stream interceptor that logs in again when etcd
+// refuses a stream's token: the stream fails, and the next one its user
+// opens carries the new token.
+func (l *tokenLogin) renewOnStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		l.loginIfRefused(err, cc)
+		return nil, err
+	}
+	return &loginStream{ClientStream: s, login: l, cc: cc}, nil
+}
+
+// loginStream is a stream whose refused token makes its tokenLogin log in.
+type loginStream struct {
+	grpc.ClientStream
+	login *tokenLogin
+	cc    *grpc.ClientConn
+}
+
+func (s *loginStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	s.login.loginIfRefused(err, s.cc)
+	return err
+}
+
+// loginIfRefused logs in again if err is etcd refusing a token.
+func (l *tokenLogin) loginIfRefused(err error, cc *grpc.ClientConn) {
+	if !tokenRefused(err) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	_ = l.login(ctx, cc)
 }
 
 // tokenRefused reports whether etcd refused a request for its token: unknown
