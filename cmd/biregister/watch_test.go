@@ -263,7 +263,10 @@ func TestWatchResync(t *testing.T) {
 		waitFor, 10*time.Millisecond)
 	got := events(t, out, "RESYNC rev")
 	assert.Less(t, len(got), 20, "changes were left out: %q", got)
-	assert.Equal(t, int64(1), w.Status().Resyncs)
+	// One RESYNC, or two if the command read a change while the burst was
+	// still coming in: the table below is printed once either way (a RESYNC
+	// the table already covers is absorbed).
+	assert.Contains(t, []int64{1, 2}, w.Status().Resyncs)
 	assert.Regexp(t, `^20 members at revision \d+; leader m00, term \d+`, out.next(t))
 	assert.Regexp(t, `^LEADER +NAME`, out.next(t))
 	assert.Regexp(t, `^\*\s+m00\s`, out.next(t))
