@@ -71,7 +71,9 @@ compat:
 ## begins, 20 stalls in a row; 10,000 terms ended by Resign leave nothing.
 stress:
 	BIREGISTER_STRESS=1 $(GO) test -race -count=1 -timeout 30m -v \
-		-run 'TestTermEndsBeforeSuccessorBegins|TestTermsLeaveNothingBehind' .
+		-run 'TestTermEndsBeforeSuccessorBegins|TestTermsLeaveNothingBehind|TestCloseLeavesNoLease' .
+	BIREGISTER_STRESS=1 $(GO) test -race -count=10 -timeout 30m \
+		-run 'TestResignUnansweredNeverTwoLeaders|TestResignWithItsOwnTerm|TestRefusedResignWakesWaiters|TestResignThenEtcdReplaced|TestFenceTakenAtTheDecision|TestFenceOfTermAcrossReplacedEtcd|TestLeadershipReadsOneRegistration|TestLeadShutdownRace|TestLeadershipLoggedAndCounted' .
 
 ## fuzz: every fuzz target for FUZZTIME, one after the other; a failing
 ## input is written to the package's testdata/fuzz/<target>/, where make
