@@ -96,9 +96,7 @@ func (k *leaseKeeper) run(ctx context.Context) {
 			timer.Stop()
 			retry.reset()
 			if kept.id != 0 {
-				// The grant's answer dated the deadline: the first
-				// renewal is due an interval later.
-				timer.Reset(keepAliveInterval(k.ttl))
+				timer.Reset(renewalDue(kept.clock, k.ttl))
 			}
 		case <-timer.C:
 			if kept.id != 0 {

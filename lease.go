@@ -95,3 +95,12 @@ func attemptTimeout(ttl time.Duration, attempt int) time.Duration {
 // keepAliveInterval is how often a lease of ttl is renewed: three tries per
 // ttl, as etcd's own client does.
 func keepAliveInterval(ttl time.Duration) time.Duration { return ttl / 3 }
+
+// renewalDue returns how long until a lease of ttl whose deadline clock
+// keeps is due for renewal: an interval after the last send etcd
+// acknowledged, the grant's or a keepalive's. A lease granted before a
+// wait for the name, or before a long listing, is due at once.
+func renewalDue(clock *leaseClock, ttl time.Duration) time.Duration {
+	fresh := ttl - leaseMargin(ttl) // what the clock says right after a send
+	return max(0, clock.remaining()-(fresh-keepAliveInterval(ttl)))
+}

@@ -96,6 +96,12 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		err = r.createWhenFree(ctx, cfg.nameWait)
 	}
 	if err == nil {
+		// Renewed from now on: listing a large group can outlast the
+		// lease.
+		r.metrics = newRecorder(w.metrics.instruments(), attrPrefix.String(w.prefix), attrName.String(r.name))
+		r.keeper = newLeaseKeeper(loopCtx, w.client, r.ttl, r.key, w.observe, r.changed.notify, r.metrics, w.logger)
+		go r.keeper.run(loopCtx)
+		r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
 		w.ownKey = r.key
 		err = w.start(ctx)
 	}
@@ -104,13 +110,12 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		// expires by itself.
 		r.leave(constructorLeaveWait)
 		stopLoop()
+		if r.keeper != nil {
+			<-r.keeper.done
+		}
 		w.releaseClient()
 		return nil, err
 	}
-	r.metrics = newRecorder(w.metrics.instruments(), attrPrefix.String(w.prefix), attrName.String(r.name))
-	r.keeper = newLeaseKeeper(loopCtx, w.client, r.ttl, r.key, w.observe, r.changed.notify, r.metrics, w.logger)
-	go r.keeper.run(loopCtx)
-	r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
 	r.metrics.registered(causeStart)
 	r.stopObserving = r.metrics.observeRegistration(r.AmILeader, func() time.Duration { return r.Status().LeaseLeft })
 	go r.run()

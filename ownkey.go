@@ -61,10 +61,12 @@ func (r *register) judge(reg *registration, held keyState) verdict {
 
 // keyLost reports whether snap shows the registration gone or not its own,
 // and drops it then, for the loop to register again. A view that has not
-// applied the registration's last write cannot tell.
+// applied the registration's last write cannot tell — unless it is of
+// another incarnation of etcd (restored from a backup, say), whose
+// revisions say nothing of that write's.
 func (r *register) keyLost(snap *snapshot) bool {
 	reg := r.current.Load()
-	if reg == nil || snap.applied < r.written {
+	if reg == nil || snap.incarnation == r.writtenIn && snap.applied < r.written {
 		return false
 	}
 	held := snap.own
@@ -75,7 +77,9 @@ func (r *register) keyLost(snap *snapshot) bool {
 		if r.unsure != nil && held.value == *r.unsure {
 			r.value, r.unsure = held.value, nil // the write went through
 		}
-		r.written = max(r.written, held.modRevision)
+		if snap.incarnation != r.writtenIn || held.modRevision > r.written {
+			r.written, r.writtenIn = held.modRevision, snap.incarnation
+		}
 		return false
 	}
 	r.notOurs(reg, held)

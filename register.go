@@ -117,8 +117,10 @@ type register struct {
 	// key holding it is then still ours (see judge).
 	unsure *string
 	// written is the revision of the registration's last write of the key:
-	// a view that applied it tells what became of the key.
-	written int64
+	// a view of the same incarnation of etcd that applied it tells what
+	// became of the key.
+	written   int64
+	writtenIn int64 // the view's incarnation when written was set
 	// squatter is the mod revision of a key without a lease at our name, to
 	// delete before registering again; 0 if none.
 	squatter int64
@@ -183,8 +185,14 @@ func (r *register) Prefix() string                    { return r.watcher.prefix 
 // on the current lease, whose last write was at written.
 func (r *register) registered(revision int64, cluster uint64, written int64) {
 	r.since.Store(int64(time.Since(r.watcher.epoch)))
-	r.written = written
+	r.wrote(written)
 	r.publish(&registration{revision: revision, cluster: cluster, clock: r.clock})
+}
+
+// wrote records written as the registration's last write of the key, in
+// the etcd the view follows now.
+func (r *register) wrote(written int64) {
+	r.written, r.writtenIn = written, r.watcher.snap.Load().incarnation
 }
 
 // publish makes reg the current registration and wakes whoever waits for a

@@ -155,12 +155,16 @@ const maxRevisionsKept = 1024
 
 // claim publishes the registration the key now holds, created at revision
 // in cluster and last written at written — unless a registration in an
-// etcd cluster since replaced had that revision: revisions start again in
-// a new cluster, and a fence of the old registration's terms would hold
-// for the new one. The key is then deleted, and claim returns
-// errRevisionReused for the caller to register again.
+// etcd since replaced had that revision: revisions start again in a new
+// cluster, and a fence of the old registration's terms would hold for the
+// new one. The key is then deleted, and claim returns errRevisionReused for
+// the caller to register again. An etcd that lost its data, or was
+// restored from a backup, keeps its cluster id (it derives from the
+// members' peer URLs and token): a registration at or below the last one's
+// revision tells it was replaced all the same.
 func (r *register) claim(ctx context.Context, revision int64, cluster uint64, written int64) error {
-	if cluster != r.cluster {
+	rewound := len(r.here) > 0 && revision <= r.here[len(r.here)-1]
+	if cluster != r.cluster || rewound {
 		if r.cluster != 0 {
 			if r.elsewhere == nil {
 				r.elsewhere = map[int64]bool{}

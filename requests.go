@@ -15,11 +15,16 @@ import (
 // call runs do on the loop and returns its result. The loop carries do to
 // its end, within ttl, whatever becomes of ctx: a caller that stops
 // waiting (ctx.Err()) leaves the Register as etcd then says it is. It
-// stops waiting when until ends, which ends with ctx or later. It returns
-// ErrClosed if the Register is closed, or Close ended do.
+// stops waiting when until ends, which ends with ctx or later. A ctx
+// ended already asks nothing of the loop. It returns ErrClosed if the
+// Register is closed, or Close ended do.
 func (r *register) call(ctx, until context.Context, do func(ctx context.Context) error) error {
 	if r.closing.Load() {
 		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		// Not carried out: a caller whose ctx has ended asked for nothing.
+		return err
 	}
 	req := request{do: do, reply: make(chan error, 1)}
 	select {
@@ -71,7 +76,7 @@ func (r *register) setValue(ctx context.Context, value string) error {
 		return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
 	case resp.Succeeded:
 		r.value, r.unsure = value, nil
-		r.written = resp.Header.Revision
+		r.wrote(resp.Header.Revision)
 		return nil
 	}
 	// The key is not ours any more: registered again, it holds the new value.

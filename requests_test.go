@@ -217,3 +217,46 @@ func TestErrorQuotesKeyShort(t *testing.T) {
 	require.Error(t, err)
 	require.Less(t, len(err.Error()), 1024, "an error of %d bytes", len(err.Error()))
 }
+
+// A SetValue whose ctx had already ended when it was called returns
+// ctx.Err() and, like every request that fails, leaves the Register as it
+// was: no value is written. (Handing the request to an idle loop and the
+// ended ctx are both ready: a select would write the value about half of
+// the time.)
+func TestSetValueWithEndedContextChangesNothing(t *testing.T) {
+	etcd := startEtcd(t)
+	r := startRegister(t, etcd.Endpoints(), "/ended", "a", "v0", 5)
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 20 {
+		// Pacing, not a wait for a condition: the loop is idle, waiting
+		// for requests, as it is between a program's calls.
+		time.Sleep(10 * time.Millisecond)
+		require.ErrorIs(t, r.SetValue(ended, fmt.Sprintf("v%d", i+1)), context.Canceled)
+	}
+	// The loop serves requests in order: once this one is done, so are the
+	// twenty before it.
+	require.NoError(t, r.SetValue(context.Background(), "last"))
+	resp, err := r.EtcdClient().Get(context.Background(), r.MyKey())
+	require.NoError(t, err)
+	// Version 1 is the registration, the last is "last".
+	require.EqualValues(t, 2, resp.Kvs[0].Version,
+		"%d of 20 SetValue calls that returned context.Canceled wrote their value", resp.Kvs[0].Version-2)
+}
+
+// The same for Resign: a Resign whose ctx had already ended returns
+// ctx.Err(), and the member neither steps down nor registers again.
+func TestResignWithEndedContextChangesNothing(t *testing.T) {
+	etcd := startEtcd(t)
+	r := startRegister(t, etcd.Endpoints(), "/ended", "a", "v", 5)
+	require.Eventually(t, r.AmILeader, waitFor, 5*time.Millisecond)
+	revision := r.MyRevision()
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 10 {
+		time.Sleep(10 * time.Millisecond) // pacing: the loop waits for requests
+		require.ErrorIs(t, r.Resign(ended), context.Canceled)
+	}
+	require.NoError(t, r.SetValue(context.Background(), "v")) // after every request before it
+	require.Equal(t, revision, r.MyRevision(), "a Resign that returned context.Canceled resigned")
+}

@@ -55,3 +55,41 @@ func TestNameWaitLeavesLiveMemberAlone(t *testing.T) {
 	_, err = biregister.NewRegister(etcd.Endpoints(), "/restart", "pod-1", "v", 5, biregister.WithNameWait(-time.Second))
 	require.ErrorIs(t, err, biregister.ErrInvalidArgument)
 }
+
+// A process that restarts under its own name, with the same ttl as its
+// previous run, waits with WithNameWait for the previous lease to expire and
+// registers on the lease it was granted when the wait began: the keeper
+// renews that lease at once, an interval after its grant, not an interval
+// after the constructor handed it over, when it would have expired.
+func TestNameWaitRegistrationOutlivesTheWait(t *testing.T) {
+	const ttl = 3
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	// What a run that crashed a keepalive interval after its last renewal
+	// leaves: its key, on a lease with ttl - ttl/3 left, which nobody renews.
+	lease, err := cli.Grant(context.Background(), ttl-ttl/3)
+	require.NoError(t, err)
+	_, err = cli.Put(context.Background(), "/restart/pod-0", "old", clientv3.WithLease(lease.ID))
+	require.NoError(t, err)
+
+	started := time.Now()
+	r := startRegister(t, etcd.Endpoints(), "/restart", "pod-0", "new", ttl, biregister.WithNameWait(waitFor))
+	returned := time.Now()
+	revision := r.MyRevision()
+	got, err := cli.Get(context.Background(), "/restart/pod-0")
+	require.NoError(t, err)
+	ttlResp, err := cli.TimeToLive(context.Background(), clientv3.LeaseID(got.Kvs[0].Lease))
+	require.NoError(t, err)
+	t.Logf("registered %v after the start; its lease has %d of %d s left", time.Since(started), ttlResp.TTL, ttlResp.GrantedTTL)
+	require.NotZero(t, revision)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*ttl*time.Second)
+	defer cancel()
+	deleted := cli.Watch(ctx, "/restart/pod-0", clientv3.WithRev(revision+1), clientv3.WithFilterPut())
+	select {
+	case resp := <-deleted:
+		t.Fatalf("the registration made after the wait was lost %v after NewRegister returned (%d events); revision now %d",
+			time.Since(returned), len(resp.Events), r.MyRevision())
+	case <-ctx.Done():
+	}
+	require.Equal(t, revision, r.MyRevision(), "registered again")
+}

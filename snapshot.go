@@ -33,6 +33,10 @@ type snapshot struct {
 	applied int64
 	// cluster is the etcd cluster the view was listed from.
 	cluster uint64
+	// incarnation counts the times the view found the etcd behind its
+	// endpoints replaced or rewound: revisions of one incarnation say
+	// nothing of another's, even under the same cluster id.
+	incarnation int64
 	// own is what etcd holds at a Register's own key, as of applied; zero
 	// for a Watcher's view (see register.judge).
 	own      keyState
@@ -158,7 +162,7 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 		return s, nil
 	}
 	next := newSnapshot(names, order, revision, applied)
-	next.cluster, next.own = s.cluster, own
+	next.cluster, next.incarnation, next.own = s.cluster, s.incarnation, own
 	return next, changes
 }
 

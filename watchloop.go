@@ -270,8 +270,12 @@ func (w *watcher) adopt(l listing, why cause) {
 	w.listings.Add(1)
 	w.metrics.listed(why)
 	w.clusterID = l.header.ClusterId
-	next, changes, cut := w.snap.Load().replace(l.members, l.header.Revision, w.feed.room())
-	next.cluster, next.own = l.header.ClusterId, l.own
+	prev := w.snap.Load()
+	next, changes, cut := prev.replace(l.members, l.header.Revision, w.feed.room())
+	next.cluster, next.incarnation, next.own = l.header.ClusterId, prev.incarnation, l.own
+	if why == causeEtcdReplaced {
+		next.incarnation++
+	}
 	w.advance(next, changes)
 	if cut {
 		w.feed.overflow()
