@@ -3,6 +3,7 @@
 package biregister
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -26,3 +27,15 @@ func (b *backoff) next() time.Duration {
 
 // reset starts over after a success.
 func (b *backoff) reset() { b.delay = 0 }
+
+// sleep waits for d, or returns false once ctx ends.
+func sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,11 +1,14 @@
-// The lease deadline: until when a Register's lease is certainly alive, and
-// why that deadline counts from when a keepalive was sent.
+// The lease: until when a Register's lease is certainly alive, and why
+// that deadline counts from when a keepalive was sent; how often it is
+// renewed; a grant asked for under an id of our own.
 
 package biregister
 
 import (
 	"sync/atomic"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // leaseClock tells until when one lease is certainly alive. etcd renews a
@@ -103,4 +106,14 @@ func keepAliveInterval(ttl time.Duration) time.Duration { return ttl / 3 }
 func renewalDue(clock *leaseClock, ttl time.Duration) time.Duration {
 	fresh := ttl - leaseMargin(ttl) // what the clock says right after a send
 	return max(0, clock.remaining()-(fresh-keepAliveInterval(ttl)))
+}
+
+// grant is a lease grant under an id the library chose: if its answer is
+// lost, asking again under the same id tells whether it went through, and
+// Close can revoke the id whatever became of it, so no lease is left
+// behind.
+type grant struct {
+	id        clientv3.LeaseID // 0: no grant under way
+	firstSent time.Time        // when it was first asked for: no lease of that id began earlier
+	asked     bool             // it was asked for: etcd may hold it
 }

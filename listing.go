@@ -60,13 +60,6 @@ type listing struct {
 	own     keyState                     // the key ownKey, if one was asked for
 }
 
-// list reads every member of the group at one revision, each page within
-// the watcher's timeout; the cache's names plan a re-listing.
-func (w *watcher) list(ctx context.Context) (listing, error) {
-	spec := lister{client: w.client, prefix: w.prefix, ownKey: w.ownKey, pageBytes: w.pageBytes, pageTimeout: w.timeout}
-	return listGroup(ctx, spec, w.snap.Load(), w.logger)
-}
-
 // listGroup reads every member under spec's prefix at one revision, in
 // pages of about spec's pageBytes, planned by the names known of the group
 // (see plan), and what etcd holds at spec's ownKey. A revision compacted

@@ -185,8 +185,8 @@ func (r *recorder) listed(why cause) {
 	}
 }
 
-// registered counts a registration, for why.
-func (r *recorder) registered(why cause) {
+// registeredFor counts a registration, for why.
+func (r *recorder) registeredFor(why cause) {
 	if r != nil {
 		r.in.registrations.Add(context.Background(), 1, r.byCause[why]...)
 	}

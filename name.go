@@ -131,15 +131,3 @@ func (r *register) createNoName(ctx context.Context) error {
 		}
 	}
 }
-
-// sleep waits for d, or returns false once ctx ends.
-func sleep(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

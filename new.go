@@ -116,7 +116,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		w.releaseClient()
 		return nil, err
 	}
-	r.metrics.registered(causeStart)
+	r.metrics.registeredFor(causeStart)
 	r.stopObserving = r.metrics.observeRegistration(r.AmILeader, func() time.Duration { return r.Status().LeaseLeft })
 	go r.run()
 	return r, nil

@@ -1,38 +1,7 @@
-// A Register's own key as etcd holds it, and whether that is still the
+// Whether a Register's own key, as etcd holds it, is still the
 // registration: bound to its lease, holding its value.
 
 package biregister
-
-import (
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-)
-
-// keyState is what etcd held at one key at one revision.
-type keyState struct {
-	createRevision int64 // 0 while the key is absent
-	modRevision    int64 // of the last write, or of the deletion
-	lease          clientv3.LeaseID
-	value          string
-}
-
-// keyStateOf returns the state an event left its key in.
-func keyStateOf(ev *clientv3.Event) keyState {
-	if ev.Type == mvccpb.DELETE {
-		return keyState{modRevision: ev.Kv.ModRevision}
-	}
-	return keyStateOfKV(ev.Kv)
-}
-
-// keyStateOfKV returns the state of a key read from etcd.
-func keyStateOfKV(kv *mvccpb.KeyValue) keyState {
-	return keyState{
-		createRevision: kv.CreateRevision,
-		modRevision:    kv.ModRevision,
-		lease:          clientv3.LeaseID(kv.Lease),
-		value:          string(kv.Value),
-	}
-}
 
 // verdict is what a state of the key means for the registration.
 type verdict int

@@ -7,7 +7,6 @@ package biregister
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -106,29 +105,8 @@ func (r *register) registerAgain(attempt int) error {
 		return err
 	}
 	r.watcher.logger.Info("biregister: registered again", "key", r.key, "revision", r.MyRevision(), "cause", r.lostCause)
-	r.metrics.registered(r.lostCause)
+	r.metrics.registeredFor(r.lostCause)
 	return nil
-}
-
-// logLeadership logs when leadership was gained or lost since the last look.
-func (r *register) logLeadership() {
-	leading := !r.closing.Load() && r.leads(r.current.Load(), r.watcher.snap.Load())
-	if leading == r.loggedLeading {
-		return
-	}
-	r.loggedLeading = leading
-	r.metrics.leadershipChanged(leading)
-	level := slog.LevelDebug
-	if r.leadershipAsked.Load() {
-		level = slog.LevelInfo
-	}
-	if leading {
-		r.ledRevision = r.MyRevision()
-		r.watcher.logger.Log(context.Background(), level, "biregister: leadership gained", "key", r.key, "revision", r.ledRevision)
-		return
-	}
-	r.watcher.logger.Log(context.Background(), level, "biregister: leadership lost",
-		"key", r.key, "revision", r.ledRevision, "cause", r.notLeading(r.ledRevision))
 }
 
 // Close ends the loop and the keeper, then revokes the lease, then closes

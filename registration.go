@@ -20,16 +20,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// grant is a lease grant under an id the library chose: if its answer is
-// lost, asking again under the same id tells whether it went through, and
-// Close can revoke the id whatever became of it, so no lease is left
-// behind.
-type grant struct {
-	id        clientv3.LeaseID // 0: no grant under way
-	firstSent time.Time        // when it was first asked for: no lease of that id began earlier
-	asked     bool             // it was asked for: etcd may hold it
-}
-
 // errDetached is why a name is taken by a key without a lease: no live
 // member holds it, and the key would outlive every member. The loop
 // deletes it, if it is still as it was read, and registers.

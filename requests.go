@@ -130,7 +130,7 @@ func (r *register) resign(ctx context.Context) error {
 	if err := r.putIfAbsent(ctx); err != nil {
 		return nil // stepped down, but not back yet: the loop registers again
 	}
-	r.metrics.registered(causeResigned)
+	r.metrics.registeredFor(causeResigned)
 	return nil
 }
 

@@ -246,3 +246,10 @@ func (w *watcher) Close() {
 		w.releaseClient()
 	})
 }
+
+// list reads every member of the group at one revision, each page within
+// the watcher's timeout; the cache's names plan a re-listing.
+func (w *watcher) list(ctx context.Context) (listing, error) {
+	spec := lister{client: w.client, prefix: w.prefix, ownKey: w.ownKey, pageBytes: w.pageBytes, pageTimeout: w.timeout}
+	return listGroup(ctx, spec, w.snap.Load(), w.logger)
+}
