@@ -1,0 +1,121 @@
+package biregister_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/faultproxy"
+)
+
+const reviewRetryMsg = "biregister: registering again failed, retrying"
+
+// waitRetryAtCap waits until the Register of logs has failed to register
+// again often enough for its backoff to reach its cap (0.5–1 s between
+// tries), then for its next failure: the loop is then idle for at least
+// half a second.
+func waitRetryAtCap(t *testing.T, logs *reviewLog) {
+	t.Helper()
+	eventually(t, "the Register did not retry at its backoff's cap", func() string {
+		if logs.count(reviewRetryMsg) < 7 {
+			return "too few retries"
+		}
+		return ""
+	})
+	n := logs.count(reviewRetryMsg)
+	deadline := time.After(waitFor)
+	for logs.count(reviewRetryMsg) == n {
+		select {
+		case <-logs.note:
+		case <-deadline:
+			t.Fatal("no next retry")
+		}
+	}
+}
+
+// squat deletes key and puts it on lease, another member's, before the
+// Register can take it back.
+func squat(t *testing.T, cli *clientv3.Client, key string, lease clientv3.LeaseID) {
+	t.Helper()
+	ctx := context.Background()
+	eventually(t, "could not take the name from the Register", func() string {
+		if _, err := cli.Delete(ctx, key); err != nil {
+			return err.Error()
+		}
+		resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, "squat", clientv3.WithLease(lease))).Commit()
+		if err != nil {
+			return err.Error()
+		}
+		if !resp.Succeeded {
+			return "the Register took it back first"
+		}
+		return ""
+	})
+}
+
+// A SetValue while the Register registers again, whose put etcd applied
+// but whose answer was lost (replies slower than the ttl the request is
+// bounded by), returns an error, and leaves etcd holding the new value on
+// the Register's own lease. The loop then finds that key on its lease and
+// claims it, but setValue restored the old value as the Register's
+// (requests.go, setValue: `r.value = old` on any error, without recording
+// the new one as unsure as the in-place branch does), so the next view of
+// the key is judged "written from outside" (ownkey.go, judge) and the
+// Register deletes its own live registration and registers again: every
+// Watcher sees a DELETE of a member that never left, its term ends with
+// ErrRegistrationLost, and the log blames an outside writer that does not
+// exist.
+func TestReviewSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
+	logs := newReviewLog()
+	const key = "/rv/a"
+	r := startRegister(t, []string{proxy.Endpoint()}, "/rv", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
+	ctx := context.Background()
+	got, err := cli.Get(ctx, key)
+	require.NoError(t, err)
+	ours := clientv3.LeaseID(got.Kvs[0].Lease)
+
+	// Another live member takes the name: the Register retries, backing off.
+	other, err := cli.Grant(ctx, 60)
+	require.NoError(t, err)
+	squat(t, cli, key, other.ID)
+	waitRetryAtCap(t, logs)
+
+	// Now, with the loop idle: replies slower than the ttl, the name free,
+	// and a SetValue, which registers at once with the new value.
+	proxy.DelayReplies(5 * time.Second)
+	_, err = cli.Delete(ctx, key)
+	require.NoError(t, err)
+	err = returnsWithin(t, "SetValue", 2*time.Second+slack, func() error { return r.SetValue(ctx, "new") })
+	require.Error(t, err, "SetValue got an answer through replies delayed 5 s")
+	t.Logf("SetValue: %v", err)
+	got, err = cli.Get(ctx, key)
+	require.NoError(t, err)
+	require.Len(t, got.Kvs, 1, "the SetValue's put did not reach etcd")
+	require.Equal(t, "new", string(got.Kvs[0].Value))
+	require.Equal(t, ours, clientv3.LeaseID(got.Kvs[0].Lease), "the key is not on the Register's lease")
+	from := got.Header.Revision + 1
+
+	proxy.Heal()
+	wctx, cancel := context.WithTimeout(ctx, 6*time.Second) // three ttls: the loop retries within 1 s
+	defer cancel()
+	for resp := range cli.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithPrevKV()) {
+		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.DELETE && ev.PrevKv != nil && clientv3.LeaseID(ev.PrevKv.Lease) == ours {
+				t.Fatalf("the Register deleted its own live key (value %q, its lease), which nobody wrote from outside; "+
+					"%q logged %d times", ev.PrevKv.Value, "biregister: key written from outside, registering again",
+					logs.count("biregister: key written from outside, registering again"))
+			}
+		}
+	}
+	require.NotZero(t, r.MyRevision(), "the Register did not register again")
+}
