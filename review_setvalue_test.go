@@ -119,3 +119,61 @@ func TestReviewSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
 	}
 	require.NotZero(t, r.MyRevision(), "the Register did not register again")
 }
+
+// A SetValue that Close interrupts returns ErrClosed (README, After Close:
+// "also for a call Close interrupts") — except while it grants a lease:
+// after the lease was lost, setValue registers at once (registration.go,
+// create → grantLease), and grantLease calls etcd's gRPC lease client
+// directly, whose error on Close's cancellation is a gRPC status
+// (codes.Canceled), not context.Canceled; call (requests.go) maps only
+// errors.Is(err, context.Canceled) to ErrClosed, so the caller gets
+// "biregister: set value of …: biregister: grant lease: rpc error: code =
+// Canceled desc = context canceled".
+func TestReviewSetValueClosedDuringGrant(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
+	logs := newReviewLog()
+	const key = "/rc/a"
+	r := startRegister(t, []string{proxy.Endpoint()}, "/rc", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
+	ctx := context.Background()
+	got, err := cli.Get(ctx, key)
+	require.NoError(t, err)
+	ours := clientv3.LeaseID(got.Kvs[0].Lease)
+
+	// Name taken by another member, then the Register's lease revoked: the
+	// loop drops it and will grant a new one at its next try.
+	other, err := cli.Grant(ctx, 60)
+	require.NoError(t, err)
+	squat(t, cli, key, other.ID)
+	waitRetryAtCap(t, logs)
+	const lostMsg = "biregister: lease lost, registering again"
+	_, err = cli.Revoke(ctx, ours)
+	require.NoError(t, err)
+	deadline := time.After(waitFor)
+	for logs.count(lostMsg) == 0 {
+		select {
+		case <-logs.note:
+		case <-deadline:
+			t.Fatal("the Register did not notice its lease was revoked")
+		}
+	}
+
+	// Replies held: SetValue's grant waits; Close interrupts it.
+	proxy.DelayReplies(time.Minute)
+	done := make(chan error, 1)
+	go func() { done <- r.SetValue(ctx, "new") }()
+	select {
+	case err := <-done:
+		t.Fatalf("setup: SetValue returned before Close: %v", err)
+	case <-time.After(time.Second): // within the request's ttl of 2 s
+	}
+	r.Close()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, biregister.ErrClosed, "a SetValue that Close interrupted")
+	case <-time.After(waitFor):
+		t.Fatal("SetValue did not return after Close")
+	}
+	proxy.Heal()
+}
