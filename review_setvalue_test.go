@@ -177,3 +177,68 @@ func TestReviewSetValueClosedDuringGrant(t *testing.T) {
 	}
 	proxy.Heal()
 }
+
+// Two SetValues in place whose answers never came: the first applied (its
+// reply held past the request's ttl), the second not (no connection). The
+// Register remembers one unsure value only (requests.go, setValue:
+// `r.unsure = &value` overwrites the first), so once etcd's view comes back
+// holding the first value, on the Register's lease and create revision,
+// judge (ownkey.go) finds neither the value nor the unsure one and calls it
+// written from outside: the Register deletes its own live key and
+// registers again (a DELETE every Watcher sees, a term lost).
+func TestReviewTwoUnansweredSetValues(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
+	logs := newReviewLog()
+	const key = "/ru/a"
+	r := startRegister(t, []string{proxy.Endpoint()}, "/ru", "a", "v0", 2, biregister.WithLogger(slog.New(logs)))
+	ctx := context.Background()
+	got, err := cli.Get(ctx, key)
+	require.NoError(t, err)
+	ours := clientv3.LeaseID(got.Kvs[0].Lease)
+
+	// v1 reaches etcd; its answer does not reach the Register.
+	proxy.DelayReplies(time.Minute)
+	start := time.Now()
+	err = returnsWithin(t, "SetValue", 2*time.Second+slack, func() error { return r.SetValue(ctx, "v1") })
+	require.Error(t, err)
+	t.Logf("SetValue(v1) after %v: %v", time.Since(start), err)
+	got, err = cli.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, "v1", string(got.Kvs[0].Value), "setup: v1 did not reach etcd")
+
+	// v2 never reaches etcd. The test keeps the Register's lease alive
+	// meanwhile, as its keepalives cannot.
+	proxy.Cut()
+	kaCtx, stopKA := context.WithCancel(ctx)
+	defer stopKA()
+	ka, err := cli.KeepAlive(kaCtx, ours)
+	require.NoError(t, err)
+	go func() {
+		for range ka {
+		}
+	}()
+	start = time.Now()
+	err = returnsWithin(t, "SetValue", 2*time.Second+slack, func() error { return r.SetValue(ctx, "v2") })
+	require.Error(t, err)
+	t.Logf("SetValue(v2) after %v: %v", time.Since(start), err)
+	got, err = cli.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, "v1", string(got.Kvs[0].Value), "setup: v2 reached etcd")
+	from := got.Header.Revision + 1
+
+	proxy.Heal()
+	wctx, cancel := context.WithTimeout(ctx, 6*time.Second)
+	defer cancel()
+	for resp := range cli.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithPrevKV()) {
+		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.DELETE && ev.PrevKv != nil && clientv3.LeaseID(ev.PrevKv.Lease) == ours {
+				t.Fatalf("the Register deleted its own live key (value %q, its lease), which nobody wrote from outside; "+
+					"%q logged %d times", ev.PrevKv.Value, "biregister: key written from outside, registering again",
+					logs.count("biregister: key written from outside, registering again"))
+			}
+		}
+	}
+	stopKA()
+}
