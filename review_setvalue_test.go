@@ -28,15 +28,7 @@ func waitRetryAtCap(t *testing.T, logs *reviewLog) {
 		}
 		return ""
 	})
-	n := logs.count(reviewRetryMsg)
-	deadline := time.After(waitFor)
-	for logs.count(reviewRetryMsg) == n {
-		select {
-		case <-logs.note:
-		case <-deadline:
-			t.Fatal("no next retry")
-		}
-	}
+	waitRetryAtCapNext(t, logs)
 }
 
 // squat deletes key and puts it on lease, another member's, before the
@@ -241,4 +233,62 @@ func TestReviewTwoUnansweredSetValues(t *testing.T) {
 		}
 	}
 	stopKA()
+}
+
+// While the Register registers again, SetValue "registers at once with the
+// new value, and returns nil only if that worked" (README). But when the
+// loop's own try, with the old value, went through and lost its answer,
+// SetValue's putIfAbsent finds the key on its lease (registration.go,
+// putIfAbsent: held.lease == r.lease) and claims it as it is: SetValue
+// returns nil while etcd holds the old value; the loop then judges that
+// key written from outside and deletes its own live key.
+func TestReviewSetValueClaimsOldValue(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
+	logs := newReviewLog()
+	const key = "/ro/a"
+	r := startRegister(t, []string{proxy.Endpoint()}, "/ro", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
+	ctx := context.Background()
+	got, err := cli.Get(ctx, key)
+	require.NoError(t, err)
+	ours := clientv3.LeaseID(got.Kvs[0].Lease)
+	other, err := cli.Grant(ctx, 60)
+	require.NoError(t, err)
+	squat(t, cli, key, other.ID)
+	waitRetryAtCap(t, logs)
+
+	// The loop's next try goes through, with the old value; its answer
+	// is held past the try's bound.
+	proxy.DelayReplies(time.Minute)
+	_, err = cli.Delete(ctx, key)
+	require.NoError(t, err)
+	eventually(t, "the loop's try did not reach etcd", func() string {
+		got, err := cli.Get(ctx, key)
+		if err != nil || len(got.Kvs) == 0 || clientv3.LeaseID(got.Kvs[0].Lease) != ours {
+			return "not yet"
+		}
+		return ""
+	})
+	waitRetryAtCapNext(t, logs)
+	proxy.Heal()
+	require.NoError(t, returnsWithin(t, "SetValue", 2*time.Second+slack, func() error { return r.SetValue(ctx, "new") }))
+	got, err = cli.Get(ctx, key)
+	require.NoError(t, err)
+	require.Len(t, got.Kvs, 1)
+	require.Equal(t, "new", string(got.Kvs[0].Value), "SetValue returned nil, but etcd holds another value at the key")
+}
+
+// waitRetryAtCapNext waits for the Register's next failed try.
+func waitRetryAtCapNext(t *testing.T, logs *reviewLog) {
+	t.Helper()
+	n := logs.count(reviewRetryMsg)
+	deadline := time.After(waitFor)
+	for logs.count(reviewRetryMsg) == n {
+		select {
+		case <-logs.note:
+		case <-deadline:
+			t.Fatal("no next retry")
+		}
+	}
 }
