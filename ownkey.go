@@ -3,6 +3,8 @@
 
 package biregister
 
+import "slices"
+
 // verdict is what a state of the key means for the registration.
 type verdict int
 
@@ -19,8 +21,7 @@ func (r *register) judge(reg *registration, held keyState) verdict {
 	switch {
 	case held.createRevision == 0:
 		return keyDeleted
-	case held.createRevision == reg.revision && held.lease == r.lease &&
-		(held.value == r.value || r.unsure != nil && held.value == *r.unsure):
+	case held.createRevision == reg.revision && held.lease == r.lease && r.mayHold(held.value):
 		return keyOurs
 	case held.createRevision == reg.revision || held.lease == 0:
 		return keyReplaced
@@ -43,9 +44,7 @@ func (r *register) keyLost(snap *snapshot) bool {
 		held = keyState{} // another etcd: the registration is not there
 	}
 	if r.judge(reg, held) == keyOurs {
-		if r.unsure != nil && held.value == *r.unsure {
-			r.value, r.unsure = held.value, nil // the write went through
-		}
+		r.value = held.value // if it is an unsure one, its write went through
 		if snap.incarnation != r.writtenIn || held.modRevision > r.written {
 			r.written, r.writtenIn = held.modRevision, snap.incarnation
 		}
@@ -73,4 +72,23 @@ func (r *register) notOurs(reg *registration, held keyState) {
 		r.watcher.logger.Warn("biregister: key deleted, registering again", "key", r.key, "cause", causeKeyDeleted)
 		r.lose(causeKeyDeleted)
 	}
+}
+
+// maxUnsure bounds the values kept whose writes got no answer: a SetValue
+// retried through an outage must not grow the Register.
+const maxUnsure = 8
+
+// mayHold reports whether etcd may hold value at the key by a write of the
+// Register's: the value etcd last accepted, or one whose write got no
+// answer.
+func (r *register) mayHold(value string) bool {
+	return value == r.value || slices.Contains(r.unsure, value)
+}
+
+// unanswered records value, whose write got no answer: etcd may hold it.
+func (r *register) unanswered(value string) {
+	if len(r.unsure) == maxUnsure {
+		r.unsure = r.unsure[1:]
+	}
+	r.unsure = append(r.unsure, value)
 }

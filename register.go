@@ -113,9 +113,10 @@ type register struct {
 	clock    *leaseClock      // the lease's
 	granting grant            // a grant whose answer has not come yet, or none
 	value    string           // the value etcd last accepted for the key
-	// unsure is a value whose write got no answer: etcd may hold it. The
-	// key holding it is then still ours (see judge).
-	unsure *string
+	// unsure holds the values whose writes got no answer since etcd last
+	// confirmed one, the latest maxUnsure: etcd may hold any of them, and
+	// the key holding one is then still ours (see mayHold).
+	unsure []string
 	// written is the revision of the registration's last write of the key:
 	// a view of the same incarnation of etcd that applied it tells what
 	// became of the key.

@@ -126,13 +126,34 @@ func (r *register) putIfAbsent(ctx context.Context) error {
 	}
 	held := keyStateOfKV(kvs[0])
 	switch {
-	case held.lease == r.lease:
+	case held.lease == r.lease && r.mayHold(held.value):
+		r.value = held.value // if it is an unsure one, its write went through
 		return r.claim(ctx, held.createRevision, resp.Header.ClusterId, held.modRevision)
+	case held.lease == r.lease:
+		// Ours, by a put whose answer got lost, but with a value from
+		// before a SetValue that came since: the value goes in place.
+		return r.putValueInPlace(ctx, held)
 	case held.lease == 0:
 		r.squatter = held.modRevision
 		return fmt.Errorf("%w: %s", errDetached, quoteKey(r.key))
 	}
 	return fmt.Errorf("%w: %s", ErrNameTaken, quoteKey(r.key))
+}
+
+// putValueInPlace writes the Register's value to the key, which held
+// holds on the Register's lease, and claims it.
+func (r *register) putValueInPlace(ctx context.Context, held keyState) error {
+	resp, err := r.client.Txn(ctx).
+		If(r.ours(&registration{revision: held.createRevision})...).
+		Then(clientv3.OpPut(r.key, r.value, clientv3.WithLease(r.lease))).
+		Commit()
+	switch {
+	case err != nil:
+		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), err)
+	case !resp.Succeeded:
+		return fmt.Errorf("biregister: register %s: the key changed meanwhile", quoteKey(r.key))
+	}
+	return r.claim(ctx, held.createRevision, resp.Header.ClusterId, resp.Header.Revision)
 }
 
 // errRevisionReused is why a registration was given up as soon as made:

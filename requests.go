@@ -36,8 +36,8 @@ func (r *register) call(ctx, until context.Context, do func(ctx context.Context)
 	}
 	select {
 	case err := <-req.reply:
-		if r.ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			return ErrClosed
+		if r.ctx.Err() != nil && err != nil {
+			return ErrClosed // whatever etcd's client made of the cancel
 		}
 		return err
 	case <-until.Done():
@@ -59,6 +59,9 @@ func (r *register) setValue(ctx context.Context, value string) error {
 		r.value = value
 		if err := r.create(ctx); err != nil {
 			r.value = old
+			if ambiguous(err) {
+				r.unanswered(value) // the put may have gone through
+			}
 			return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
 		}
 		return nil
@@ -71,7 +74,7 @@ func (r *register) setValue(ctx context.Context, value string) error {
 	switch {
 	case err != nil:
 		if ambiguous(err) {
-			r.unsure = &value // etcd may hold it: the key holding it is still ours
+			r.unanswered(value) // etcd may hold it: the key holding it is still ours
 		}
 		return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
 	case resp.Succeeded:

@@ -20,7 +20,7 @@ const reviewRetryMsg = "biregister: registering again failed, retrying"
 // again often enough for its backoff to reach its cap (0.5–1 s between
 // tries), then for its next failure: the loop is then idle for at least
 // half a second.
-func waitRetryAtCap(t *testing.T, logs *reviewLog) {
+func waitRetryAtCap(t *testing.T, logs *logLines) {
 	t.Helper()
 	eventually(t, "the Register did not retry at its backoff's cap", func() string {
 		if logs.count(reviewRetryMsg) < 7 {
@@ -54,21 +54,17 @@ func squat(t *testing.T, cli *clientv3.Client, key string, lease clientv3.LeaseI
 
 // A SetValue while the Register registers again, whose put etcd applied
 // but whose answer was lost (replies slower than the ttl the request is
-// bounded by), returns an error, and leaves etcd holding the new value on
-// the Register's own lease. The loop then finds that key on its lease and
-// claims it, but setValue restored the old value as the Register's
-// (requests.go, setValue: `r.value = old` on any error, without recording
-// the new one as unsure as the in-place branch does), so the next view of
-// the key is judged "written from outside" (ownkey.go, judge) and the
-// Register deletes its own live registration and registers again: every
-// Watcher sees a DELETE of a member that never left, its term ends with
-// ErrRegistrationLost, and the log blames an outside writer that does not
-// exist.
-func TestReviewSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
+// bounded by), returns an error and leaves etcd holding the new value on
+// the Register's own lease. The loop then finds that key on its lease
+// holding a value whose write got no answer: the Register takes it as it
+// is, the value etcd says it has. It neither deletes its own live key (a
+// DELETE every Watcher would see of a member that never left, blamed on an
+// outside writer) nor writes the old value over it.
+func TestSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
-	logs := newReviewLog()
+	logs := newLogLines()
 	const key = "/rv/a"
 	r := startRegister(t, []string{proxy.Endpoint()}, "/rv", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
 	ctx := context.Background()
@@ -102,6 +98,9 @@ func TestReviewSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
 	defer cancel()
 	for resp := range cli.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithPrevKV()) {
 		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.PUT && string(ev.Kv.Value) != "new" {
+				t.Fatalf("the Register wrote %q over the value its own SetValue left in etcd", ev.Kv.Value)
+			}
 			if ev.Type == mvccpb.DELETE && ev.PrevKv != nil && clientv3.LeaseID(ev.PrevKv.Lease) == ours {
 				t.Fatalf("the Register deleted its own live key (value %q, its lease), which nobody wrote from outside; "+
 					"%q logged %d times", ev.PrevKv.Value, "biregister: key written from outside, registering again",
@@ -113,19 +112,14 @@ func TestReviewSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
 }
 
 // A SetValue that Close interrupts returns ErrClosed (README, After Close:
-// "also for a call Close interrupts") — except while it grants a lease:
-// after the lease was lost, setValue registers at once (registration.go,
-// create → grantLease), and grantLease calls etcd's gRPC lease client
-// directly, whose error on Close's cancellation is a gRPC status
-// (codes.Canceled), not context.Canceled; call (requests.go) maps only
-// errors.Is(err, context.Canceled) to ErrClosed, so the caller gets
-// "biregister: set value of …: biregister: grant lease: rpc error: code =
-// Canceled desc = context canceled".
-func TestReviewSetValueClosedDuringGrant(t *testing.T) {
+// "also for a call Close interrupts"), also while it grants a lease after
+// the lease was lost: etcd's gRPC lease client answers Close's cancel with
+// a gRPC status (codes.Canceled), not context.Canceled.
+func TestSetValueClosedDuringGrant(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
-	logs := newReviewLog()
+	logs := newLogLines()
 	const key = "/rc/a"
 	r := startRegister(t, []string{proxy.Endpoint()}, "/rc", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
 	ctx := context.Background()
@@ -172,17 +166,14 @@ func TestReviewSetValueClosedDuringGrant(t *testing.T) {
 
 // Two SetValues in place whose answers never came: the first applied (its
 // reply held past the request's ttl), the second not (no connection). The
-// Register remembers one unsure value only (requests.go, setValue:
-// `r.unsure = &value` overwrites the first), so once etcd's view comes back
-// holding the first value, on the Register's lease and create revision,
-// judge (ownkey.go) finds neither the value nor the unsure one and calls it
-// written from outside: the Register deletes its own live key and
-// registers again (a DELETE every Watcher sees, a term lost).
-func TestReviewTwoUnansweredSetValues(t *testing.T) {
+// Register keeps every value whose write got no answer, so once etcd's
+// view comes back holding the first, on the Register's lease and create
+// revision, the key is still its own: no DELETE, no term lost.
+func TestTwoUnansweredSetValues(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
-	logs := newReviewLog()
+	logs := newLogLines()
 	const key = "/ru/a"
 	r := startRegister(t, []string{proxy.Endpoint()}, "/ru", "a", "v0", 2, biregister.WithLogger(slog.New(logs)))
 	ctx := context.Background()
@@ -225,6 +216,9 @@ func TestReviewTwoUnansweredSetValues(t *testing.T) {
 	defer cancel()
 	for resp := range cli.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithPrevKV()) {
 		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.PUT && string(ev.Kv.Value) != "new" {
+				t.Fatalf("the Register wrote %q over the value its own SetValue left in etcd", ev.Kv.Value)
+			}
 			if ev.Type == mvccpb.DELETE && ev.PrevKv != nil && clientv3.LeaseID(ev.PrevKv.Lease) == ours {
 				t.Fatalf("the Register deleted its own live key (value %q, its lease), which nobody wrote from outside; "+
 					"%q logged %d times", ev.PrevKv.Value, "biregister: key written from outside, registering again",
@@ -236,17 +230,15 @@ func TestReviewTwoUnansweredSetValues(t *testing.T) {
 }
 
 // While the Register registers again, SetValue "registers at once with the
-// new value, and returns nil only if that worked" (README). But when the
+// new value, and returns nil only if that worked" (README): when the
 // loop's own try, with the old value, went through and lost its answer,
-// SetValue's putIfAbsent finds the key on its lease (registration.go,
-// putIfAbsent: held.lease == r.lease) and claims it as it is: SetValue
-// returns nil while etcd holds the old value; the loop then judges that
-// key written from outside and deletes its own live key.
-func TestReviewSetValueClaimsOldValue(t *testing.T) {
+// SetValue finds the key on its lease with the old value and writes the
+// new one in place before it claims the key.
+func TestSetValueWhileRegisteringClaimsNoOldValue(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
-	logs := newReviewLog()
+	logs := newLogLines()
 	const key = "/ro/a"
 	r := startRegister(t, []string{proxy.Endpoint()}, "/ro", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
 	ctx := context.Background()
@@ -280,7 +272,7 @@ func TestReviewSetValueClaimsOldValue(t *testing.T) {
 }
 
 // waitRetryAtCapNext waits for the Register's next failed try.
-func waitRetryAtCapNext(t *testing.T, logs *reviewLog) {
+func waitRetryAtCapNext(t *testing.T, logs *logLines) {
 	t.Helper()
 	n := logs.count(reviewRetryMsg)
 	deadline := time.After(waitFor)
