@@ -42,6 +42,9 @@ type leaseKeeper struct {
 
 	// Written by run, read by the loop after lost.
 	lostLease atomic.Int64
+	// Owned by run: an etcd that answered no keepalive for the whole
+	// lease was logged, and its next answer is.
+	silenceLogged bool
 }
 
 // newLeaseKeeper returns the keeper of a Register's lease, to run until ctx
@@ -95,11 +98,13 @@ func (k *leaseKeeper) run(ctx context.Context) {
 		case kept = <-k.hand:
 			timer.Stop()
 			retry.reset()
+			k.silenceLogged = false
 			if kept.id != 0 {
 				timer.Reset(renewalDue(kept.clock, k.ttl))
 			}
 		case <-timer.C:
 			if kept.id != 0 {
+				k.logSilence(kept)
 				k.streams.send(kept.id)
 				timer.Reset(keepAliveInterval(k.ttl))
 			}
@@ -143,9 +148,24 @@ func (k *leaseKeeper) answered(ctx context.Context, kept keptLease, result keepA
 		return 0, false
 	}
 	if kept.clock.extend(answered.sent, time.Duration(result.resp.TTL)*time.Second) {
+		if k.silenceLogged {
+			k.silenceLogged = false
+			k.logger.Info("biregister: etcd answers keepalives again", "key", k.key)
+		}
 		k.revived()
 	}
 	k.metrics.keepAliveAnswered(time.Since(answered.sent))
 	retry.reset()
 	return 0, false
+}
+
+// logSilence logs, once, that etcd answered no keepalive of kept for the
+// whole lease: unreachable, most likely. A member that does not lead says
+// nothing else of an outage that etcd's restart ends with its lease alive.
+func (k *leaseKeeper) logSilence(kept keptLease) {
+	if k.silenceLogged || kept.clock.alive() {
+		return
+	}
+	k.silenceLogged = true
+	k.logger.Warn("biregister: etcd answered no keepalive for the whole lease, which may be gone", "key", k.key)
 }

@@ -19,8 +19,8 @@ func (r *register) AmILeader() bool {
 // changes are then logged at Info rather than Debug: a server that only
 // registers to be found has no use for them.
 func (r *register) askedLeadership() {
-	if !r.leadershipAsked.Load() {
-		r.leadershipAsked.Store(true)
+	if !r.leadershipAsked.Load() && r.leadershipAsked.CompareAndSwap(false, true) {
+		r.changed.notify() // the loop says at Info a leadership it logged at Debug
 	}
 }
 

@@ -113,6 +113,9 @@ func TestLeadershipLogLevel(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "leadership gained") }, waitFor, time.Millisecond)
 	require.Contains(t, logs.String(), `level=DEBUG msg="biregister: leadership gained"`)
 	require.True(t, a.AmILeader())
+	// Asked about now: the leadership it holds is said at Info.
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `level=INFO msg="biregister: leading"`) },
+		waitFor, time.Millisecond, "logs:\n%s", logs.String())
 	require.NoError(t, a.Resign(context.Background()))
 	b := startRegister(t, etcd.Endpoints(), "/led-level", "b", "v", 5)
 	_ = b
@@ -143,4 +146,20 @@ func TestRegistrationLostCause(t *testing.T) {
 	require.Zero(t, m.Value(t, "biregister.registrations", ofMember("a"), forCause("key_deleted")))
 	require.NotContains(t, logs.String(), "key deleted")
 	require.Eventually(t, a.AmILeader, waitFor, time.Millisecond)
+}
+
+// A member that does not lead logs an etcd that answers no keepalive for
+// the whole lease: nothing else tells an operator of the outage.
+func TestKeepaliveSilenceLogged(t *testing.T) {
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	var logs syncbuf.Buffer
+	startRegister(t, etcd.Endpoints(), "/silence", "a", "v", 2)
+	startRegister(t, []string{proxy.Endpoint()}, "/silence", "b", "v", 2,
+		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	proxy.Stall()
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), `level=WARN msg="biregister: etcd answered no keepalive for the whole lease, which may be gone" prefix=/silence/ key=/silence/b`)
+	}, waitFor, 10*time.Millisecond, "logs:\n%s", logs.String())
+	proxy.Heal()
 }

@@ -17,7 +17,9 @@ import (
 // got lost (a leader change of etcd's, a connection reset) is asked again,
 // within ctx: asked again, it tells what became of the first.
 func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error {
-	giveUp := time.Now().Add(wait)
+	started := time.Now()
+	giveUp := started.Add(wait)
+	waited := false
 	var retry backoff
 	for attempts := 0; ; attempts++ {
 		attempt, cancel := context.WithTimeout(ctx, attemptTimeout(r.ttl, attempts))
@@ -37,6 +39,9 @@ func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error
 		}
 		left := time.Until(giveUp)
 		if !errors.Is(err, ErrNameTaken) {
+			if err == nil && waited {
+				r.watcher.logger.Info("biregister: registered after waiting for the name", "key", r.key, "waited", time.Since(started))
+			}
 			return err
 		}
 		if left <= 0 {
@@ -46,6 +51,7 @@ func (r *register) createWhenFree(ctx context.Context, wait time.Duration) error
 			return err
 		}
 		r.watcher.logger.Info("biregister: name held by a live member, waiting for its key to go", "key", r.key, "wait", left)
+		waited = true
 		if err := r.awaitKeyGone(ctx, left); err != nil {
 			return fmt.Errorf("biregister: wait for %s: %w", quoteKey(r.key), err)
 		}

@@ -52,6 +52,12 @@ func (r *register) lose(why cause) {
 func (r *register) logLeadership() {
 	leading := !r.closing.Load() && r.leads(r.current.Load(), r.watcher.snap.Load())
 	if leading == r.loggedLeading {
+		if leading && !r.announced && r.leadershipAsked.Load() {
+			// Gained before anyone asked (the constructor's first
+			// term, most often), so logged at Debug then.
+			r.announced = true
+			r.watcher.logger.Info("biregister: leading", "key", r.key, "revision", r.ledRevision)
+		}
 		return
 	}
 	r.loggedLeading = leading
@@ -61,6 +67,7 @@ func (r *register) logLeadership() {
 		level = slog.LevelInfo
 	}
 	if leading {
+		r.announced = level == slog.LevelInfo
 		r.ledRevision = r.MyRevision()
 		r.watcher.logger.Log(context.Background(), level, "biregister: leadership gained", "key", r.key, "revision", r.ledRevision)
 		return

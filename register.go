@@ -136,6 +136,7 @@ type register struct {
 	elsewhere     map[int64]bool // those made in clusters since replaced
 	loggedLeading bool           // what the log and the metrics last said of leadership
 	ledRevision   int64          // the registration that led, when they last said it did
+	announced     bool           // that leadership was said at Info
 	lostCause     cause          // why the registration was lost: the next one's cause
 }
 

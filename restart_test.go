@@ -2,6 +2,7 @@ package biregister_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/syncbuf"
 )
 
 // A process that restarts under its own name while the lease of its previous
@@ -28,8 +30,13 @@ func TestRestartWaitsForPreviousLease(t *testing.T) {
 	require.ErrorIs(t, err, biregister.ErrNameTaken, "without WithNameWait")
 
 	started := time.Now()
-	r := startRegister(t, etcd.Endpoints(), "/restart", "pod-0", "new", 5, biregister.WithNameWait(waitFor))
+	var logs syncbuf.Buffer
+	r := startRegister(t, etcd.Endpoints(), "/restart", "pod-0", "new", 5, biregister.WithNameWait(waitFor),
+		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	t.Logf("registered %v after the restart (the previous lease: ttl %d s)", time.Since(started), faultTTL)
+	// The log says both the wait and its end.
+	require.Contains(t, logs.String(), "waiting for its key to go")
+	require.Contains(t, logs.String(), `msg="biregister: registered after waiting for the name" prefix=/restart/ key=/restart/pod-0 waited=`)
 	require.NotEqual(t, put.Header.Revision, r.MyRevision())
 	require.Equal(t, "new", r.GetValueByName("pod-0"))
 	resp, err := cli.Txn(context.Background()).If(previousFence).Then(clientv3.OpPut("/restart/owner", "old")).Commit()
