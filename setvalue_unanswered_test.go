@@ -61,32 +61,19 @@ func squat(t *testing.T, cli *clientv3.Client, key string, lease clientv3.LeaseI
 // DELETE every Watcher would see of a member that never left, blamed on an
 // outside writer) nor writes the old value over it.
 func TestSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
-	etcd := startEtcd(t)
-	cli := etcd.Client(t)
-	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
-	logs := newLogLines()
+	cli, proxy, logs, r, ours := startSquatted(t, "/rv")
 	const key = "/rv/a"
-	r := startRegister(t, []string{proxy.Endpoint()}, "/rv", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
 	ctx := context.Background()
-	got, err := cli.Get(ctx, key)
-	require.NoError(t, err)
-	ours := clientv3.LeaseID(got.Kvs[0].Lease)
-
-	// Another live member takes the name: the Register retries, backing off.
-	other, err := cli.Grant(ctx, 60)
-	require.NoError(t, err)
-	squat(t, cli, key, other.ID)
-	waitRetryAtCap(t, logs)
 
 	// Now, with the loop idle: replies slower than the ttl, the name free,
 	// and a SetValue, which registers at once with the new value.
 	proxy.DelayReplies(5 * time.Second)
-	_, err = cli.Delete(ctx, key)
+	_, err := cli.Delete(ctx, key)
 	require.NoError(t, err)
 	err = returnsWithin(t, "SetValue", 2*time.Second+slack, func() error { return r.SetValue(ctx, "new") })
 	require.Error(t, err, "SetValue got an answer through replies delayed 5 s")
 	t.Logf("SetValue: %v", err)
-	got, err = cli.Get(ctx, key)
+	got, err := cli.Get(ctx, key)
 	require.NoError(t, err)
 	require.Len(t, got.Kvs, 1, "the SetValue's put did not reach etcd")
 	require.Equal(t, "new", string(got.Kvs[0].Value))
@@ -94,20 +81,7 @@ func TestSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
 	from := got.Header.Revision + 1
 
 	proxy.Heal()
-	wctx, cancel := context.WithTimeout(ctx, 6*time.Second) // three ttls: the loop retries within 1 s
-	defer cancel()
-	for resp := range cli.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithPrevKV()) {
-		for _, ev := range resp.Events {
-			if ev.Type == mvccpb.PUT && string(ev.Kv.Value) != "new" {
-				t.Fatalf("the Register wrote %q over the value its own SetValue left in etcd", ev.Kv.Value)
-			}
-			if ev.Type == mvccpb.DELETE && ev.PrevKv != nil && clientv3.LeaseID(ev.PrevKv.Lease) == ours {
-				t.Fatalf("the Register deleted its own live key (value %q, its lease), which nobody wrote from outside; "+
-					"%q logged %d times", ev.PrevKv.Value, "biregister: key written from outside, registering again",
-					logs.count("biregister: key written from outside, registering again"))
-			}
-		}
-	}
+	requireKeyLeftAlone(t, cli, logs, key, ours, from, "new")
 	require.NotZero(t, r.MyRevision(), "the Register did not register again")
 }
 
@@ -116,25 +90,11 @@ func TestSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
 // the lease was lost: etcd's gRPC lease client answers Close's cancel with
 // a gRPC status (codes.Canceled), not context.Canceled.
 func TestSetValueClosedDuringGrant(t *testing.T) {
-	etcd := startEtcd(t)
-	cli := etcd.Client(t)
-	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
-	logs := newLogLines()
+	cli, proxy, logs, r, ours := startSquatted(t, "/rc")
 	const key = "/rc/a"
-	r := startRegister(t, []string{proxy.Endpoint()}, "/rc", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
 	ctx := context.Background()
-	got, err := cli.Get(ctx, key)
-	require.NoError(t, err)
-	ours := clientv3.LeaseID(got.Kvs[0].Lease)
-
-	// Name taken by another member, then the Register's lease revoked: the
-	// loop drops it and will grant a new one at its next try.
-	other, err := cli.Grant(ctx, 60)
-	require.NoError(t, err)
-	squat(t, cli, key, other.ID)
-	waitRetryAtCap(t, logs)
 	const lostMsg = "biregister: lease lost, registering again"
-	_, err = cli.Revoke(ctx, ours)
+	_, err := cli.Revoke(ctx, ours)
 	require.NoError(t, err)
 	deadline := time.After(waitFor)
 	for logs.count(lostMsg) == 0 {
@@ -212,20 +172,7 @@ func TestTwoUnansweredSetValues(t *testing.T) {
 	from := got.Header.Revision + 1
 
 	proxy.Heal()
-	wctx, cancel := context.WithTimeout(ctx, 6*time.Second)
-	defer cancel()
-	for resp := range cli.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithPrevKV()) {
-		for _, ev := range resp.Events {
-			if ev.Type == mvccpb.PUT && string(ev.Kv.Value) != "new" {
-				t.Fatalf("the Register wrote %q over the value its own SetValue left in etcd", ev.Kv.Value)
-			}
-			if ev.Type == mvccpb.DELETE && ev.PrevKv != nil && clientv3.LeaseID(ev.PrevKv.Lease) == ours {
-				t.Fatalf("the Register deleted its own live key (value %q, its lease), which nobody wrote from outside; "+
-					"%q logged %d times", ev.PrevKv.Value, "biregister: key written from outside, registering again",
-					logs.count("biregister: key written from outside, registering again"))
-			}
-		}
-	}
+	requireKeyLeftAlone(t, cli, logs, key, ours, from, "v1")
 	stopKA()
 }
 
@@ -235,25 +182,14 @@ func TestTwoUnansweredSetValues(t *testing.T) {
 // SetValue finds the key on its lease with the old value and writes the
 // new one in place before it claims the key.
 func TestSetValueWhileRegisteringClaimsNoOldValue(t *testing.T) {
-	etcd := startEtcd(t)
-	cli := etcd.Client(t)
-	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
-	logs := newLogLines()
+	cli, proxy, logs, r, ours := startSquatted(t, "/ro")
 	const key = "/ro/a"
-	r := startRegister(t, []string{proxy.Endpoint()}, "/ro", "a", "old", 2, biregister.WithLogger(slog.New(logs)))
 	ctx := context.Background()
-	got, err := cli.Get(ctx, key)
-	require.NoError(t, err)
-	ours := clientv3.LeaseID(got.Kvs[0].Lease)
-	other, err := cli.Grant(ctx, 60)
-	require.NoError(t, err)
-	squat(t, cli, key, other.ID)
-	waitRetryAtCap(t, logs)
 
 	// The loop's next try goes through, with the old value; its answer
 	// is held past the try's bound.
 	proxy.DelayReplies(time.Minute)
-	_, err = cli.Delete(ctx, key)
+	_, err := cli.Delete(ctx, key)
 	require.NoError(t, err)
 	eventually(t, "the loop's try did not reach etcd", func() string {
 		got, err := cli.Get(ctx, key)
@@ -265,10 +201,49 @@ func TestSetValueWhileRegisteringClaimsNoOldValue(t *testing.T) {
 	waitRetryAtCapNext(t, logs)
 	proxy.Heal()
 	require.NoError(t, returnsWithin(t, "SetValue", 2*time.Second+slack, func() error { return r.SetValue(ctx, "new") }))
-	got, err = cli.Get(ctx, key)
+	got, err := cli.Get(ctx, key)
 	require.NoError(t, err)
 	require.Len(t, got.Kvs, 1)
 	require.Equal(t, "new", string(got.Kvs[0].Value), "SetValue returned nil, but etcd holds another value at the key")
+}
+
+// requireKeyLeftAlone fails the test if, from revision from on, for 6 s
+// (three of these tests' ttl), the Register writes another value than held over its key,
+// or deletes the key while it is on the Register's lease ours.
+func requireKeyLeftAlone(t *testing.T, cli *clientv3.Client, logs *logLines, key string, ours clientv3.LeaseID, from int64, held string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	const outside = "biregister: key written from outside, registering again"
+	for resp := range cli.Watch(ctx, key, clientv3.WithRev(from), clientv3.WithPrevKV()) {
+		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.PUT && string(ev.Kv.Value) != held {
+				t.Fatalf("the Register wrote %q over the value %q its own write left in etcd", ev.Kv.Value, held)
+			}
+			if ev.Type == mvccpb.DELETE && ev.PrevKv != nil && clientv3.LeaseID(ev.PrevKv.Lease) == ours {
+				t.Fatalf("the Register deleted its own live key (value %q, its lease), which nobody wrote from outside; %q logged %d times",
+					ev.PrevKv.Value, outside, logs.count(outside))
+			}
+		}
+	}
+}
+
+// startSquatted starts a Register named a under prefix, through a proxy,
+// whose name another live member then takes: its loop retries, backing
+// off, and is idle between tries. It returns the Register's lease.
+func startSquatted(t *testing.T, prefix string) (*clientv3.Client, *faultproxy.Proxy, *logLines, biregister.Register, clientv3.LeaseID) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
+	logs := newLogLines()
+	r := startRegister(t, []string{proxy.Endpoint()}, prefix, "a", "old", 2, biregister.WithLogger(slog.New(logs)))
+	got, err := cli.Get(context.Background(), prefix+"/a")
+	require.NoError(t, err)
+	other, err := cli.Grant(context.Background(), 60)
+	require.NoError(t, err)
+	squat(t, cli, prefix+"/a", other.ID)
+	waitRetryAtCap(t, logs)
+	return cli, proxy, logs, r, clientv3.LeaseID(got.Kvs[0].Lease)
 }
 
 // waitRetryAtCapNext waits for the Register's next failed try.
