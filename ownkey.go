@@ -3,7 +3,11 @@
 
 package biregister
 
-import "slices"
+import (
+	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
 
 // verdict is what a state of the key means for the registration.
 type verdict int
@@ -27,6 +31,15 @@ func (r *register) judge(reg *registration, held keyState) verdict {
 		return keyReplaced
 	}
 	return keyTaken
+}
+
+// ours returns the comparisons that hold while the key is reg's: its
+// create revision, on our lease.
+func (r *register) ours(reg *registration) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision),
+		clientv3.Compare(clientv3.LeaseValue(r.key), "=", r.lease),
+	}
 }
 
 // keyLost reports whether snap shows the registration gone or not its own,

@@ -87,15 +87,6 @@ func (r *register) setValue(ctx context.Context, value string) error {
 	return r.setValue(ctx, value)
 }
 
-// ours returns the comparisons that hold while the key is reg's: its
-// create revision, on our lease.
-func (r *register) ours(reg *registration) []clientv3.Cmp {
-	return []clientv3.Cmp{
-		clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision),
-		clientv3.Compare(clientv3.LeaseValue(r.key), "=", r.lease),
-	}
-}
-
 func (r *register) Resign(ctx context.Context) error {
 	// Resign ends this member's terms before its delete goes out: called
 	// with such a term (work under Lead handing leadership on), it must not
