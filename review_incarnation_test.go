@@ -1,0 +1,59 @@
+package biregister_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/leakcheck"
+	"github.com/biregister/biregister/internal/syncbuf"
+)
+
+// TestReviewRestoredAfterOutageValueRepaired is TestRestoredEtcdValueRepaired
+// with an outage long enough for the Watcher to give up its watch (it logs
+// a stall) before etcd comes back restored. The Watcher then
+// lists the restored etcd for a stall, not for a replaced etcd: adopt counts
+// a new incarnation only for causeEtcdReplaced, so keyLost takes the view
+// for the incarnation of the SetValue's write, and the view, whose revision
+// is below that write's, "cannot tell". etcd keeps the value from before
+// the SetValue while the Register believes its own.
+func TestReviewRestoredAfterOutageValueRepaired(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	m, start := sameFlagsMember(t)
+	endpoints := []string{m.ClientURL.String()}
+	var logs syncbuf.Buffer
+	a := startRegister(t, endpoints, "/restored", "a", "old", 10,
+		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	defer func() { t.Log(logs.String()) }()
+	cli := memberClient(t, endpoints)
+
+	backup := filepath.Join(t.TempDir(), "backup")
+	start(func() { require.NoError(t, os.CopyFS(backup, os.DirFS(m.Dir))) })
+	for range 5 {
+		_, err := cli.Put(context.Background(), "/elsewhere", "x")
+		require.NoError(t, err)
+	}
+	require.NoError(t, a.SetValue(context.Background(), "new"))
+
+	start(func() {
+		// An outage: the Watcher gives up its watch and lists again
+		// until etcd answers (the probe gives up after two silent
+		// intervals and a read of ttl: some 20 s). The lease, 10 s,
+		// outlives the restarts: etcd restores it with its key.
+		require.Empty(t, logs.WaitFor(time.After(3*waitFor), "watch stalled, listing again"),
+			"the Watcher never gave up its watch")
+		require.NoError(t, os.RemoveAll(m.Dir))
+		require.NoError(t, os.CopyFS(m.Dir, os.DirFS(backup)))
+		require.NoError(t, os.Chmod(m.Dir, 0o700))
+	})
+	require.Eventually(t, func() bool {
+		resp, err := cli.Get(context.Background(), "/restored/a")
+		return err == nil && len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == "new"
+	}, waitFor, 50*time.Millisecond, "etcd holds another value at the key than the Register's %q", "new")
+}
