@@ -58,9 +58,7 @@ func (r *register) keyLost(snap *snapshot) bool {
 	}
 	if r.judge(reg, held) == keyOurs {
 		r.value = held.value // if it is an unsure one, its write went through
-		if snap.incarnation != r.writtenIn || held.modRevision > r.written {
-			r.written, r.writtenIn = held.modRevision, snap.incarnation
-		}
+		r.written = max(r.written, held.modRevision)
 		return false
 	}
 	r.notOurs(reg, held)

@@ -39,7 +39,9 @@ func (w *watcher) adopt(l listing, why cause) {
 	prev := w.snap.Load()
 	next, changes, cut := prev.replace(l.members, l.header.Revision, w.feed.room())
 	next.cluster, next.incarnation, next.own = l.header.ClusterId, prev.incarnation, l.own
-	if why == causeEtcdReplaced {
+	if why == causeEtcdReplaced || !sameCluster(prev.cluster, l.header.ClusterId) || l.header.Revision < prev.revision {
+		// Another etcd, or one restored: also when the watch gave up on it
+		// for a stall or a failure before anything said so.
 		next.incarnation++
 	}
 	w.advance(next, changes)

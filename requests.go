@@ -64,6 +64,11 @@ func (r *register) setValue(ctx context.Context, value string) error {
 			}
 			return fmt.Errorf("biregister: set value of %s: %w", quoteKey(r.key), err)
 		}
+		if r.value != value {
+			// The key held an earlier value of ours whose write got no
+			// answer: ours, but not this one.
+			return r.setValue(ctx, value)
+		}
 		return nil
 	}
 	resp, err := r.client.Txn(ctx).

@@ -13,14 +13,11 @@ import (
 	"github.com/biregister/biregister/internal/faultproxy"
 )
 
-// TestReviewSecondSetValueWhileRegisteringAgain: a SetValue("v1") while the
-// Register registers again gets no answer but goes through (etcd holds v1 on
-// the Register's lease; v1 is recorded as unsure). A SetValue("v2") that the
-// loop serves before its own retry then finds that key: putIfAbsent takes it
-// as the Register's because mayHold("v1") (an unsure value), sets r.value to
-// "v1" and claims it, and SetValue("v2") returns nil with etcd holding v1.
-// putValueInPlace is only reached for values never written.
-func TestReviewSecondSetValueWhileRegisteringAgain(t *testing.T) {
+// A SetValue("v1") while the Register registers again gets no answer but
+// goes through (etcd holds v1 on the Register's lease). A SetValue("v2")
+// that the loop serves before its own retry finds that key, ours but with
+// v1: it writes v2 in place, and returns nil only with etcd holding v2.
+func TestSecondSetValueWhileRegisteringAgain(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
 	proxy := faultproxy.Start(t, etcd.Endpoints()[0])
