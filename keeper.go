@@ -42,8 +42,10 @@ type leaseKeeper struct {
 
 	// Written by run, read by the loop after lost.
 	lostLease atomic.Int64
-	// Owned by run: an etcd that answered no keepalive for the whole
-	// lease was logged, and its next answer is.
+	// Owned by run: a keepalive of the kept lease went out since it was
+	// handed; an etcd that answered none for the whole lease was logged,
+	// and its next answer is.
+	sentKept      bool
 	silenceLogged bool
 }
 
@@ -98,7 +100,7 @@ func (k *leaseKeeper) run(ctx context.Context) {
 		case kept = <-k.hand:
 			timer.Stop()
 			retry.reset()
-			k.silenceLogged = false
+			k.sentKept, k.silenceLogged = false, false
 			if kept.id != 0 {
 				timer.Reset(renewalDue(kept.clock, k.ttl))
 			}
@@ -106,6 +108,7 @@ func (k *leaseKeeper) run(ctx context.Context) {
 			if kept.id != 0 {
 				k.logSilence(kept)
 				k.streams.send(kept.id)
+				k.sentKept = true
 				timer.Reset(keepAliveInterval(k.ttl))
 			}
 		case result := <-k.streams.answers:
@@ -163,8 +166,8 @@ func (k *leaseKeeper) answered(ctx context.Context, kept keptLease, result keepA
 // whole lease: unreachable, most likely. A member that does not lead says
 // nothing else of an outage that etcd's restart ends with its lease alive.
 func (k *leaseKeeper) logSilence(kept keptLease) {
-	if k.silenceLogged || kept.clock.alive() {
-		return
+	if k.silenceLogged || !k.sentKept || kept.clock.alive() {
+		return // a lease aged before it was handed is renewed first
 	}
 	k.silenceLogged = true
 	k.logger.Warn("biregister: etcd answered no keepalive for the whole lease, which may be gone", "key", k.key)

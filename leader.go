@@ -12,6 +12,12 @@ import (
 
 func (r *register) AmILeader() bool {
 	r.askedLeadership()
+	return r.leading()
+}
+
+// leading is AmILeader for the library's own reads (Status, the metrics),
+// which do not make the program one that asks about leadership.
+func (r *register) leading() bool {
 	return !r.closing.Load() && r.leads(r.current.Load(), r.watcher.snap.Load())
 }
 

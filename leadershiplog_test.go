@@ -3,6 +3,8 @@ package biregister_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +184,26 @@ func TestLeadingSaidWhenAsked(t *testing.T) {
 	require.True(t, a.AmILeader())
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `level=INFO msg="biregister: leading"`) },
 		5*time.Second, time.Millisecond, "logs:\n%s", logs.String())
+}
+
+// The library's own reads of leadership — Status, the readiness handlers,
+// the metrics — do not make a program one that asks about it: a server
+// that only registers to be found keeps leadership at Debug.
+func TestStatusIsNotAskingAboutLeadership(t *testing.T) {
+	etcd := startEtcd(t)
+	var logs syncbuf.Buffer
+	m := metertest.New(t)
+	a := startRegister(t, etcd.Endpoints(), "/not-asked", "a", "v", 30, biregister.WithMeterProvider(m.Provider),
+		biregister.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `level=DEBUG msg="biregister: leadership gained"`) },
+		waitFor, time.Millisecond)
+	require.True(t, a.Status().Leading)
+	for _, h := range []http.Handler{biregister.ReadyHandler(a), biregister.ServingHandler(a)} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		require.Equal(t, http.StatusOK, rec.Code)
+	}
+	m.Value(t, "biregister.leader", ofMember("a"))
+	require.Never(t, func() bool { return strings.Contains(logs.String(), "level=INFO") }, time.Second, 10*time.Millisecond,
+		"logs:\n%s", logs.String())
 }

@@ -117,7 +117,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		return nil, err
 	}
 	r.metrics.registeredFor(causeStart)
-	r.stopObserving = r.metrics.observeRegistration(r.AmILeader, func() time.Duration { return r.Status().LeaseLeft })
+	r.stopObserving = r.metrics.observeRegistration(r.leading, func() time.Duration { return r.Status().LeaseLeft })
 	go r.run()
 	return r, nil
 }

@@ -211,14 +211,17 @@ func (r *register) deleteSquatter(ctx context.Context) error {
 	if r.squatter == 0 {
 		return nil
 	}
-	_, err := r.client.Txn(ctx).
+	resp, err := r.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(r.key), "=", r.squatter)).
 		Then(clientv3.OpDelete(r.key)).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("biregister: delete %s, written from outside: %w", quoteKey(r.key), err)
 	}
-	r.watcher.logger.Warn("biregister: deleted our key, written from outside", "key", r.key)
+	if resp.Succeeded {
+		r.watcher.logger.Warn("biregister: deleted our key, written from outside", "key", r.key)
+	}
+	// Else written again meanwhile: registering reads it anew.
 	r.squatter = 0
 	return nil
 }

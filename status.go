@@ -28,7 +28,7 @@ func (r *register) Status() Status {
 		st.LeaseLeft = max(reg.clock.remaining(), 0)
 	}
 	st.Since = r.registeredSince()
-	st.Leading = r.AmILeader()
+	st.Leading = r.leading()
 	return st
 }
 
