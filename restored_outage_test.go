@@ -48,7 +48,7 @@ func TestRestoredAfterOutageValueRepaired(t *testing.T) {
 		// until etcd answers (the probe gives up after two silent
 		// intervals and a read of ttl). etcd restores the lease with
 		// its key, and renews it as it starts.
-		require.Empty(t, logs.WaitFor(time.After(3*waitFor), "watch stalled, listing again"),
+		require.Empty(t, logs.WaitFor(time.After(3*waitFor), "listing failed, retrying"),
 			"the Watcher never gave up its watch")
 		require.NoError(t, os.RemoveAll(m.Dir))
 		require.NoError(t, os.CopyFS(m.Dir, os.DirFS(backup)))
