@@ -75,9 +75,11 @@ func TestRegisterNoNameConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// A generous ttl: sixteen at once retry each other out, and
-			// ttl bounds each constructor.
-			regs[i], errs[i] = biregister.NewRegisterNoName(etcd.Endpoints(), "/noname", fmt.Sprint(i), 10)
+			// A generous ttl: sixteen at once retry each other out, the
+			// last after fifteen failed tries and their backoff (50 ms
+			// doubling to 1 s: some 9 s), and ttl bounds each
+			// constructor.
+			regs[i], errs[i] = biregister.NewRegisterNoName(etcd.Endpoints(), "/noname", fmt.Sprint(i), 20)
 		}()
 	}
 	wg.Wait()
