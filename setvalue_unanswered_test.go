@@ -91,7 +91,6 @@ func TestSetValueUnansweredWhileRegisteringAgain(t *testing.T) {
 // a gRPC status (codes.Canceled), not context.Canceled.
 func TestSetValueClosedDuringGrant(t *testing.T) {
 	cli, proxy, logs, r, ours := startSquatted(t, "/rc")
-	const key = "/rc/a"
 	ctx := context.Background()
 	const lostMsg = "biregister: lease lost, registering again"
 	_, err := cli.Revoke(ctx, ours)
