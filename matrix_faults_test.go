@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/etcdtest"
@@ -338,6 +339,11 @@ func TestMatrixEtcdDown(t *testing.T) {
 	if a.AmILeader() {
 		follower = b
 	}
+	// The calls must find etcd down, not the connection it was closing
+	// (reset under a request sent at that moment).
+	require.Eventually(t, func() bool {
+		return follower.EtcdClient().ActiveConnection().GetState() != connectivity.Ready
+	}, waitFor, time.Millisecond)
 	checkCloseEnds(t, longest, follower, matrixLease, "SetValue", "WaitLeader", "WaitTerm", "Lead")
 	etcd.Restart(t, 0)
 	stayed := a
