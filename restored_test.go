@@ -82,6 +82,9 @@ func TestRestoredEtcdValueRepaired(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.NoError(t, a.SetValue(context.Background(), "new"))
+	// The view holds the write before etcd goes: a view that never saw
+	// it is not told apart from an etcd restored to that view's revision.
+	require.Eventually(t, func() bool { return a.GetValueByName("a") == "new" }, waitFor, time.Millisecond)
 	listings := a.Status().Listings
 
 	start(func() {
