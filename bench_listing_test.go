@@ -80,7 +80,7 @@ func listingInterleaved(b *testing.B, c *clientv3.Client, prefix string, n int) 
 			if err != nil {
 				b.Fatal(err)
 			}
-			next, changes, _ := w.snap.Load().replace(l.members, l.header.Revision, DefaultBufferSize)
+			next, changes, _ := w.snap.Load().replace(l.members, l.leaving, l.header.Revision, DefaultBufferSize)
 			relist.Add(time.Since(start))
 			if next.names.size != n || len(changes) != 0 {
 				b.Fatalf("re-listing: %d members and %d changes, want %d and none", next.names.size, len(changes), n)

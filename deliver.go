@@ -7,6 +7,9 @@ import "time"
 
 // advance publishes next and delivers the changes that lead to it.
 func (w *watcher) advance(next *snapshot, changes []Change) {
+	if prev := w.snap.Load(); next != prev {
+		w.guard.weigh(prev, next, changes, time.Now())
+	}
 	w.publish(next)
 	var puts, deletes int64
 	for _, c := range changes {
@@ -40,9 +43,20 @@ func (w *watcher) wait(d time.Duration) bool {
 			return false
 		case <-timer.C:
 			return true
+		case now := <-w.guard.due():
+			w.releaseSuspects(now)
 		case w.feed.pending() <- w.feed.next(w.resyncRevision()):
 			w.deliverWaiting()
 		}
+	}
+}
+
+// releaseSuspects releases the suspects due by now, and publishes the view
+// without them.
+func (w *watcher) releaseSuspects(now time.Time) {
+	s := w.snap.Load()
+	if w.guard.release(s.size(), now) {
+		w.publish(s.withSuspects(w.guard))
 	}
 }
 

@@ -104,7 +104,7 @@ func FuzzListingPages(f *testing.F) {
 				cached = append(cached, Member{Name: name, Value: strings.Repeat("c", in.Intn(200)), CreateRevision: int64(len(cached) + 1)})
 			}
 		}
-		stale, _, _ := emptySnapshot(0).replace(cached, 1, 0)
+		stale, _, _ := emptySnapshot(0).replace(cached, nil, 1, 0)
 		for _, s := range []*snapshot{emptySnapshot(0), stale} {
 			kv.take() // the writes' reads
 			l, err := listGroup(ctx, lister{client: client, prefix: prefix, pageBytes: pageBytes}, s, slog.New(slog.DiscardHandler))

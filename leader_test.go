@@ -158,7 +158,7 @@ func TestLeadershipReadsOneRegistration(t *testing.T) {
 func testRegister(members []Member, cacheRevision, revision int64) *register {
 	r := &register{name: "a", key: "/t/a", watcher: &watcher{logger: slog.New(slog.DiscardHandler)},
 		changed: newSignal(), lease: 1, clock: newLeaseClock(), value: "v", written: revision}
-	snap, _, _ := emptySnapshot(0).replace(slices.Clone(members), cacheRevision, 0)
+	snap, _, _ := emptySnapshot(0).replace(slices.Clone(members), nil, cacheRevision, 0)
 	snap.cluster = 1
 	for _, m := range members {
 		if m.Name == r.name {

@@ -58,6 +58,7 @@ type listing struct {
 	members []Member
 	header  *etcdserverpb.ResponseHeader // of the first page
 	own     keyState                     // the key ownKey, if one was asked for
+	leaving leaves                       // the markers of graceful leaves
 }
 
 // listGroup reads every member under spec's prefix at one revision, in
@@ -73,7 +74,7 @@ func listGroup(ctx context.Context, spec lister, known *snapshot, logger *slog.L
 		l := spec
 		err := l.read(ctx, l.plan(known))
 		if !errors.Is(err, rpctypes.ErrCompacted) {
-			return listing{members: l.members, header: l.header, own: l.own}, err
+			return listing{members: l.members, header: l.header, own: l.own, leaving: l.leaving}, err
 		}
 		logger.Debug("biregister: listed revision compacted meanwhile, listing again", "revision", l.header.GetRevision())
 	}
@@ -89,7 +90,8 @@ type lister struct {
 	pageBytes   int
 	pageTimeout time.Duration // bound of each page's read; 0: ctx's alone
 
-	own keyState // what the listing read at ownKey
+	own     keyState // what the listing read at ownKey
+	leaving leaves   // the markers read (leaving.go)
 
 	header  *etcdserverpb.ResponseHeader // of the first page; nil before it
 	members []Member
@@ -159,6 +161,9 @@ func (l *lister) readRange(ctx context.Context, from, to string) error {
 			}
 			if m, ok := newMember(l.prefix, kv); ok {
 				l.members = append(l.members, m)
+			} else if name, marked, ok := leavingOf(l.prefix, kv); ok {
+				owned := l.leaving != nil
+				l.leaving = l.leaving.with(name, marked, &owned)
 			}
 			// Copied into m: the collector may take it before the page ends.
 			resp.Kvs[i] = nil

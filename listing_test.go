@@ -149,7 +149,7 @@ func TestListingUnderChurn(t *testing.T) {
 		}
 		requireListedAsEtcd(t, client, prefix, listed, header.Revision)
 		// The next listing is a re-listing: ranges cut from these names.
-		s, _, _ := w.snap.Load().replace(listed, header.Revision, 0)
+		s, _, _ := w.snap.Load().replace(listed, nil, header.Revision, 0)
 		w.snap.Store(s)
 		if starts := (&lister{prefix: prefix, pageBytes: testPageBytes}).plan(s); len(starts) < 10 {
 			t.Fatalf("a re-listing of %d members plans %d ranges, want many", s.names.size, len(starts))
@@ -284,7 +284,7 @@ func TestListingPageBounds(t *testing.T) {
 	}
 	checkPages("first listing", first[1:], header.Revision)
 
-	snap, _, _ := emptySnapshot(0).replace(listed, header.Revision, 0)
+	snap, _, _ := emptySnapshot(0).replace(listed, nil, header.Revision, 0)
 	w.snap.Store(snap)
 	l, err = w.list(ctx)
 	if err != nil {

@@ -36,6 +36,8 @@ type instruments struct {
 	leadershipChanges metric.Int64Counter
 	keepAliveDuration metric.Float64Histogram
 	members           metric.Int64ObservableGauge
+	suspects          metric.Int64ObservableGauge
+	protections       metric.Int64ObservableCounter
 	leader            metric.Int64ObservableGauge
 	leaseRemaining    metric.Float64ObservableGauge
 }
@@ -71,6 +73,8 @@ func (in *instruments) orNoop(fallback *instruments) {
 	replace(&in.leadershipChanges, fallback.leadershipChanges)
 	replace(&in.keepAliveDuration, fallback.keepAliveDuration)
 	replace(&in.members, fallback.members)
+	replace(&in.suspects, fallback.suspects)
+	replace(&in.protections, fallback.protections)
 	replace(&in.leader, fallback.leader)
 	replace(&in.leaseRemaining, fallback.leaseRemaining)
 }
@@ -112,6 +116,12 @@ func makeInstruments(m metric.Meter) (*instruments, error) {
 	keep(err)
 	in.members, err = m.Int64ObservableGauge("biregister.members", metric.WithUnit("{member}"),
 		metric.WithDescription("Members of the group in the cache."))
+	keep(err)
+	in.suspects, err = m.Int64ObservableGauge("biregister.suspects", metric.WithUnit("{member}"),
+		metric.WithDescription("Members lost that are held as suspects: the gRPC resolver keeps their addresses (mass-loss protection)."))
+	keep(err)
+	in.protections, err = m.Int64ObservableCounter("biregister.protections", metric.WithUnit("{protection}"),
+		metric.WithDescription("Times mass-loss protection turned on: the losses within its window exceeded its threshold of the group."))
 	keep(err)
 	in.leader, err = m.Int64ObservableGauge("biregister.leader", metric.WithUnit("{leader}"),
 		metric.WithDescription("1 while the member leads (AmILeader), else 0."))
@@ -211,16 +221,20 @@ func (r *recorder) keepAliveAnswered(roundTrip time.Duration) {
 	}
 }
 
-// observeMembers has the members gauge read count at each collection; the
-// returned function stops it.
-func (r *recorder) observeMembers(count func() int64) func() {
+// observeGroup has the members and suspects gauges and the protections
+// counter read the view view returns at each collection; the returned
+// function stops it.
+func (r *recorder) observeGroup(view func() *snapshot) func() {
 	if r == nil {
 		return func() {}
 	}
 	return r.observe(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(r.in.members, count(), r.observed)
+		s := view()
+		o.ObserveInt64(r.in.members, int64(s.size()), r.observed)
+		o.ObserveInt64(r.in.suspects, int64(s.suspects.size), r.observed)
+		o.ObserveInt64(r.in.protections, s.protections, r.observed)
 		return nil
-	}, r.in.members)
+	}, r.in.members, r.in.suspects, r.in.protections)
 }
 
 // observeRegistration has the leader and lease gauges read leading and

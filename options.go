@@ -54,6 +54,9 @@ type config struct {
 	bufferSize  int
 	nameWait    time.Duration
 	meters      metric.MeterProvider
+	protection  Protection // as given; resolved by newConfig
+	unprotected bool       // WithoutProtection
+	guard       *guard     // made by newConfig; nil when unprotected
 	// probe says when an idle Watcher checks its watch; only tests change it.
 	probe probeTimes
 }
@@ -170,6 +173,13 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 	}
 	if cfg.bufferSize < 1 {
 		return nil, "", fmt.Errorf("%w: buffer size %d < 1", ErrInvalidArgument, cfg.bufferSize)
+	}
+	if !cfg.unprotected {
+		p, err := cfg.protection.resolve(cfg.ttl)
+		if err != nil {
+			return nil, "", err
+		}
+		cfg.guard = newGuard(p)
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)

@@ -130,17 +130,24 @@ func (r *register) Close() {
 	})
 }
 
-// leave revokes the lease and any lease whose grant got no answer, and
-// deletes the key while it has the registration's create revision (written
-// from outside in place, without our lease, it would outlive the member),
-// side by side, each within wait.
+// leave deletes the key, as a graceful leave (leaving.go), while it has the
+// registration's create revision (written from outside in place, without
+// our lease, it would outlive the member); then revokes the lease, which
+// takes the marker with it. Side by side, it revokes any lease whose grant
+// got no answer. All within wait.
 func (r *register) leave(wait time.Duration) {
 	var leaving sync.WaitGroup
 	if r.lease != 0 {
 		leaving.Add(1)
 		go func() {
 			defer leaving.Done()
-			r.revoke(context.Background(), r.lease, wait)
+			deadline := time.Now().Add(wait)
+			if reg := r.current.Load(); reg != nil {
+				ctx, cancel := context.WithDeadline(context.Background(), deadline)
+				_, _ = r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
+				cancel()
+			}
+			r.revoke(context.Background(), r.lease, time.Until(deadline))
 		}()
 	}
 	if id := r.grantAsked(); id != 0 {
@@ -148,16 +155,6 @@ func (r *register) leave(wait time.Duration) {
 		go func() {
 			defer leaving.Done()
 			r.revokeGrant(id, wait)
-		}()
-	}
-	if reg := r.current.Load(); reg != nil {
-		leaving.Add(1)
-		go func() {
-			defer leaving.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			defer cancel()
-			_, _ = r.client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision)).
-				Then(clientv3.OpDelete(r.key)).Commit()
 		}()
 	}
 	leaving.Wait()

@@ -37,7 +37,7 @@ func (w *watcher) adopt(l listing, why cause) {
 	w.metrics.listed(why)
 	w.clusterID = l.header.ClusterId
 	prev := w.snap.Load()
-	next, changes, cut := prev.replace(l.members, l.header.Revision, w.feed.room())
+	next, changes, cut := prev.replace(l.members, l.leaving, l.header.Revision, w.feed.room())
 	next.cluster, next.incarnation, next.own = l.header.ClusterId, prev.incarnation, l.own
 	if why == causeEtcdReplaced || !sameCluster(prev.cluster, l.header.ClusterId) || l.header.Revision < prev.revision {
 		// Another etcd, or one restored: also when the watch gave up on it

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -130,15 +131,18 @@ func (r *register) resign(ctx context.Context) error {
 		return nil // stepped down, but not back yet: the loop registers again
 	}
 	r.metrics.registeredFor(causeResigned)
+	// Its work done, the marker need not wait for the lease to go.
+	_, _ = r.client.Delete(ctx, leavingKey(r.watcher.prefix, r.name))
 	return nil
 }
 
-// deleteKey deletes the key if it is still the registration's, and reports
-// whether it did; if the key is not the registration's any more, the
-// registration is dropped for what it became (see notOurs).
+// deleteKey deletes the key if it is still the registration's, as a
+// graceful leave, and reports whether it did; if the key is not the
+// registration's any more, the registration is dropped for what it became
+// (see notOurs).
 func (r *register) deleteKey(ctx context.Context) (bool, error) {
 	reg := r.current.Load()
-	resp, err := r.client.Txn(ctx).If(r.ours(reg)...).Then(clientv3.OpDelete(r.key)).Commit()
+	resp, err := r.deleteGracefully(ctx, r.ours(reg)...)
 	if err != nil || resp.Succeeded {
 		return err == nil, err
 	}
@@ -154,6 +158,23 @@ func (r *register) deleteKey(ctx context.Context) (bool, error) {
 	}
 	r.notOurs(reg, held)
 	return false, nil
+}
+
+// deleteGracefully deletes the key if ifOurs holds, in one transaction
+// with the marker that says the member leaves on purpose, on the lease
+// (leaving.go). A transaction etcd refuses for its size (a name near
+// etcd's request limit is in it four times) deletes without the marker:
+// the leave then reads as a loss.
+func (r *register) deleteGracefully(ctx context.Context, ifOurs ...clientv3.Cmp) (*clientv3.TxnResponse, error) {
+	reg := r.current.Load()
+	resp, err := r.client.Txn(ctx).If(ifOurs...).
+		Then(clientv3.OpPut(leavingKey(r.watcher.prefix, r.name), leavingValue(reg.revision), clientv3.WithLease(r.lease)),
+			clientv3.OpDelete(r.key)).
+		Commit()
+	if err != nil && !ambiguous(err) && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return r.client.Txn(ctx).If(ifOurs...).Then(clientv3.OpDelete(r.key)).Commit()
+	}
+	return resp, err
 }
 
 // heldBy returns what the Else branch of a transaction read at the key.

@@ -6,6 +6,7 @@ package biregister
 import (
 	"iter"
 	"slices"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,8 +40,16 @@ type snapshot struct {
 	incarnation int64
 	// own is what etcd holds at a Register's own key, as of applied; zero
 	// for a Watcher's view (see register.judge).
-	own      keyState
-	replaced chan struct{} // closed when a newer snapshot is published
+	own keyState
+	// leaving holds the graceful-leave markers under the prefix (see
+	// leaving.go).
+	leaving leaves
+	// suspects are the members lost that the guard holds, and protected
+	// since when protection is on, zero while off (see Protection).
+	suspects    nameTrie
+	protected   time.Time
+	protections int64         // times protection turned on so far
+	replaced    chan struct{} // closed when a newer snapshot is published
 }
 
 func newSnapshot(names nameTrie, order orderTree, revision, applied int64) *snapshot {
@@ -54,6 +63,14 @@ func newSnapshot(names nameTrie, order orderTree, revision, applied int64) *snap
 // emptySnapshot returns a view of no members at revision.
 func emptySnapshot(revision int64) *snapshot {
 	return newSnapshot(nameTrie{}, orderTree{}, revision, revision)
+}
+
+// withSuspects returns s with what g holds now.
+func (s *snapshot) withSuspects(g *guard) *snapshot {
+	next := *s
+	next.replaced = make(chan struct{})
+	g.show(&next)
+	return &next
 }
 
 // closedSnapshot returns the last view of a closed Watcher: no members, and
@@ -123,6 +140,7 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 	changes := make([]Change, 0, len(events))
 	applied := s.applied
 	own := s.own
+	leaving, ownLeaving := s.leaving, false
 	for _, ev := range events {
 		if ev.Kv.ModRevision <= s.applied {
 			continue // s holds it already
@@ -130,6 +148,15 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 		applied = max(applied, ev.Kv.ModRevision)
 		if ownKey != "" && string(ev.Kv.Key) == ownKey {
 			own = keyStateOf(ev)
+		}
+		if name, marked, ok := leavingOf(prefix, ev.Kv); ok {
+			// A marker goes with its member's lease, in the revision that
+			// deletes the member too, maybe before it: the mark is kept
+			// for that member's DELETE.
+			if m, present := names.get(name); ev.Type == mvccpb.PUT || !present || !leaving.marking(m) {
+				leaving = leaving.with(name, marked, &ownLeaving)
+			}
+			continue
 		}
 		m, ok := newMember(prefix, ev.Kv)
 		if !ok {
@@ -154,7 +181,11 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 				continue
 			}
 			names, order = next, order.remove(placeOf(old), b)
-			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision})
+			left := leaving.marking(old)
+			if _, marked := leaving[m.Name]; marked {
+				leaving = leaving.with(m.Name, 0, &ownLeaving)
+			}
+			changes = append(changes, Change{Name: m.Name, Op: OpDelete, Value: old.Value, Revision: ev.Kv.ModRevision, Left: left})
 		}
 	}
 	revision = max(s.revision, revision, applied) // never back
@@ -162,18 +193,19 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 		return s, nil
 	}
 	next := newSnapshot(names, order, revision, applied)
-	next.cluster, next.incarnation, next.own = s.cluster, s.incarnation, own
+	next.cluster, next.incarnation, next.own, next.leaving = s.cluster, s.incarnation, own, leaving
+	next.suspects, next.protected, next.protections = s.suspects, s.protected, s.protections
 	return next, changes
 }
 
-// replace returns the snapshot that a fresh listing (members in any order, read
-// at revision; replace sorts it) gives, and the changes from s to it: DELETEs of
+// replace returns the snapshot that a fresh listing (members in any order,
+// and the markers of leaves, read at revision; replace sorts the members) gives, and the changes from s to it: DELETEs of
 // the members that are gone, then PUTs of the new and changed ones, each in
 // create order. A member recreated meanwhile gets a DELETE and a PUT, since its
 // place in the order changed. It returns at most most changes, the first ones,
 // and whether it left any out: a feed takes no more than it has room for, and a
 // first listing of a million members would otherwise make a million PUTs.
-func (s *snapshot) replace(listed []Member, revision int64, most int) (*snapshot, []Change, bool) {
+func (s *snapshot) replace(listed []Member, leaving leaves, revision int64, most int) (*snapshot, []Change, bool) {
 	sortByCreate(listed)
 	var names nameTrie
 	var order orderTree
@@ -192,6 +224,7 @@ func (s *snapshot) replace(listed []Member, revision int64, most int) (*snapshot
 		inParallel(2, build)
 	}
 	next := newSnapshot(names, order, revision, revision)
+	next.leaving, next.suspects, next.protected, next.protections = leaving, s.suspects, s.protected, s.protections
 	puts, gone := listed, []Member(nil)
 	if s.names.size > 0 {
 		puts, gone = diffTries(s.names, next.names)
@@ -200,7 +233,7 @@ func (s *snapshot) replace(listed []Member, revision int64, most int) (*snapshot
 	}
 	changes := make([]Change, 0, min(len(gone)+len(puts), most))
 	for _, o := range gone[:min(len(gone), most)] {
-		changes = append(changes, Change{Name: o.Name, Op: OpDelete, Value: o.Value, Revision: revision})
+		changes = append(changes, Change{Name: o.Name, Op: OpDelete, Value: o.Value, Revision: revision, Left: leaving.marking(o)})
 	}
 	for _, m := range puts[:min(len(puts), most-len(changes))] {
 		changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: revision})

@@ -229,7 +229,7 @@ func groupOf(n int) *snapshot {
 	for i := range listed {
 		listed[i] = Member{Name: fmt.Sprintf("member-%07d", i), Value: "10.0.0.1:8080", CreateRevision: int64(i + 1)}
 	}
-	s, _, _ := emptySnapshot(0).replace(listed, int64(n), n)
+	s, _, _ := emptySnapshot(0).replace(listed, nil, int64(n), n)
 	return s
 }
 
@@ -322,7 +322,7 @@ func BenchmarkSnapshotReplace(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				emptySnapshot(0).replace(slices.Clone(listed), int64(n), DefaultBufferSize)
+				emptySnapshot(0).replace(slices.Clone(listed), nil, int64(n), DefaultBufferSize)
 			}
 		})
 	}

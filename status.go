@@ -8,11 +8,14 @@ import "time"
 func (w *watcher) Status() Status {
 	s := w.snap.Load()
 	st := Status{
-		Current:  w.current(),
-		Revision: s.revision,
-		Members:  s.size(),
-		Listings: w.listings.Load(),
-		Resyncs:  w.feed.resyncs.Load(),
+		Current:     w.current(),
+		Revision:    s.revision,
+		Members:     s.size(),
+		Listings:    w.listings.Load(),
+		Resyncs:     w.feed.resyncs.Load(),
+		Suspects:    s.suspects.size,
+		Protected:   s.protected,
+		Protections: s.protections,
 	}
 	if heard := w.heardAt.Load(); heard != 0 {
 		st.LastAnswer = w.epoch.Add(time.Duration(heard))

@@ -83,14 +83,14 @@ func TestReplaceChanges(t *testing.T) {
 		{Name: "gone", Value: "2", CreateRevision: 2},
 		{Name: "changed", Value: "3", CreateRevision: 3},
 		{Name: "recreated", Value: "4", CreateRevision: 4},
-	}, 4, 4)
+	}, nil, 4, 4)
 	listed := []Member{
 		{Name: "same", Value: "1", CreateRevision: 1},
 		{Name: "changed", Value: "3b", CreateRevision: 3},
 		{Name: "recreated", Value: "4", CreateRevision: 9},
 		{Name: "new", Value: "5", CreateRevision: 8},
 	}
-	next, changes, cut := old.replace(slices.Clone(listed), 9, 5)
+	next, changes, cut := old.replace(slices.Clone(listed), nil, 9, 5)
 	want := []Change{
 		{Name: "gone", Op: OpDelete, Value: "2", Revision: 9},
 		{Name: "recreated", Op: OpDelete, Value: "4", Revision: 9},
@@ -103,11 +103,11 @@ func TestReplaceChanges(t *testing.T) {
 	}
 	// At most most, the first ones, and a word that some were left out.
 	for most := range len(want) {
-		if _, changes, cut = old.replace(slices.Clone(listed), 9, most); !slices.Equal(changes, want[:most]) || !cut {
+		if _, changes, cut = old.replace(slices.Clone(listed), nil, 9, most); !slices.Equal(changes, want[:most]) || !cut {
 			t.Fatalf("at most %d: changes %v (cut %v), want %v and cut", most, changes, cut, want[:most])
 		}
 	}
-	if _, changes, _ = next.replace(slices.Collect(next.members()), 10, 5); len(changes) != 0 {
+	if _, changes, _ = next.replace(slices.Collect(next.members()), nil, 10, 5); len(changes) != 0 {
 		t.Fatalf("an unchanged listing gave %v", changes)
 	}
 }

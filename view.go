@@ -6,6 +6,7 @@ package biregister
 import (
 	"iter"
 	"slices"
+	"time"
 )
 
 // View is one immutable view of a group: the members the cache held at one
@@ -56,6 +57,43 @@ func (v View) All() iter.Seq[Member] {
 		return func(func(Member) bool) {}
 	}
 	return v.s.members()
+}
+
+// Suspects yields the members lost that the view holds for mass-loss
+// protection, in no particular order: each as it was when lost. A suspect
+// is not a member (Len, Member and All know nothing of it) and never leads;
+// it is an address a client may still call (see Protection).
+func (v View) Suspects() iter.Seq[Member] {
+	if v.s == nil {
+		return func(func(Member) bool) {}
+	}
+	return v.s.suspects.all()
+}
+
+// Protected returns since when mass-loss protection is on, or the zero
+// time while it is off.
+func (v View) Protected() time.Time {
+	if v.s == nil {
+		return time.Time{}
+	}
+	return v.s.protected
+}
+
+// DiffSuspects returns what changed in the suspects from old to v, as Diff
+// does for the members: the suspects v holds that old did not (put), and
+// those old held that v does not (gone).
+func (v View) DiffSuspects(old View) (put, gone []Member) {
+	var prev, next nameTrie
+	if old.s != nil {
+		prev = old.s.suspects
+	}
+	if v.s != nil {
+		next = v.s.suspects
+	}
+	put, gone = diffTries(prev, next)
+	slices.SortFunc(put, byPlace)
+	slices.SortFunc(gone, byPlace)
+	return put, gone
 }
 
 // Updated returns a channel that is closed when a newer view replaces this

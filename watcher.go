@@ -88,6 +88,13 @@ type Status struct {
 	// Resyncs counts the OpResync changes delivered so far: each stands for
 	// changes a consumer that fell behind did not get.
 	Resyncs int64
+	// Suspects is the number of members lost that are held as suspects
+	// (see Protection).
+	Suspects int
+	// Protected is since when mass-loss protection is on, or the zero time
+	// while it is off; Protections counts the times it turned on.
+	Protected   time.Time
+	Protections int64
 
 	// Registered reports whether the Register holds a registration; it is
 	// false while the Register registers again.
@@ -138,6 +145,7 @@ type watcher struct {
 
 	// Owned by the loop.
 	feed      *feed  // the loop sends and queues; the user receives from feed.ch
+	guard     *guard // holds the group's losses; nil without protection
 	clusterID uint64 // the cluster the cache was listed from
 	stalls    int    // watch streams given up as stalled (see watchContext)
 
@@ -173,6 +181,7 @@ func newWatcher(client *clientv3.Client, releaseClient func(), prefix string, cf
 		headers:       make(chan *etcdserverpb.ResponseHeader, 1),
 		done:          make(chan struct{}),
 		feed:          newFeed(cfg.bufferSize),
+		guard:         cfg.guard,
 	}
 	w.snap.Store(emptySnapshot(0))
 	return w

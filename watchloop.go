@@ -31,7 +31,7 @@ func (w *watcher) start(ctx context.Context) error {
 		return fmt.Errorf("biregister: list %q: %w", w.prefix, err)
 	}
 	w.adopt(l, causeStart)
-	w.stopObserving = w.metrics.observeMembers(func() int64 { return int64(w.snap.Load().size()) })
+	w.stopObserving = w.metrics.observeGroup(w.snap.Load)
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return nil
@@ -42,6 +42,7 @@ func (w *watcher) start(ctx context.Context) error {
 func (w *watcher) run() {
 	defer close(w.done)
 	defer close(w.feed.ch)
+	defer w.guard.stop()
 	// A closed Watcher knows no members: readers must not act on a frozen
 	// view. Nothing replaces that last view, so it reads as replaced already:
 	// a loop that waits on Updated never hangs on a closed Watcher.
@@ -153,6 +154,8 @@ func (w *watcher) follow(from int64) cause {
 			if why, stop := w.probeTick(ctx, &probe, now, from); stop {
 				return why
 			}
+		case now := <-w.guard.due():
+			w.releaseSuspects(now)
 		}
 	}
 }

@@ -77,7 +77,11 @@ func (g *group) advance(v biregister.View) {
 	old := g.view
 	g.view = v
 	put, gone := v.Diff(old)
-	if len(put) == 0 && len(gone) == 0 {
+	// The suspects are served with the members: lost, their servers may
+	// well be alive (see biregister.Protection). A member that becomes a
+	// suspect, or a suspect that registers again, is in both diffs.
+	suspected, released := v.DiffSuspects(old)
+	if len(put) == 0 && len(gone) == 0 && len(suspected) == 0 && len(released) == 0 {
 		return
 	}
 	// The oldest holder of each address the changes touch, before them: a
@@ -96,12 +100,20 @@ func (g *group) advance(v biregister.View) {
 	for _, m := range gone {
 		g.drop(m, touch)
 	}
+	for _, m := range released {
+		g.drop(m, touch)
+	}
 	for _, m := range put {
 		// A new value in the same place: gone does not list the old one.
 		if o, ok := old.Member(m.Name); ok && o.CreateRevision == m.CreateRevision {
 			g.drop(o, touch)
 		}
 		g.add(m, touch)
+	}
+	for _, m := range suspected {
+		if _, err := ParseEndpoint(m.Value); err == nil { // logged as a member
+			g.add(m, touch)
+		}
 	}
 	var removed []place
 	var added []*holder

@@ -1,0 +1,244 @@
+// Suspects: the losses a watcher holds for mass-loss protection, weighed
+// by the watch loop as it applies each batch of changes (see Protection).
+
+package biregister
+
+import "time"
+
+// guard weighs a group's losses and holds them as suspects. The watch loop
+// owns it: only the loop calls its methods, and readers see what it holds
+// through the snapshots (snapshot.suspects, snapshot.protected). A nil
+// guard, protection switched off, holds nothing.
+type guard struct {
+	Protection // resolved: no zero field
+
+	suspects nameTrie           // the members held, each as it was lost
+	held     map[string]suspect // by name
+	// The suspects by release: those held for Settle and those held for
+	// Hold, each queue in order of loss. An entry whose suspect was
+	// released or lost again since is skipped when it comes up.
+	settling, holding []queued
+	serial            uint64 // the last suspect's (suspect.serial)
+
+	lost   map[string]loss // the names lost within Window
+	losses []queued        // the window's losses, oldest first; stale entries skipped
+	absent int             // names in lost that are not members now
+
+	on          time.Time // since when protection is on; zero while off
+	protections int64     // times protection turned on
+	timer       *time.Timer
+}
+
+// suspect is one held loss. serial tells its queue entry from those of an
+// earlier loss of the same name.
+type suspect struct {
+	serial uint64
+	lostAt time.Time
+}
+
+type queued struct {
+	name   string
+	at     time.Time
+	serial uint64 // the suspect's; 0 in losses
+}
+
+// loss is a name lost within the window: when last, and whether it is
+// still not a member.
+type loss struct {
+	at     time.Time
+	absent bool
+}
+
+func newGuard(p Protection) *guard {
+	return &guard{Protection: p, held: map[string]suspect{}, lost: map[string]loss{}}
+}
+
+// weigh takes the changes that lead from prev to next, made at now: it
+// holds the losses among them that it must (marking their changes Suspect),
+// releases the names that registered again, turns protection on or off,
+// and gives next what it holds. next is not published yet.
+func (g *guard) weigh(prev, next *snapshot, changes []Change, now time.Time) {
+	if g == nil {
+		return
+	}
+	var lostHere []int
+	for i, c := range changes {
+		switch {
+		case c.Op == OpPut:
+			g.returned(c.Name)
+		case c.Op == OpDelete && !c.Left:
+			g.lose(c.Name, now)
+			lostHere = append(lostHere, i)
+		}
+	}
+	g.expire(now)
+	g.judge(next.size(), now)
+	if next.size()+g.absent >= g.MinMembers {
+		for _, i := range lostHere {
+			c := &changes[i]
+			if l := g.lost[c.Name]; !l.absent || !l.at.Equal(now) {
+				continue // back in the same batch
+			}
+			m, ok := prev.lookup(c.Name)
+			if !ok || m.Value != c.Value {
+				// Joined and lost within the batch: its place is near
+				// enough at its loss.
+				m = Member{Name: c.Name, Value: c.Value, CreateRevision: c.Revision}
+			}
+			g.hold(m, now)
+			c.Suspect = true
+		}
+	}
+	g.show(next)
+	g.arm(now)
+}
+
+// show gives s, not published yet, what g holds.
+func (g *guard) show(s *snapshot) {
+	s.suspects, s.protected, s.protections = g.suspects, g.on, g.protections
+}
+
+// returned releases name, a member again, and counts it present.
+func (g *guard) returned(name string) {
+	if _, ok := g.held[name]; ok {
+		delete(g.held, name)
+		g.suspects, _, _ = g.suspects.delete(name, nil)
+	}
+	if l, ok := g.lost[name]; ok && l.absent {
+		g.lost[name] = loss{at: l.at}
+		g.absent--
+	}
+}
+
+// lose counts name lost at now.
+func (g *guard) lose(name string, now time.Time) {
+	if l, ok := g.lost[name]; !ok || !l.absent {
+		g.absent++
+	}
+	g.lost[name] = loss{at: now, absent: true}
+	g.losses = append(g.losses, queued{name: name, at: now})
+}
+
+// hold makes m a suspect from now, released after Settle or, under
+// protection, after Hold.
+func (g *guard) hold(m Member, now time.Time) {
+	g.serial++
+	g.held[m.Name] = suspect{serial: g.serial, lostAt: now}
+	g.suspects, _, _ = g.suspects.set(m, nil)
+	q := queued{name: m.Name, at: now, serial: g.serial}
+	if g.on.IsZero() {
+		g.settling = append(g.settling, q)
+	} else {
+		g.holding = append(g.holding, q)
+	}
+}
+
+// expire forgets the losses older than Window.
+func (g *guard) expire(now time.Time) {
+	for len(g.losses) > 0 && !now.Before(g.losses[0].at.Add(g.Window)) {
+		q := g.losses[0]
+		g.losses = g.losses[1:]
+		if l := g.lost[q.name]; l.at.Equal(q.at) {
+			if l.absent {
+				g.absent--
+			}
+			delete(g.lost, q.name)
+		}
+	}
+}
+
+// judge turns protection on when the window's losses exceed Threshold of
+// the group (the members, and the names lost within the window that are
+// not back), and off when they no longer do. Turned on, it holds every
+// suspect for Hold: those settling were lost just before, with the others.
+func (g *guard) judge(members int, now time.Time) {
+	group := members + g.absent
+	on := group >= g.MinMembers && float64(len(g.lost)) > g.Threshold*float64(group)
+	switch {
+	case on && g.on.IsZero():
+		g.on = now
+		g.protections++
+		// Every settling suspect was lost after every holding one (held
+		// while protection was off), so the queue stays in order of loss.
+		g.holding = append(g.holding, g.settling...)
+		g.settling = nil
+	case !on:
+		g.on = time.Time{}
+	}
+}
+
+// release releases the suspects due by now and judges protection again;
+// it reports whether what readers see changed.
+func (g *guard) release(members int, now time.Time) bool {
+	before, wasOn := g.suspects.size, g.on
+	g.settling = g.releaseDue(g.settling, g.Settle, now)
+	g.holding = g.releaseDue(g.holding, g.Hold, now)
+	g.expire(now)
+	g.judge(members, now)
+	g.arm(now)
+	return g.suspects.size != before || !g.on.Equal(wasOn)
+}
+
+// releaseDue releases the suspects of queue held for d by now, and returns
+// what is left of it.
+func (g *guard) releaseDue(queue []queued, d time.Duration, now time.Time) []queued {
+	for len(queue) > 0 && !now.Before(queue[0].at.Add(d)) {
+		q := queue[0]
+		queue = queue[1:]
+		if s, ok := g.held[q.name]; ok && s.serial == q.serial {
+			delete(g.held, q.name)
+			g.suspects, _, _ = g.suspects.delete(q.name, nil)
+		}
+	}
+	if len(queue) == 0 {
+		return nil // lets the array go
+	}
+	return queue
+}
+
+// arm sets the timer to the next release, or to when protection may turn
+// off.
+func (g *guard) arm(now time.Time) {
+	var next time.Time
+	sooner := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	if len(g.settling) > 0 {
+		sooner(g.settling[0].at.Add(g.Settle))
+	}
+	if len(g.holding) > 0 {
+		sooner(g.holding[0].at.Add(g.Hold))
+	}
+	if !g.on.IsZero() && len(g.losses) > 0 {
+		sooner(g.losses[0].at.Add(g.Window))
+	}
+	if next.IsZero() {
+		if g.timer != nil {
+			g.timer.Stop()
+		}
+		return
+	}
+	if g.timer == nil {
+		g.timer = time.NewTimer(next.Sub(now))
+		return
+	}
+	g.timer.Reset(next.Sub(now))
+}
+
+// due returns a channel that receives when a suspect is due for release,
+// or nil.
+func (g *guard) due() <-chan time.Time {
+	if g == nil || g.timer == nil {
+		return nil
+	}
+	return g.timer.C
+}
+
+// stop stops the timer.
+func (g *guard) stop() {
+	if g != nil && g.timer != nil {
+		g.timer.Stop()
+	}
+}
