@@ -5,12 +5,15 @@ package biregister
 
 import "time"
 
-// advance publishes next and delivers the changes that lead to it.
-func (w *watcher) advance(next *snapshot, changes []Change) {
-	if prev := w.snap.Load(); next != prev {
-		w.guard.weigh(prev, next, changes, time.Now())
+// advance publishes next and delivers the changes that lead to it; listed
+// says next is a listing, whose PUTs may have been cut.
+func (w *watcher) advance(next *snapshot, changes []Change, listed bool) {
+	prev := w.snap.Load()
+	if next != prev {
+		w.guard.weigh(prev, next, changes, listed, time.Now())
 	}
 	w.publish(next)
+	w.logProtection(prev, next)
 	var puts, deletes int64
 	for _, c := range changes {
 		switch {
@@ -56,7 +59,20 @@ func (w *watcher) wait(d time.Duration) bool {
 func (w *watcher) releaseSuspects(now time.Time) {
 	s := w.snap.Load()
 	if w.guard.release(s.size(), now) {
-		w.publish(s.withSuspects(w.guard))
+		next := s.withSuspects(w.guard)
+		w.publish(next)
+		w.logProtection(s, next)
+	}
+}
+
+// logProtection logs protection turning on or off from prev to next.
+func (w *watcher) logProtection(prev, next *snapshot) {
+	switch on := !next.protected.IsZero(); {
+	case on && prev.protected.IsZero():
+		w.logger.Warn("biregister: most of the group lost at once, holding the members lost as suspects",
+			"lost", len(w.guard.lost), "members", next.size(), "suspects", next.suspects.size)
+	case !on && !prev.protected.IsZero():
+		w.logger.Info("biregister: mass-loss protection off", "suspects", next.suspects.size)
 	}
 }
 

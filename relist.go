@@ -44,7 +44,7 @@ func (w *watcher) adopt(l listing, why cause) {
 		// for a stall or a failure before anything said so.
 		next.incarnation++
 	}
-	w.advance(next, changes)
+	w.advance(next, changes, true)
 	if cut {
 		w.feed.overflow()
 	}

@@ -202,9 +202,12 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 // and the markers of leaves, read at revision; replace sorts the members) gives, and the changes from s to it: DELETEs of
 // the members that are gone, then PUTs of the new and changed ones, each in
 // create order. A member recreated meanwhile gets a DELETE and a PUT, since its
-// place in the order changed. It returns at most most changes, the first ones,
-// and whether it left any out: a feed takes no more than it has room for, and a
-// first listing of a million members would otherwise make a million PUTs.
+// place in the order changed. It returns every DELETE, and PUTs up to most
+// changes in all, and whether it left any out: a feed takes no more than it
+// has room for, and a first listing of a million members would otherwise
+// make a million PUTs. The DELETEs are weighed for mass-loss protection
+// whatever the feed's room (see guard.weigh); there are no more of them than
+// members in s.
 func (s *snapshot) replace(listed []Member, leaving leaves, revision int64, most int) (*snapshot, []Change, bool) {
 	sortByCreate(listed)
 	var names nameTrie
@@ -231,12 +234,12 @@ func (s *snapshot) replace(listed []Member, leaving leaves, revision int64, most
 		slices.SortFunc(puts, byPlace)
 		slices.SortFunc(gone, byPlace)
 	}
-	changes := make([]Change, 0, min(len(gone)+len(puts), most))
-	for _, o := range gone[:min(len(gone), most)] {
+	changes := make([]Change, 0, len(gone)+min(len(puts), max(most-len(gone), 0)))
+	for _, o := range gone {
 		changes = append(changes, Change{Name: o.Name, Op: OpDelete, Value: o.Value, Revision: revision, Left: leaving.marking(o)})
 	}
-	for _, m := range puts[:min(len(puts), most-len(changes))] {
+	for _, m := range puts[:min(len(puts), max(most-len(gone), 0))] {
 		changes = append(changes, Change{Name: m.Name, Op: OpPut, Value: m.Value, Revision: revision})
 	}
-	return next, changes, len(changes) < len(gone)+len(puts)
+	return next, changes, len(changes) > most || len(changes) < len(gone)+len(puts)
 }

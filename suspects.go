@@ -56,10 +56,26 @@ func newGuard(p Protection) *guard {
 // weigh takes the changes that lead from prev to next, made at now: it
 // holds the losses among them that it must (marking their changes Suspect),
 // releases the names that registered again, turns protection on or off,
-// and gives next what it holds. next is not published yet.
-func (g *guard) weigh(prev, next *snapshot, changes []Change, now time.Time) {
+// and gives next what it holds. next is not published yet. A listing
+// (listed) has every DELETE among its changes, but maybe not every PUT.
+func (g *guard) weigh(prev, next *snapshot, changes []Change, listed bool, now time.Time) {
 	if g == nil {
 		return
+	}
+	if listed {
+		back := func(name string) {
+			if _, ok := next.lookup(name); ok {
+				g.returned(name)
+			}
+		}
+		for name := range g.held {
+			back(name)
+		}
+		for name, l := range g.lost {
+			if l.absent {
+				back(name)
+			}
+		}
 	}
 	var lostHere []int
 	for i, c := range changes {

@@ -238,5 +238,6 @@ func (w *watcher) apply(responses []clientv3.WatchResponse) {
 			events = append(events, resp.Events...)
 		}
 	}
-	w.advance(w.snap.Load().apply(w.prefix, w.ownKey, events, progress))
+	next, changes := w.snap.Load().apply(w.prefix, w.ownKey, events, progress)
+	w.advance(next, changes, false)
 }
