@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -162,16 +161,17 @@ func (r *register) deleteKey(ctx context.Context) (bool, error) {
 
 // deleteGracefully deletes the key if ifOurs holds, in one transaction
 // with the marker that says the member leaves on purpose, on the lease
-// (leaving.go). A transaction etcd refuses for its size (a name near
-// etcd's request limit is in it four times) deletes without the marker:
-// the leave then reads as a loss.
+// (leaving.go). A transaction etcd refuses — the lease gone (a key detached
+// from it must go all the same), or too big (a name near etcd's request
+// limit is in it four times) — deletes without the marker: the leave then
+// reads as a loss.
 func (r *register) deleteGracefully(ctx context.Context, ifOurs ...clientv3.Cmp) (*clientv3.TxnResponse, error) {
 	reg := r.current.Load()
 	resp, err := r.client.Txn(ctx).If(ifOurs...).
 		Then(clientv3.OpPut(leavingKey(r.watcher.prefix, r.name), leavingValue(reg.revision), clientv3.WithLease(r.lease)),
 			clientv3.OpDelete(r.key)).
 		Commit()
-	if err != nil && !ambiguous(err) && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if err != nil && !ambiguous(err) {
 		return r.client.Txn(ctx).If(ifOurs...).Then(clientv3.OpDelete(r.key)).Commit()
 	}
 	return resp, err

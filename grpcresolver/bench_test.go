@@ -53,7 +53,8 @@ func BenchmarkResolverView(b *testing.B) {
 		if err := benchutil.Populate(ctx, srv.Client, keys, benchAddr, 128, 16); err != nil {
 			b.Fatal(err)
 		}
-		w, err := biregister.NewWatcher(nil, prefix, 60, biregister.WithClient(srv.Client))
+		// Without protection, a delete from outside is a leave at once.
+		w, err := biregister.NewWatcher(nil, prefix, 60, biregister.WithClient(srv.Client), biregister.WithoutProtection())
 		if err != nil {
 			b.Fatal(err)
 		}
