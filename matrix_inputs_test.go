@@ -135,6 +135,10 @@ func TestMatrixInputs(t *testing.T) {
 		{name: "name of control bytes", member: "\x00\x01\t\n\r\x1b[2J\x7f", value: "v", ttl: matrixTTL},
 		{name: "name of invalid UTF-8", member: "\xff\xfe\xc3(\x80", value: "v", ttl: matrixTTL},
 		{name: "name of dots", member: "..", value: "v", ttl: matrixTTL},
+		{name: "name of the graceful-leave markers' directory", member: ".leaving", value: "v", ttl: matrixTTL},
+		// Four times in Resign's graceful delete, over etcd's request
+		// limit: it deletes without the marker.
+		{name: "name of 400 KiB", member: strings.Repeat("n", 400<<10), value: "v", ttl: matrixTTL},
 		{name: "empty value", member: "a", value: "", ttl: matrixTTL},
 		{name: "value of control bytes", member: "a", value: "\x00\r\n\x1b[31m\x7f\u0085", ttl: matrixTTL},
 		{name: "value of invalid UTF-8", member: "a", value: "\xc3\x28\xa0\xa1\xff", ttl: matrixTTL},
@@ -147,6 +151,9 @@ func TestMatrixInputs(t *testing.T) {
 		{name: "dial timeout MaxInt64", member: "a", value: "v", ttl: matrixTTL, opts: []biregister.Option{biregister.WithDialTimeout(math.MaxInt64)}},
 		{name: "buffer 1", member: "a", value: "v", ttl: matrixTTL, opts: []biregister.Option{biregister.WithBufferSize(1)}},
 		{name: "buffer MaxInt", member: "a", value: "v", ttl: matrixTTL, opts: []biregister.Option{biregister.WithBufferSize(math.MaxInt)}},
+		{name: "protection at its extremes", member: "a", value: "v", ttl: matrixTTL, opts: []biregister.Option{biregister.WithProtection(biregister.Protection{
+			Threshold: 1, MinMembers: math.MaxInt, Window: math.MaxInt64, Settle: math.MaxInt64, Hold: math.MaxInt64})}},
+		{name: "protection off", member: "a", value: "v", ttl: matrixTTL, opts: []biregister.Option{biregister.WithoutProtection()}},
 		{name: "nil options", member: "a", value: "v", ttl: matrixTTL, opts: []biregister.Option{nil, biregister.WithLogger(nil), biregister.WithMeterProvider(nil), biregister.WithClient(nil)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

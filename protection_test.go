@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/faultproxy"
 )
 
 // outsideMembers puts n members under prefix from outside, each on a lease
@@ -243,4 +244,38 @@ func TestProtectionInvalid(t *testing.T) {
 		_, err := biregister.NewWatcher([]string{"127.0.0.1:1"}, "/invalid/", 1, biregister.WithProtection(p))
 		require.ErrorIs(t, err, biregister.ErrInvalidArgument, "%+v", p)
 	}
+}
+
+// TestProtectionAcrossListing: losses a Watcher learns of by listing the
+// group again (its watch cut while they happened, the history compacted)
+// are weighed like those it watches, even when nobody reads its Changes
+// and its buffer is full.
+func TestProtectionAcrossListing(t *testing.T) {
+	etcd := startEtcd(t)
+	const prefix = "/relisted/"
+	cli := etcd.Client(t)
+	leases := outsideMembers(t, cli, prefix, 10)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	w := startWatcher(t, []string{proxy.Endpoint()}, prefix, biregister.WithBufferSize(1),
+		biregister.WithProtection(biregister.Protection{Hold: time.Minute}))
+	listings := w.Status().Listings
+
+	proxy.Cut()
+	lost := []string{"m000", "m001", "m002", "m003", "m004", "m005"}
+	var last *clientv3.LeaseRevokeResponse
+	for _, name := range lost {
+		var err error
+		last, err = cli.Revoke(context.Background(), leases[name])
+		require.NoError(t, err)
+	}
+	_, err := cli.Compact(context.Background(), last.Header.Revision, clientv3.WithCompactPhysical())
+	require.NoError(t, err)
+	proxy.Heal()
+
+	require.Eventually(t, func() bool { return w.Status().Members == 4 }, waitFor, 5*time.Millisecond)
+	st := w.Status()
+	require.Greater(t, st.Listings, listings, "listed again")
+	require.Equal(t, 6, st.Suspects)
+	require.False(t, st.Protected.IsZero())
+	require.Equal(t, lost, suspectNames(w))
 }
