@@ -6,7 +6,6 @@ package biregister
 import (
 	"iter"
 	"slices"
-	"time"
 )
 
 // View is one immutable view of a group: the members the cache held at one
@@ -68,15 +67,6 @@ func (v View) Suspects() iter.Seq[Member] {
 		return func(func(Member) bool) {}
 	}
 	return v.s.suspects.all()
-}
-
-// Protected returns since when mass-loss protection is on, or the zero
-// time while it is off.
-func (v View) Protected() time.Time {
-	if v.s == nil {
-		return time.Time{}
-	}
-	return v.s.protected
 }
 
 // DiffSuspects returns what changed in the suspects from old to v, as Diff
