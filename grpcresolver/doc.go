@@ -96,6 +96,19 @@
 // calls with the reported error (or waits for one, with
 // grpc.WaitForReady).
 //
+// # Most of a group lost at once
+//
+// The resolver serves the Watcher's suspects with its members (View.Suspects):
+// members lost without a graceful leave — their lease expired or was
+// revoked, their key deleted from outside — that the Watcher holds for a
+// while (biregister.Protection). Each loss is held for a moment (Settle),
+// and when most of the group is lost within about a ttl, until its name
+// registers again, for a bounded time (Hold). A kept address whose server
+// is dead costs the clients next to nothing, as its connection fails and
+// the balancer skips it; a dropped address whose server is alive costs
+// every call it would have served. A member that leaves gracefully (Close,
+// Resign) is dropped at once.
+//
 // When the Watcher closes, the resolver reports an error and stops
 // following it; the client keeps its last addresses. Close the Watcher
 // after the clients that use it.
