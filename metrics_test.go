@@ -106,6 +106,8 @@ func TestMetrics(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{
 		"biregister.members":            "gauge, {member}",
+		"biregister.suspects":           "gauge, {member}",
+		"biregister.protections":        "counter, {protection}",
 		"biregister.leader":             "gauge, {leader}",
 		"biregister.leadership.changes": "counter, {change}",
 		"biregister.changes":            "counter, {change}",

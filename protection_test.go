@@ -13,6 +13,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/metertest"
 )
 
 // outsideMembers puts n members under prefix from outside, each on a lease
@@ -115,7 +116,8 @@ func TestProtectionHoldsMassLoss(t *testing.T) {
 	const prefix = "/massloss/"
 	cli := c.Client(t)
 	leases := outsideMembers(t, cli, prefix, 10)
-	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithProtection(biregister.Protection{
+	m := metertest.New(t)
+	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithMeterProvider(m.Provider), biregister.WithProtection(biregister.Protection{
 		Window: time.Minute, Settle: time.Minute, Hold: time.Minute,
 	}))
 	drain(t, w, 10)
@@ -136,6 +138,8 @@ func TestProtectionHoldsMassLoss(t *testing.T) {
 	require.False(t, st.Protected.IsZero(), "protection on")
 	require.Equal(t, 6, st.Suspects)
 	require.EqualValues(t, 1, st.Protections)
+	require.EqualValues(t, 6, m.Value(t, "biregister.suspects", inGroup(prefix)))
+	require.EqualValues(t, 1, m.Value(t, "biregister.protections", inGroup(prefix)))
 	leader, _ := w.GetLeader()
 	require.Equal(t, "m006", leader, "a suspect never leads")
 
