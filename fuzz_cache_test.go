@@ -168,7 +168,9 @@ func FuzzCache(f *testing.F) {
 		in := fuzzbytes.New(data)
 		// Buffer sizes around the channel's 64 slots, and tiny ones.
 		size := []int{1, 2, 3, 7, feedSlots - 1, feedSlots, feedSlots + 1, 100, 130, 1000}[in.Intn(10)]
-		cfg, prefix, err := newConfig([]string{"unused"}, fuzzPrefix, 10, []Option{WithBufferSize(size)})
+		// The cache without mass-loss protection, which marks a loss
+		// Suspect by the clock (protection_test.go tests it).
+		cfg, prefix, err := newConfig([]string{"unused"}, fuzzPrefix, 10, []Option{WithBufferSize(size), WithoutProtection()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -125,7 +125,7 @@ func TestRegisterCloseRevokes(t *testing.T) {
 	r.Close()
 
 	c := recv(t, w.Changes())
-	assert.Equal(t, biregister.Change{Name: "a", Op: biregister.OpDelete, Value: "v", Revision: c.Revision}, c)
+	assert.Equal(t, biregister.Change{Name: "a", Op: biregister.OpDelete, Value: "v", Revision: c.Revision, Left: true}, c, "a graceful leave")
 	assert.Empty(t, w.GetNames())
 	<-r.Closed()
 	for range r.Changes() {

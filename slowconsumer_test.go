@@ -51,7 +51,7 @@ func TestWatcherSlowConsumer(t *testing.T) {
 	_, err := cli.Delete(ctx, "/slow/m000")
 	require.NoError(t, err)
 	c = recv(t, w.Changes())
-	assert.Equal(t, biregister.Change{Name: "m000", Op: biregister.OpDelete, Value: "v", Revision: c.Revision}, c)
+	assert.Equal(t, biregister.Change{Name: "m000", Op: biregister.OpDelete, Value: "v", Revision: c.Revision, Suspect: true}, c)
 }
 
 // A consumer that falls behind by more than the channel holds gets every
@@ -72,7 +72,7 @@ func TestWatcherSlowConsumerBeyondTheChannel(t *testing.T) {
 	_, err := cli.Delete(ctx, "/slower/m000")
 	require.NoError(t, err)
 	c := recv(t, w.Changes())
-	assert.Equal(t, biregister.Change{Name: "m000", Op: biregister.OpDelete, Value: "v", Revision: c.Revision}, c)
+	assert.Equal(t, biregister.Change{Name: "m000", Op: biregister.OpDelete, Value: "v", Revision: c.Revision, Suspect: true}, c)
 }
 
 // Close closes Changes after what the channel holds: a consumer still
