@@ -79,11 +79,21 @@ func TestGracefulLeaveTold(t *testing.T) {
 		t.Cleanup(r.Close)
 		regs[name] = r
 	}
+	// A member whose key and marker go in one revoke: etcd deletes the
+	// marker first (it deletes a lease's keys in key order).
+	lease, err := cli.Grant(context.Background(), 60)
+	require.NoError(t, err)
+	marked, err := cli.Put(context.Background(), prefix+"marked", "v", clientv3.WithLease(lease.ID))
+	require.NoError(t, err)
+	_, err = cli.Put(context.Background(), prefix+".leaving/marked", fmt.Sprint(marked.Header.Revision), clientv3.WithLease(lease.ID))
+	require.NoError(t, err)
 	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithoutProtection())
-	drain(t, w, 4)
+	drain(t, w, 5)
 
 	regs["closed"].Close()
 	require.NoError(t, regs["resigned"].Resign(context.Background()))
+	_, err = cli.Revoke(context.Background(), lease.ID)
+	require.NoError(t, err)
 	got, err := cli.Get(context.Background(), regs["revoked"].MyKey())
 	require.NoError(t, err)
 	_, err = cli.Revoke(context.Background(), clientv3.LeaseID(got.Kvs[0].Lease))
@@ -91,8 +101,9 @@ func TestGracefulLeaveTold(t *testing.T) {
 	_, err = cli.Delete(context.Background(), regs["deleted"].MyKey())
 	require.NoError(t, err)
 
-	deletes := deletesOf(t, w, "closed", "resigned", "revoked", "deleted")
+	deletes := deletesOf(t, w, "closed", "resigned", "revoked", "deleted", "marked")
 	require.True(t, deletes["closed"].Left, "Close")
+	require.True(t, deletes["marked"].Left, "marker deleted first")
 	require.True(t, deletes["resigned"].Left, "Resign")
 	require.False(t, deletes["revoked"].Left, "lease revoked from outside")
 	require.False(t, deletes["deleted"].Left, "key deleted from outside")
