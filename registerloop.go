@@ -137,19 +137,19 @@ func (r *register) Close() {
 // got no answer. All within wait.
 func (r *register) leave(wait time.Duration) {
 	var leaving sync.WaitGroup
-	if r.lease != 0 {
-		leaving.Add(1)
-		go func() {
-			defer leaving.Done()
-			deadline := time.Now().Add(wait)
-			if reg := r.current.Load(); reg != nil {
-				ctx, cancel := context.WithDeadline(context.Background(), deadline)
-				_, _ = r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
-				cancel()
-			}
+	leaving.Add(1)
+	go func() {
+		defer leaving.Done()
+		deadline := time.Now().Add(wait)
+		if reg := r.current.Load(); reg != nil {
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			_, _ = r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
+			cancel()
+		}
+		if r.lease != 0 {
 			r.revoke(context.Background(), r.lease, time.Until(deadline))
-		}()
-	}
+		}
+	}()
 	if id := r.grantAsked(); id != 0 {
 		leaving.Add(1)
 		go func() {

@@ -167,6 +167,10 @@ func (r *register) deleteKey(ctx context.Context) (bool, error) {
 // reads as a loss.
 func (r *register) deleteGracefully(ctx context.Context, ifOurs ...clientv3.Cmp) (*clientv3.TxnResponse, error) {
 	reg := r.current.Load()
+	if r.lease == 0 {
+		// A marker without a lease would stay for good.
+		return r.client.Txn(ctx).If(ifOurs...).Then(clientv3.OpDelete(r.key)).Commit()
+	}
 	resp, err := r.client.Txn(ctx).If(ifOurs...).
 		Then(clientv3.OpPut(leavingKey(r.watcher.prefix, r.name), leavingValue(reg.revision), clientv3.WithLease(r.lease)),
 			clientv3.OpDelete(r.key)).
