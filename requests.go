@@ -166,17 +166,19 @@ func (r *register) deleteKey(ctx context.Context) (bool, error) {
 // limit is in it four times) — deletes without the marker: the leave then
 // reads as a loss.
 func (r *register) deleteGracefully(ctx context.Context, ifOurs ...clientv3.Cmp) (*clientv3.TxnResponse, error) {
-	reg := r.current.Load()
-	if r.lease == 0 {
-		// A marker without a lease would stay for good.
+	plain := func() (*clientv3.TxnResponse, error) {
 		return r.client.Txn(ctx).If(ifOurs...).Then(clientv3.OpDelete(r.key)).Commit()
 	}
+	if r.lease == 0 {
+		return plain() // a marker without a lease would stay for good
+	}
+	reg := r.current.Load()
 	resp, err := r.client.Txn(ctx).If(ifOurs...).
 		Then(clientv3.OpPut(leavingKey(r.watcher.prefix, r.name), leavingValue(reg.revision), clientv3.WithLease(r.lease)),
 			clientv3.OpDelete(r.key)).
 		Commit()
 	if err != nil && !ambiguous(err) {
-		return r.client.Txn(ctx).If(ifOurs...).Then(clientv3.OpDelete(r.key)).Commit()
+		return plain()
 	}
 	return resp, err
 }
