@@ -17,9 +17,10 @@ import (
 //
 // Every loss in a group of at least MinMembers is held as a suspect for
 // Settle, long enough to tell one loss from the first of many. When the
-// losses within Window exceed Threshold of the group, protection is on:
-// the suspects are held until their names register again, for at most Hold
-// from their loss. The cache, the leader and Changes apply every delete at
+// losses within Window exceed Threshold of the group, protection is on
+// until a Window passes without a loss: every loss of the window that is
+// not back, and every loss after, is held until its name registers again,
+// for at most Hold from the loss. The cache, the leader and Changes apply every delete at
 // once all the same; only the suspects a View yields (the gRPC resolver
 // serves them) are held.
 type Protection struct {
@@ -36,8 +37,10 @@ type Protection struct {
 	// at most 1 s, by default.
 	Settle time.Duration
 	// Hold is the longest a loss is held while protection is on, from the
-	// loss: 2×ttl − 1 s, and at least ttl, by default. A member that dies
-	// is gone from the suspects within about 3×ttl of its death.
+	// loss: 2×ttl − 1.5 s, and at least ttl, by default. A member that
+	// dies is gone from the suspects within 3×ttl of its death: its key
+	// goes up to ttl after it, and etcd looks for expired leases every
+	// 500 ms.
 	Hold time.Duration
 }
 
@@ -77,7 +80,7 @@ func (p Protection) resolve(ttl time.Duration) (Protection, error) {
 		r.Settle = min(ttl/3, time.Second)
 	}
 	if r.Hold == 0 {
-		r.Hold = max(2*ttl-time.Second, ttl)
+		r.Hold = max(2*ttl-3*time.Second/2, ttl)
 	}
 	if r.Settle > r.Hold {
 		return Protection{}, fmt.Errorf("%w: protection settle %v longer than its hold %v", ErrInvalidArgument, r.Settle, r.Hold)

@@ -294,3 +294,65 @@ func TestProtectionAcrossListing(t *testing.T) {
 	require.False(t, st.Protected.IsZero())
 	require.Equal(t, lost, suspectNames(w))
 }
+
+// TestProtectionHoldsWhatSettledBefore: a loss that settled out before the
+// threshold was crossed is held again when protection turns on: it was
+// lost with the others.
+func TestProtectionHoldsWhatSettledBefore(t *testing.T) {
+	c := startEtcd(t)
+	const prefix = "/settledbefore/"
+	cli := c.Client(t)
+	leases := outsideMembers(t, cli, prefix, 10)
+	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithProtection(biregister.Protection{
+		Window: time.Minute, Settle: 50 * time.Millisecond, Hold: time.Minute,
+	}))
+	drain(t, w, 10)
+	_, err := cli.Revoke(context.Background(), leases["m000"])
+	require.NoError(t, err)
+	require.True(t, deletesOf(t, w, "m000")["m000"].Suspect)
+	require.Eventually(t, func() bool { return w.Status().Suspects == 0 }, waitFor, 5*time.Millisecond, "settled out")
+
+	lost := []string{"m000", "m001", "m002", "m003", "m004", "m005"}
+	for _, name := range lost[1:] {
+		_, err := cli.Revoke(context.Background(), leases[name])
+		require.NoError(t, err)
+	}
+	deletesOf(t, w, lost[1:]...)
+	require.False(t, w.Status().Protected.IsZero())
+	require.Equal(t, lost, suspectNames(w))
+}
+
+// TestProtectionLastsItsWindow: protection stays on until a whole window
+// passed without a loss, though the group grew back meanwhile, and holds
+// the losses that come meanwhile.
+func TestProtectionLastsItsWindow(t *testing.T) {
+	c := startEtcd(t)
+	const prefix = "/lasts/"
+	cli := c.Client(t)
+	leases := outsideMembers(t, cli, prefix, 10)
+	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithProtection(biregister.Protection{
+		Window: time.Minute, Settle: 50 * time.Millisecond, Hold: time.Minute,
+	}))
+	drain(t, w, 10)
+	lost := []string{"m000", "m001", "m002", "m003", "m004", "m005"}
+	for _, name := range lost {
+		_, err := cli.Revoke(context.Background(), leases[name])
+		require.NoError(t, err)
+	}
+	deletesOf(t, w, lost...)
+	require.False(t, w.Status().Protected.IsZero())
+
+	// Back, and four more: six losses are no longer half of the group.
+	for _, name := range append(lost, "n1", "n2", "n3", "n4") {
+		_, err := cli.Put(context.Background(), prefix+name, "127.0.0.1:1")
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return w.Status().Members == 14 }, waitFor, 5*time.Millisecond)
+	require.Zero(t, w.Status().Suspects, "released by their return")
+	require.False(t, w.Status().Protected.IsZero(), "on until a window without a loss")
+
+	_, err := cli.Revoke(context.Background(), leases["m006"])
+	require.NoError(t, err)
+	require.True(t, deletesOf(t, w, "m006")["m006"].Suspect)
+	require.EqualValues(t, 1, w.Status().Protections)
+}

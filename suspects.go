@@ -3,7 +3,10 @@
 
 package biregister
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // guard weighs a group's losses and holds them as suspects. The watch loop
 // owns it: only the loop calls its methods, and readers see what it holds
@@ -42,10 +45,11 @@ type queued struct {
 	serial uint64 // the suspect's; 0 in losses
 }
 
-// loss is a name lost within the window: when last, and whether it is
-// still not a member.
+// loss is a name lost within the window: when last, as what, and whether
+// it is still not a member.
 type loss struct {
 	at     time.Time
+	member Member
 	absent bool
 }
 
@@ -83,28 +87,27 @@ func (g *guard) weigh(prev, next *snapshot, changes []Change, listed bool, now t
 		case c.Op == OpPut:
 			g.returned(c.Name)
 		case c.Op == OpDelete && !c.Left:
-			g.lose(c.Name, now)
-			lostHere = append(lostHere, i)
-		}
-	}
-	g.expire(now)
-	g.judge(next.size(), now)
-	if next.size()+g.absent >= g.MinMembers {
-		for _, i := range lostHere {
-			c := &changes[i]
-			if l := g.lost[c.Name]; !l.absent || !l.at.Equal(now) {
-				continue // back in the same batch
-			}
 			m, ok := prev.lookup(c.Name)
 			if !ok || m.Value != c.Value {
 				// Joined and lost within the batch: its place is near
 				// enough at its loss.
 				m = Member{Name: c.Name, Value: c.Value, CreateRevision: c.Revision}
 			}
-			g.hold(m, now)
-			c.Suspect = true
+			g.lose(m, now)
+			lostHere = append(lostHere, i)
 		}
 	}
+	g.expire(now)
+	if next.size()+g.absent >= g.MinMembers {
+		for _, i := range lostHere {
+			c := &changes[i]
+			if l := g.lost[c.Name]; l.absent && l.at.Equal(now) { // else back in the same batch
+				g.hold(l.member, now)
+				c.Suspect = true
+			}
+		}
+	}
+	g.judge(next.size(), now)
 	g.show(next)
 	g.arm(now)
 }
@@ -121,27 +124,28 @@ func (g *guard) returned(name string) {
 		g.suspects, _, _ = g.suspects.delete(name, nil)
 	}
 	if l, ok := g.lost[name]; ok && l.absent {
-		g.lost[name] = loss{at: l.at}
+		l.absent = false
+		g.lost[name] = l
 		g.absent--
 	}
 }
 
-// lose counts name lost at now.
-func (g *guard) lose(name string, now time.Time) {
-	if l, ok := g.lost[name]; !ok || !l.absent {
+// lose counts m lost at now.
+func (g *guard) lose(m Member, now time.Time) {
+	if l, ok := g.lost[m.Name]; !ok || !l.absent {
 		g.absent++
 	}
-	g.lost[name] = loss{at: now, absent: true}
-	g.losses = append(g.losses, queued{name: name, at: now})
+	g.lost[m.Name] = loss{at: now, member: m, absent: true}
+	g.losses = append(g.losses, queued{name: m.Name, at: now})
 }
 
-// hold makes m a suspect from now, released after Settle or, under
+// hold makes m, lost at lostAt, a suspect, released after Settle or, under
 // protection, after Hold.
-func (g *guard) hold(m Member, now time.Time) {
+func (g *guard) hold(m Member, lostAt time.Time) {
 	g.serial++
-	g.held[m.Name] = suspect{serial: g.serial, lostAt: now}
+	g.held[m.Name] = suspect{serial: g.serial, lostAt: lostAt}
 	g.suspects, _, _ = g.suspects.set(m, nil)
-	q := queued{name: m.Name, at: now, serial: g.serial}
+	q := queued{name: m.Name, at: lostAt, serial: g.serial}
 	if g.on.IsZero() {
 		g.settling = append(g.settling, q)
 	} else {
@@ -165,22 +169,36 @@ func (g *guard) expire(now time.Time) {
 
 // judge turns protection on when the window's losses exceed Threshold of
 // the group (the members, and the names lost within the window that are
-// not back), and off when they no longer do. Turned on, it holds every
-// suspect for Hold: those settling were lost just before, with the others.
+// not back), and off once a whole window passed without a loss: a loss
+// that trickles on is the same loss. Turned on, it holds every loss of the
+// window that is not back for Hold from its loss: those settling, and
+// those that settled out before the threshold was crossed, which were
+// lost with the others.
 func (g *guard) judge(members int, now time.Time) {
-	group := members + g.absent
-	on := group >= g.MinMembers && float64(len(g.lost)) > g.Threshold*float64(group)
-	switch {
-	case on && g.on.IsZero():
-		g.on = now
-		g.protections++
-		// Every settling suspect was lost after every holding one (held
-		// while protection was off), so the queue stays in order of loss.
-		g.holding = append(g.holding, g.settling...)
-		g.settling = nil
-	case !on:
-		g.on = time.Time{}
+	if !g.on.IsZero() {
+		if len(g.lost) == 0 {
+			g.on = time.Time{}
+		}
+		return
 	}
+	group := members + g.absent
+	if group < g.MinMembers || float64(len(g.lost)) <= g.Threshold*float64(group) {
+		return
+	}
+	g.on = now
+	g.protections++
+	g.settling = nil
+	for _, l := range g.lost {
+		if l.absent {
+			if s, ok := g.held[l.member.Name]; ok {
+				l.at = s.lostAt
+			}
+			g.hold(l.member, l.at)
+		}
+	}
+	// In order of loss, as releaseDue takes them; the earlier entries of
+	// a suspect held again are skipped by their serial.
+	slices.SortStableFunc(g.holding, func(a, b queued) int { return a.at.Compare(b.at) })
 }
 
 // release releases the suspects due by now and judges protection again;
