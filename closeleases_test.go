@@ -12,7 +12,9 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // leasesLeft returns the leases etcd holds, and says which, with the keys
@@ -97,4 +99,25 @@ func TestCloseLeavesNoLease(t *testing.T) {
 		}
 	}
 	t.Logf("%d iterations left a lease behind", orphans)
+}
+
+// TestCloseWithOneEndpointStalledLeavesNoKey: a Close whose graceful delete
+// waits on a member that takes requests and answers none still revokes the
+// lease in time, on another member: no key stays after Close.
+func TestCloseWithOneEndpointStalledLeavesNoKey(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 3)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.DirectEndpoint(1), etcd.DirectEndpoint(2)}})
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	for i := range 8 { // the client sends a request to the stalled member one time in three
+		r, err := biregister.NewRegister(etcd.Endpoints(), "/closestalled/", fmt.Sprintf("s%d", i), "v", 30)
+		require.NoError(t, err)
+		etcd.Front(0).StallRequests()
+		r.Close()
+		etcd.Front(0).Heal()
+		got, err := cli.Get(context.Background(), r.MyKey(), clientv3.WithCountOnly())
+		require.NoError(t, err)
+		require.Zero(t, got.Count, "%s: key left after Close", r.MyKey())
+	}
 }

@@ -132,24 +132,39 @@ func (r *register) Close() {
 
 // leave deletes the key, as a graceful leave (leaving.go), while it has the
 // registration's create revision (written from outside in place, without
-// our lease, it would outlive the member); then revokes the lease, which
-// takes the marker with it. Side by side, it revokes any lease whose grant
-// got no answer. All within wait.
+// our lease, it would outlive the member), and revokes the lease, which
+// takes the marker with it. The revoke waits for the delete's answer, or
+// for a quarter of wait at most: it must not go first (its DELETE would
+// read as a loss), nor be left no time by a delete stuck on a member that
+// does not answer (the key would stay for a ttl). Side by side, it revokes
+// any lease whose grant got no answer. All within wait.
 func (r *register) leave(wait time.Duration) {
 	var leaving sync.WaitGroup
-	leaving.Add(1)
-	go func() {
-		defer leaving.Done()
-		deadline := time.Now().Add(wait)
-		if reg := r.current.Load(); reg != nil {
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	deleted := make(chan struct{})
+	if reg := r.current.Load(); reg != nil {
+		leaving.Add(1)
+		go func() {
+			defer leaving.Done()
+			defer close(deleted)
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
 			_, _ = r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
-			cancel()
-		}
-		if r.lease != 0 {
-			r.revoke(context.Background(), r.lease, time.Until(deadline))
-		}
-	}()
+		}()
+	} else {
+		close(deleted)
+	}
+	if r.lease != 0 {
+		leaving.Add(1)
+		go func() {
+			defer leaving.Done()
+			start := time.Now()
+			select {
+			case <-deleted:
+			case <-time.After(wait / 4):
+			}
+			r.revoke(context.Background(), r.lease, wait-time.Since(start))
+		}()
+	}
 	if id := r.grantAsked(); id != 0 {
 		leaving.Add(1)
 		go func() {

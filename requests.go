@@ -130,8 +130,6 @@ func (r *register) resign(ctx context.Context) error {
 		return nil // stepped down, but not back yet: the loop registers again
 	}
 	r.metrics.registeredFor(causeResigned)
-	// Its work done, the marker need not wait for the lease to go.
-	_, _ = r.client.Delete(ctx, leavingKey(r.watcher.prefix, r.name))
 	return nil
 }
 
@@ -142,6 +140,11 @@ func (r *register) resign(ctx context.Context) error {
 func (r *register) deleteKey(ctx context.Context) (bool, error) {
 	reg := r.current.Load()
 	resp, err := r.deleteGracefully(ctx, r.ours(reg)...)
+	if err == nil && resp.Succeeded {
+		// Every watcher read the marker in the revision of the delete:
+		// its work is done, and it need not stay until the lease goes.
+		_, _ = r.client.Delete(ctx, leavingKey(r.watcher.prefix, r.name))
+	}
 	if err != nil || resp.Succeeded {
 		return err == nil, err
 	}
