@@ -70,7 +70,7 @@ func (w *watcher) logProtection(prev, next *snapshot) {
 	switch on := !next.protected.IsZero(); {
 	case on && prev.protected.IsZero():
 		w.logger.Warn("biregister: most of the group lost at once, holding the members lost as suspects",
-			"lost", len(w.guard.lost), "members", next.size(), "suspects", next.suspects.size)
+			"lost", w.guard.absent, "members", next.size(), "suspects", next.suspects.size)
 	case !on && !prev.protected.IsZero():
 		w.logger.Info("biregister: mass-loss protection off", "suspects", next.suspects.size)
 	}

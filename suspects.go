@@ -137,6 +137,15 @@ func (g *guard) lose(m Member, now time.Time) {
 	}
 	g.lost[m.Name] = loss{at: now, member: m, absent: true}
 	g.losses = append(g.losses, queued{name: m.Name, at: now})
+	if len(g.losses) > 2*len(g.lost)+64 {
+		// Names lost again and again within a long window: one entry
+		// each is enough.
+		g.losses = g.losses[:0:0]
+		for name, l := range g.lost {
+			g.losses = append(g.losses, queued{name: name, at: l.at})
+		}
+		slices.SortFunc(g.losses, func(a, b queued) int { return a.at.Compare(b.at) })
+	}
 }
 
 // hold makes m, lost at lostAt, a suspect, released after Settle or, under

@@ -46,7 +46,12 @@ func (w *watcher) run() {
 	// A closed Watcher knows no members: readers must not act on a frozen
 	// view. Nothing replaces that last view, so it reads as replaced already:
 	// a loop that waits on Updated never hangs on a closed Watcher.
-	defer w.publish(closedSnapshot())
+	defer func() {
+		last := closedSnapshot()
+		// A counter never goes back, also when read after Close.
+		last.protections = w.snap.Load().protections
+		w.publish(last)
+	}()
 	// The first watch starts after the listing: on an idle store etcd
 	// serves it at once, where a watch from the listed revision would
 	// catch up first, and get its first events up to 100 ms late.
