@@ -23,6 +23,14 @@
 // finds etcd replaced behind its endpoints lists the group again and turns the
 // difference into changes.
 //
+// A member that leaves on purpose ([Watcher.Close] of its Register,
+// [Register.Resign]) says so: every watcher reports its DELETE as
+// [Change.Left], apart from a loss (a lease that expired or was revoked, a
+// key deleted from outside). When most of a group is lost at once, the
+// members lost stay suspects for a bounded time ([Protection],
+// [View.Suspects]), which the gRPC resolver keeps serving: their servers may
+// well be alive.
+//
 // Package grpcresolver lets gRPC clients dial every member of a group, and the
 // command cmd/biregister shows a group's members and changes to an operator.
 package biregister

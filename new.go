@@ -13,7 +13,8 @@ import (
 
 // NewWatcher starts watching the group under prefix. It returns once the cache
 // holds the group's current members, or with an error if etcd cannot be read
-// within ttl seconds.
+// within ttl seconds. The defaults of mass-loss protection follow ttl too
+// (see Protection): give it the ttl of the members it follows.
 func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (Watcher, error) {
 	w, cfg, err := connectWatcher(endpoints, prefix, ttl, opts)
 	if err != nil {
