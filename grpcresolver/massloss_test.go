@@ -43,6 +43,10 @@ const (
 	massTTLd = massTTL * time.Second
 	// defaultHold is Protection's default Hold for massTTL: 2×ttl − 1.5 s.
 	defaultHold = 2*massTTLd - 3*time.Second/2
+	// cutTTL is the ttl of TestMassLossLinksCut, whose members come back
+	// after a cut of 2×ttl: at ttl 2 s their hold (2.5 s from their loss)
+	// ends about when the cut does, before they are back (README says so).
+	cutTTL = 3
 	// massMembers is the group that loses most of itself; massLost is how
 	// many of it a test loses.
 	massMembers = 100
@@ -70,7 +74,7 @@ func TestMassLossAllLeasesRevoked(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	c := etcdtest.Start(t, 1)
 	shared := sharedClient(t, c.Endpoint(0))
-	f := startFleet(t, massMembers, func(int) *clientv3.Client { return shared })
+	f := startFleet(t, massTTL, massMembers, func(int) *clientv3.Client { return shared })
 	mc := startClient(t, c, f)
 
 	operator := c.Client(t)
@@ -126,7 +130,7 @@ func TestMassLossAllLeasesRevoked(t *testing.T) {
 func TestMassLossLinksCut(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	c := etcdtest.Start(t, 1)
-	f, proxy := startSplitFleet(t, c, massMembers, massLost)
+	f, proxy := startSplitFleet(t, c, cutTTL, massMembers, massLost)
 	mc := startClient(t, c, f)
 
 	was := f.revisions()
@@ -136,7 +140,7 @@ func TestMassLossLinksCut(t *testing.T) {
 		return st.Members == massMembers-massLost
 	})
 	// The length of the fault, not a wait for a condition.
-	<-time.After(time.Until(cutAt.Add(2 * massTTLd)))
+	<-time.After(time.Until(cutAt.Add(2 * cutTTL * time.Second)))
 	fewestCut := mc.log.fewestSinceMark()
 	proxy.Heal()
 	healedAt := time.Now()
@@ -158,11 +162,11 @@ func TestMassLossLinksCut(t *testing.T) {
 	assert.Less(t, worst.share(), 0.5, "one list dropped %d of %d addresses", worst.removed, worst.of)
 	// etcd expires the leases a few at a time, so that even a resolver
 	// that served no suspect would drop little in any one list. While the
-	// link is cut, few holds can end (the first loss comes ttl − ttl/3
-	// after the cut at the earliest, its hold ends 2×ttl − 1.5 s later,
-	// a sixth of a second before the heal), and the losses that settled
-	// before protection turned on are held again then. The resolver must
-	// serve at least half the group all along.
+	// link is cut, no hold can end (the first loss comes ttl − ttl/3
+	// after the cut at the earliest, its hold ends 2×ttl − 1.5 s later:
+	// after the heal at cutTTL), and the losses that settled before
+	// protection turned on are held again then. The resolver must serve
+	// at least half the group all along.
 	assert.GreaterOrEqual(t, fewestCut, massMembers/2, "the resolver dropped the cut members while their hold lasted")
 }
 
@@ -178,7 +182,7 @@ func TestMassLossGracefulNeverProtects(t *testing.T) {
 			leakcheck.VerifyNoLeaks(t)
 			c := etcdtest.Start(t, 1)
 			shared := sharedClient(t, c.Endpoint(0))
-			f := startFleet(t, n, func(int) *clientv3.Client { return shared })
+			f := startFleet(t, massTTL, n, func(int) *clientv3.Client { return shared })
 			mc := startClient(t, c, f)
 			start := time.Now()
 			// A restart is a Close, then a new Register of the same name and
@@ -201,7 +205,7 @@ func TestMassLossGracefulNeverProtects(t *testing.T) {
 		leakcheck.VerifyNoLeaks(t)
 		c := etcdtest.Start(t, 1)
 		shared := sharedClient(t, c.Endpoint(0))
-		f := startFleet(t, 10, func(int) *clientv3.Client { return shared })
+		f := startFleet(t, massTTL, 10, func(int) *clientv3.Client { return shared })
 		mc := startClient(t, c, f)
 		// All at once, each the way a server leaves: Close, then GracefulStop.
 		var leaving sync.WaitGroup
@@ -226,7 +230,7 @@ func TestMassLossGracefulNeverProtects(t *testing.T) {
 func TestMassLossKilled(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	c := etcdtest.Start(t, 1)
-	f, proxy := startSplitFleet(t, c, massMembers, massLost)
+	f, proxy := startSplitFleet(t, c, massTTL, massMembers, massLost)
 	mc := startClient(t, c, f)
 
 	killed, alive := f.servers[:massLost], f.servers[massLost:]
@@ -245,7 +249,7 @@ func TestMassLossKilled(t *testing.T) {
 func TestMassLossGroupOfTwo(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	c := etcdtest.Start(t, 1)
-	f, proxy := startSplitFleet(t, c, 2, 1)
+	f, proxy := startSplitFleet(t, c, massTTL, 2, 1)
 	mc := startClient(t, c, f)
 
 	crashedAt := time.Now()
@@ -295,6 +299,7 @@ func sharedClient(t *testing.T, endpoint string) *clientv3.Client {
 // fleet is a group of gRPC servers, each registered under its own name by
 // a Register of its own. startFleet sets every field.
 type fleet struct {
+	ttl     int64 // of the members, and of the client's Watcher
 	servers []*server
 	names   []string
 	// regs is written by startFleet, and by a test that restarts a
@@ -305,9 +310,9 @@ type fleet struct {
 // startFleet starts n servers and registers them all at once, the i-th
 // through client(i); it closes the Registers at the end of the test, all
 // at once, before the servers stop.
-func startFleet(t *testing.T, n int, client func(i int) *clientv3.Client) *fleet {
+func startFleet(t *testing.T, ttl int64, n int, client func(i int) *clientv3.Client) *fleet {
 	t.Helper()
-	f := &fleet{servers: make([]*server, n), names: make([]string, n), regs: make([]biregister.Register, n)}
+	f := &fleet{ttl: ttl, servers: make([]*server, n), names: make([]string, n), regs: make([]biregister.Register, n)}
 	for i := range n {
 		f.servers[i] = startServer(t)
 		f.names[i] = fmt.Sprintf("m%03d", i)
@@ -329,11 +334,11 @@ func startFleet(t *testing.T, n int, client func(i int) *clientv3.Client) *fleet
 
 // startSplitFleet starts a fleet of n whose first cut members reach etcd
 // through the proxy it returns, and the others directly.
-func startSplitFleet(t *testing.T, c *etcdtest.Cluster, n, cut int) (*fleet, *faultproxy.Proxy) {
+func startSplitFleet(t *testing.T, c *etcdtest.Cluster, ttl int64, n, cut int) (*fleet, *faultproxy.Proxy) {
 	t.Helper()
 	proxy := faultproxy.Start(t, c.Endpoint(0))
 	behind, direct := sharedClient(t, proxy.Endpoint()), sharedClient(t, c.Endpoint(0))
-	f := startFleet(t, n, func(i int) *clientv3.Client {
+	f := startFleet(t, ttl, n, func(i int) *clientv3.Client {
 		if i < cut {
 			return behind
 		}
@@ -344,7 +349,7 @@ func startSplitFleet(t *testing.T, c *etcdtest.Cluster, n, cut int) (*fleet, *fa
 
 // register registers member i's server under its name through cli.
 func (f *fleet) register(i int, cli *clientv3.Client) (biregister.Register, error) {
-	return biregister.NewRegister(nil, group, f.names[i], f.servers[i].addr, massTTL, biregister.WithClient(cli))
+	return biregister.NewRegister(nil, group, f.names[i], f.servers[i].addr, f.ttl, biregister.WithClient(cli))
 }
 
 // close closes every Register at once: one whose link is cut waits for
@@ -447,7 +452,7 @@ type changeCount struct {
 // got a call and the callers have made a few.
 func startClient(t *testing.T, c *etcdtest.Cluster, f *fleet) *massClient {
 	t.Helper()
-	w, err := biregister.NewWatcher(c.Endpoints(), group, massTTL)
+	w, err := biregister.NewWatcher(c.Endpoints(), group, f.ttl)
 	require.NoError(t, err)
 	mc := &massClient{w: w, changes: new(changeCount), early: new(atomic.Int64), log: newAddrLog()}
 	stop, followed, counted := make(chan struct{}), make(chan struct{}), make(chan struct{})
