@@ -16,21 +16,49 @@ import (
 	"github.com/biregister/biregister/internal/metertest"
 )
 
-// outsideMembers puts n members under prefix from outside, each on a lease
-// of its own (ttl 60, kept by nothing: the test revokes them), and returns
-// the leases by name.
-func outsideMembers(t *testing.T, cli *clientv3.Client, prefix string, n int) map[string]clientv3.LeaseID {
+// outsideGroup is a group of members put from outside, each on a lease of
+// its own (ttl 60, kept by nothing: the test revokes them).
+type outsideGroup struct {
+	cli    *clientv3.Client
+	prefix string
+	leases map[string]clientv3.LeaseID // by name: m000, m001, …
+}
+
+// newOutsideGroup puts n members under prefix through cli.
+func newOutsideGroup(t *testing.T, cli *clientv3.Client, prefix string, n int) *outsideGroup {
 	t.Helper()
-	leases := make(map[string]clientv3.LeaseID, n)
+	g := &outsideGroup{cli: cli, prefix: prefix, leases: make(map[string]clientv3.LeaseID, n)}
 	for i := range n {
 		name := fmt.Sprintf("m%03d", i)
 		lease, err := cli.Grant(context.Background(), 60)
 		require.NoError(t, err)
 		_, err = cli.Put(context.Background(), prefix+name, "127.0.0.1:"+fmt.Sprint(10000+i), clientv3.WithLease(lease.ID))
 		require.NoError(t, err)
-		leases[name] = lease.ID
+		g.leases[name] = lease.ID
 	}
-	return leases
+	return g
+}
+
+// watch starts a Watcher of g with opts, through endpoints, and takes the
+// PUTs it starts with.
+func (g *outsideGroup) watch(t *testing.T, endpoints []string, opts ...biregister.Option) biregister.Watcher {
+	t.Helper()
+	w := startWatcher(t, endpoints, g.prefix, opts...)
+	drain(t, w, len(g.leases))
+	return w
+}
+
+// revoke revokes the leases of names, one after the other, and returns
+// the last answer.
+func (g *outsideGroup) revoke(t *testing.T, names ...string) *clientv3.LeaseRevokeResponse {
+	t.Helper()
+	var last *clientv3.LeaseRevokeResponse
+	for _, name := range names {
+		var err error
+		last, err = g.cli.Revoke(context.Background(), g.leases[name])
+		require.NoError(t, err)
+	}
+	return last
 }
 
 // suspectNames returns the names of the suspects w's view holds, sorted.
@@ -126,18 +154,14 @@ func TestProtectionHoldsMassLoss(t *testing.T) {
 	c := startEtcd(t)
 	const prefix = "/massloss/"
 	cli := c.Client(t)
-	leases := outsideMembers(t, cli, prefix, 10)
+	g := newOutsideGroup(t, cli, prefix, 10)
 	m := metertest.New(t)
-	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithMeterProvider(m.Provider), biregister.WithProtection(biregister.Protection{
+	w := g.watch(t, c.Endpoints(), biregister.WithMeterProvider(m.Provider), biregister.WithProtection(biregister.Protection{
 		Window: time.Minute, Settle: time.Minute, Hold: time.Minute,
 	}))
-	drain(t, w, 10)
 
 	lost := []string{"m000", "m001", "m002", "m003", "m004", "m005"}
-	for _, name := range lost {
-		_, err := cli.Revoke(context.Background(), leases[name])
-		require.NoError(t, err)
-	}
+	g.revoke(t, lost...)
 	deletes := deletesOf(t, w, lost...)
 	for _, name := range lost {
 		require.True(t, deletes[name].Suspect, name)
@@ -168,15 +192,11 @@ func TestProtectionHoldIsBounded(t *testing.T) {
 	c := startEtcd(t)
 	const prefix = "/bounded/"
 	cli := c.Client(t)
-	leases := outsideMembers(t, cli, prefix, 4)
-	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithProtection(biregister.Protection{
+	g := newOutsideGroup(t, cli, prefix, 4)
+	w := g.watch(t, c.Endpoints(), biregister.WithProtection(biregister.Protection{
 		Window: 300 * time.Millisecond, Settle: 100 * time.Millisecond, Hold: 500 * time.Millisecond,
 	}))
-	drain(t, w, 4)
-	for _, name := range []string{"m000", "m001", "m002"} {
-		_, err := cli.Revoke(context.Background(), leases[name])
-		require.NoError(t, err)
-	}
+	g.revoke(t, "m000", "m001", "m002")
 	for name, d := range deletesOf(t, w, "m000", "m001", "m002") {
 		require.True(t, d.Suspect, name)
 	}
@@ -204,16 +224,13 @@ func TestProtectionBelowThreshold(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := "/below/" + tc.name + "/"
-			leases := outsideMembers(t, cli, prefix, tc.members)
-			w := startWatcher(t, c.Endpoints(), prefix, tc.opt)
-			drain(t, w, tc.members)
+			g := newOutsideGroup(t, cli, prefix, tc.members)
+			w := g.watch(t, c.Endpoints(), tc.opt)
 			var lost []string
 			for i := range tc.lose {
-				name := fmt.Sprintf("m%03d", i)
-				lost = append(lost, name)
-				_, err := cli.Revoke(context.Background(), leases[name])
-				require.NoError(t, err)
+				lost = append(lost, fmt.Sprintf("m%03d", i))
 			}
+			g.revoke(t, lost...)
 			for name, d := range deletesOf(t, w, lost...) {
 				require.Equal(t, tc.wantSuspect, d.Suspect, name)
 			}
@@ -269,7 +286,7 @@ func TestProtectionAcrossListing(t *testing.T) {
 	etcd := startEtcd(t)
 	const prefix = "/relisted/"
 	cli := etcd.Client(t)
-	leases := outsideMembers(t, cli, prefix, 10)
+	g := newOutsideGroup(t, cli, prefix, 10)
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	w := startWatcher(t, []string{proxy.Endpoint()}, prefix, biregister.WithBufferSize(1),
 		biregister.WithProtection(biregister.Protection{Hold: time.Minute}))
@@ -277,12 +294,7 @@ func TestProtectionAcrossListing(t *testing.T) {
 
 	proxy.Cut()
 	lost := []string{"m000", "m001", "m002", "m003", "m004", "m005"}
-	var last *clientv3.LeaseRevokeResponse
-	for _, name := range lost {
-		var err error
-		last, err = cli.Revoke(context.Background(), leases[name])
-		require.NoError(t, err)
-	}
+	last := g.revoke(t, lost...)
 	_, err := cli.Compact(context.Background(), last.Header.Revision, clientv3.WithCompactPhysical())
 	require.NoError(t, err)
 	proxy.Heal()
@@ -295,28 +307,29 @@ func TestProtectionAcrossListing(t *testing.T) {
 	require.Equal(t, lost, suspectNames(w))
 }
 
+// quickSettling starts etcd, a group of ten under prefix and a Watcher of
+// it whose losses settle in 50 ms, and are held for a minute under
+// protection.
+func quickSettling(t *testing.T, prefix string) (*outsideGroup, biregister.Watcher) {
+	t.Helper()
+	c := startEtcd(t)
+	g := newOutsideGroup(t, c.Client(t), prefix, 10)
+	return g, g.watch(t, c.Endpoints(), biregister.WithProtection(biregister.Protection{
+		Window: time.Minute, Settle: 50 * time.Millisecond, Hold: time.Minute,
+	}))
+}
+
 // TestProtectionHoldsWhatSettledBefore: a loss that settled out before the
 // threshold was crossed is held again when protection turns on: it was
 // lost with the others.
 func TestProtectionHoldsWhatSettledBefore(t *testing.T) {
-	c := startEtcd(t)
-	const prefix = "/settledbefore/"
-	cli := c.Client(t)
-	leases := outsideMembers(t, cli, prefix, 10)
-	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithProtection(biregister.Protection{
-		Window: time.Minute, Settle: 50 * time.Millisecond, Hold: time.Minute,
-	}))
-	drain(t, w, 10)
-	_, err := cli.Revoke(context.Background(), leases["m000"])
-	require.NoError(t, err)
+	g, w := quickSettling(t, "/settledbefore/")
+	g.revoke(t, "m000")
 	require.True(t, deletesOf(t, w, "m000")["m000"].Suspect)
 	require.Eventually(t, func() bool { return w.Status().Suspects == 0 }, waitFor, 5*time.Millisecond, "settled out")
 
 	lost := []string{"m000", "m001", "m002", "m003", "m004", "m005"}
-	for _, name := range lost[1:] {
-		_, err := cli.Revoke(context.Background(), leases[name])
-		require.NoError(t, err)
-	}
+	g.revoke(t, lost[1:]...)
 	deletesOf(t, w, lost[1:]...)
 	require.False(t, w.Status().Protected.IsZero())
 	require.Equal(t, lost, suspectNames(w))
@@ -326,33 +339,22 @@ func TestProtectionHoldsWhatSettledBefore(t *testing.T) {
 // passed without a loss, though the group grew back meanwhile, and holds
 // the losses that come meanwhile.
 func TestProtectionLastsItsWindow(t *testing.T) {
-	c := startEtcd(t)
-	const prefix = "/lasts/"
-	cli := c.Client(t)
-	leases := outsideMembers(t, cli, prefix, 10)
-	w := startWatcher(t, c.Endpoints(), prefix, biregister.WithProtection(biregister.Protection{
-		Window: time.Minute, Settle: 50 * time.Millisecond, Hold: time.Minute,
-	}))
-	drain(t, w, 10)
+	g, w := quickSettling(t, "/lasts/")
 	lost := []string{"m000", "m001", "m002", "m003", "m004", "m005"}
-	for _, name := range lost {
-		_, err := cli.Revoke(context.Background(), leases[name])
-		require.NoError(t, err)
-	}
+	g.revoke(t, lost...)
 	deletesOf(t, w, lost...)
 	require.False(t, w.Status().Protected.IsZero())
 
 	// Back, and four more: six losses are no longer half of the group.
 	for _, name := range append(lost, "n1", "n2", "n3", "n4") {
-		_, err := cli.Put(context.Background(), prefix+name, "127.0.0.1:1")
+		_, err := g.cli.Put(context.Background(), g.prefix+name, "127.0.0.1:1")
 		require.NoError(t, err)
 	}
 	require.Eventually(t, func() bool { return w.Status().Members == 14 }, waitFor, 5*time.Millisecond)
 	require.Zero(t, w.Status().Suspects, "released by their return")
 	require.False(t, w.Status().Protected.IsZero(), "on until a window without a loss")
 
-	_, err := cli.Revoke(context.Background(), leases["m006"])
-	require.NoError(t, err)
+	g.revoke(t, "m006")
 	require.True(t, deletesOf(t, w, "m006")["m006"].Suspect)
 	require.EqualValues(t, 1, w.Status().Protections)
 }
