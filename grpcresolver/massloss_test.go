@@ -307,9 +307,10 @@ type fleet struct {
 	regs []biregister.Register
 }
 
-// startFleet starts n servers and registers them all at once, the i-th
-// through client(i); it closes the Registers at the end of the test, all
-// at once, before the servers stop.
+// startFleet starts n servers and registers them, a few at a time (a
+// hundred constructors at once on a busy machine could outlast their ttl),
+// the i-th through client(i); it closes the Registers at the end of the
+// test, all at once, before the servers stop.
 func startFleet(t *testing.T, ttl int64, n int, client func(i int) *clientv3.Client) *fleet {
 	t.Helper()
 	f := &fleet{ttl: ttl, servers: make([]*server, n), names: make([]string, n), regs: make([]biregister.Register, n)}
@@ -319,10 +320,13 @@ func startFleet(t *testing.T, ttl int64, n int, client func(i int) *clientv3.Cli
 	}
 	errs := make([]error, n)
 	var registering sync.WaitGroup
+	turns := make(chan struct{}, 4)
 	for i := range n {
 		registering.Add(1)
+		turns <- struct{}{}
 		go func() {
 			defer registering.Done()
+			defer func() { <-turns }()
 			f.regs[i], errs[i] = f.register(i, client(i))
 		}()
 	}
