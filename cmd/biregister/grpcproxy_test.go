@@ -38,7 +38,7 @@ func TestGRPCProxy(t *testing.T) {
 	require.NoError(t, err)
 	waitOutput(t, &watchOut, `(?m)^\S+ PUT +c 10\.0\.0\.3:80 rev \d+$`)
 	oldest.Close() // revokes the lease through the proxy: deleted at once
-	waitOutput(t, &watchOut, `(?m)^\S+ DELETE b 10\.0\.0\.2:80 rev \d+$`)
+	waitOutput(t, &watchOut, `(?m)^\S+ DELETE b 10\.0\.0\.2:80 rev \d+ \(left\)$`)
 
 	stop()
 	t.Logf("stdout:\n%sstderr:\n%s", watchOut.String(), watchErr.String())

@@ -179,7 +179,7 @@ func TestWatch(t *testing.T) {
 	require.NoError(t, err)
 	waitOutput(t, &out, `(?m)^\S+ PUT +new 2\.2\.2\.2:2 rev \d+$`)
 	old.Close() // revokes the lease: the member is deleted at once
-	waitOutput(t, &out, `(?m)^\S+ DELETE old 1\.1\.1\.1:1 rev \d+$`)
+	waitOutput(t, &out, `(?m)^\S+ DELETE old 1\.1\.1\.1:1 rev \d+ \(left\)$`)
 	// The bulk members share one create revision: the first by name leads.
 	waitOutput(t, &out, `(?m)^\S+ LEADER bulk000 term \d+, registered \d+ revisions ago$`)
 

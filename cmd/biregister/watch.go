@@ -36,12 +36,26 @@ func watch(ctx context.Context, w biregister.Watcher, out io.Writer) int {
 				printGroup(out, r.members, r.revision)
 				continue
 			}
-			fmt.Fprintf(out, "%s %-6s %s %s rev %d\n", now, c.Op, quote(c.Name), quote(c.Value), c.Revision)
+			fmt.Fprintf(out, "%s %-6s %s %s rev %d%s\n", now, c.Op, quote(c.Name), quote(c.Value), c.Revision, how(c))
 			if g.apply(c) {
 				printLeader(out, now, g.leader, c.Revision)
 			}
 		}
 	}
+}
+
+// how says how a member left: on purpose, or lost (and whether the
+// resolver still serves it, as a suspect).
+func how(c biregister.Change) string {
+	switch {
+	case c.Op != biregister.OpDelete:
+		return ""
+	case c.Left:
+		return " (left)"
+	case c.Suspect:
+		return " (lost, suspect)"
+	}
+	return " (lost)"
 }
 
 // printLeader prints a line on a new leader of the group, as of revision.
