@@ -199,10 +199,11 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 }
 
 // replace returns the snapshot that a fresh listing (members in any order,
-// and the markers of leaves, read at revision; replace sorts the members) gives, and the changes from s to it: DELETEs of
-// the members that are gone, then PUTs of the new and changed ones, each in
-// create order. A member recreated meanwhile gets a DELETE and a PUT, since its
-// place in the order changed. It returns every DELETE, and PUTs up to most
+// and the markers of leaves, read at revision; replace sorts the members)
+// gives, and the changes from s to it: DELETEs of the members that are
+// gone, then PUTs of the new and changed ones, each in create order. A
+// member recreated meanwhile gets a DELETE and a PUT, since its place in
+// the order changed. It returns every DELETE, and PUTs up to most
 // changes in all, and whether it left any out: a feed takes no more than it
 // has room for, and a first listing of a million members would otherwise
 // make a million PUTs. The DELETEs are weighed for mass-loss protection
