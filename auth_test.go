@@ -2,6 +2,7 @@ package biregister_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -201,7 +202,14 @@ func TestAuthTokenExpiryEtcdClient(t *testing.T) {
 	defer cancelGet()
 	_, err = cli.Get(getCtx, securePrefix)
 	if strings.HasPrefix(status.Version, "3.4.") {
-		require.ErrorIs(t, err, context.DeadlineExceeded, "etcd %s", status.Version)
+		// Ended by its deadline: as the context's error, or, when the
+		// deadline fell while the client was logging in again, as that
+		// call's status ("code = Unknown desc = context deadline
+		// exceeded", seen once in CI).
+		require.Error(t, err, "etcd %s", status.Version)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			require.Contains(t, err.Error(), context.DeadlineExceeded.Error(), "etcd %s", status.Version)
+		}
 	} else {
 		require.NoError(t, err, "etcd %s", status.Version)
 	}
