@@ -161,9 +161,11 @@ func (l *lister) readRange(ctx context.Context, from, to string) error {
 			}
 			if m, ok := newMember(l.prefix, kv); ok {
 				l.members = append(l.members, m)
-			} else if name, marked, ok := leavingOf(l.prefix, kv); ok {
-				owned := l.leaving != nil
-				l.leaving = l.leaving.with(name, marked, &owned)
+			} else if name, marked, ok := leavingOf(l.prefix, kv); ok && marked != 0 {
+				if l.leaving == nil {
+					l.leaving = leaves{}
+				}
+				l.leaving[name] = marked
 			}
 			// Copied into m: the collector may take it before the page ends.
 			resp.Kvs[i] = nil

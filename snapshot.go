@@ -45,7 +45,8 @@ type snapshot struct {
 	// leaving.go).
 	leaving leaves
 	// suspects are the members lost that the guard holds, and protected
-	// since when protection is on, zero while off (see Protection).
+	// since when protection is on, zero while off (see Protection): the
+	// guard sets them on every snapshot the loop publishes (advance).
 	suspects    nameTrie
 	protected   time.Time
 	protections int64         // times protection turned on so far
@@ -194,7 +195,6 @@ func (s *snapshot) apply(prefix, ownKey string, events []*clientv3.Event, revisi
 	}
 	next := newSnapshot(names, order, revision, applied)
 	next.cluster, next.incarnation, next.own, next.leaving = s.cluster, s.incarnation, own, leaving
-	next.suspects, next.protected, next.protections = s.suspects, s.protected, s.protections
 	return next, changes
 }
 
@@ -228,7 +228,7 @@ func (s *snapshot) replace(listed []Member, leaving leaves, revision int64, most
 		inParallel(2, build)
 	}
 	next := newSnapshot(names, order, revision, revision)
-	next.leaving, next.suspects, next.protected, next.protections = leaving, s.suspects, s.protected, s.protections
+	next.leaving = leaving
 	puts, gone := listed, []Member(nil)
 	if s.names.size > 0 {
 		puts, gone = diffTries(s.names, next.names)
