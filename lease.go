@@ -117,3 +117,12 @@ type grant struct {
 	firstSent time.Time        // when it was first asked for: no lease of that id began earlier
 	asked     bool             // it was asked for: etcd may hold it
 }
+
+// unanswered returns the id of a grant asked for whose answer never came,
+// or 0: etcd may hold it.
+func (g *grant) unanswered() clientv3.LeaseID {
+	if g.asked {
+		return g.id
+	}
+	return 0
+}

@@ -73,6 +73,10 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 	if err != nil {
 		return nil, err
 	}
+	if name == "" && cfg.lease != nil {
+		w.releaseClient()
+		return nil, fmt.Errorf("%w: NewRegisterNoName with WithLease", ErrInvalidArgument)
+	}
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	r := &register{
 		watcher:  w,
@@ -80,12 +84,22 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		name:     name,
 		key:      w.prefix + name,
 		ttl:      cfg.ttl,
+		shared:   cfg.lease,
 		requests: make(chan request),
 		loopDone: make(chan struct{}),
 		ctx:      loopCtx,
 		cancel:   stopLoop,
 		changed:  newSignal(),
+		closed:   make(chan struct{}),
 		value:    value,
+	}
+	if r.shared != nil {
+		r.leaseLost, r.lostLease = make(chan struct{}, 1), &r.shared.lostLease
+		if err := r.shared.reserve(r); err != nil {
+			stopLoop()
+			w.releaseClient()
+			return nil, err
+		}
 	}
 	// Register before listing, so the first snapshot already holds this
 	// member. The lease is handed to the keeper once there is one.
@@ -100,11 +114,17 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		// Renewed from now on: listing a large group can outlast the
 		// lease.
 		r.metrics = newRecorder(w.metrics.instruments(), attrPrefix.String(w.prefix), attrName.String(r.name))
-		r.keeper = newLeaseKeeper(loopCtx, w.client, r.ttl, r.key, w.observe, r.changed.notify, r.metrics, w.logger)
-		go r.keeper.run(loopCtx)
-		r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
+		if r.shared == nil {
+			r.keeper = newLeaseKeeper(loopCtx, w.client, r.ttl, r.key, w.observe, r.changed.notify, r.metrics, w.logger)
+			r.leaseLost, r.lostLease = r.keeper.lost, &r.keeper.lostLease
+			go r.keeper.run(loopCtx)
+			r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
+		}
 		w.ownKey = r.key
 		err = w.start(ctx)
+	}
+	if err == nil && r.shared != nil {
+		err = r.shared.join(r, r.lease)
 	}
 	if err != nil {
 		// Within the constructor's ttl, about: what a grant left behind
@@ -113,6 +133,9 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		stopLoop()
 		if r.keeper != nil {
 			<-r.keeper.done
+		}
+		if r.shared != nil {
+			r.shared.leave(r)
 		}
 		w.releaseClient()
 		return nil, err

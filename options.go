@@ -46,6 +46,7 @@ type Option func(*config)
 type config struct {
 	ttl         time.Duration // the constructor's, checked
 	client      *clientv3.Client
+	lease       *Lease         // WithLease
 	dialTimeout *time.Duration // nil: the ttl
 	tls         *tls.Config
 	username    string
@@ -68,6 +69,17 @@ type config struct {
 // makes, are refused with it (ErrInvalidArgument).
 func WithClient(c *clientv3.Client) Option {
 	return func(cfg *config) { cfg.client = c }
+}
+
+// WithLease puts the Register on l, a lease it shares with the other
+// Registers on l (see Lease), instead of a lease of its own. The Register
+// uses l's client (the endpoints passed to the constructor are then
+// ignored, and a client given with WithClient must be l's), and its ttl
+// must be l's. NewRegisterNoName refuses it: a name chosen from a revision
+// could not be told from another Register's on the same lease. On a
+// Watcher, WithLease only lends l's client.
+func WithLease(l *Lease) Option {
+	return func(cfg *config) { cfg.lease = l }
 }
 
 // WithDialTimeout bounds how long the client waits to connect and to
@@ -141,10 +153,19 @@ func newConfig(endpoints []string, prefix string, ttl int64, opts []Option) (*co
 			opt(cfg)
 		}
 	}
+	if cfg.lease != nil {
+		switch {
+		case cfg.client != nil && cfg.client != cfg.lease.client:
+			return nil, "", fmt.Errorf("%w: WithClient with another client than WithLease's", ErrInvalidArgument)
+		case cfg.lease.ttl != cfg.ttl:
+			return nil, "", fmt.Errorf("%w: ttl %d is not the Lease's, %d", ErrInvalidArgument, ttl, cfg.lease.ttl/time.Second)
+		}
+		cfg.client = cfg.lease.client
+	}
 	if cfg.client != nil && (cfg.tls != nil || cfg.username != "" || cfg.password != "" || cfg.dialTimeout != nil) {
 		// Options that shape a client the library makes would be dropped
 		// without a word: the given client has its own.
-		return nil, "", fmt.Errorf("%w: WithClient with WithTLS, WithAuth or WithDialTimeout: the given client has its own", ErrInvalidArgument)
+		return nil, "", fmt.Errorf("%w: WithClient or WithLease with WithTLS, WithAuth or WithDialTimeout: the given client has its own", ErrInvalidArgument)
 	}
 	if prefix == "" {
 		return nil, "", fmt.Errorf("%w: empty prefix", ErrInvalidArgument)

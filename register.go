@@ -76,17 +76,22 @@ type Register interface {
 type register struct {
 	// Set by the constructor; never change after it returns. (NewRegisterNoName
 	// picks name and key while it registers.)
-	watcher  *watcher // the group's cache; it owns the etcd client
-	client   *clientv3.Client
-	name     string
-	key      string
-	ttl      time.Duration
-	keeper   *leaseKeeper
-	requests chan request    // from any goroutine to the loop
-	loopDone chan struct{}   // closed when run has returned
-	ctx      context.Context // ends the loop, the keeper and everything they started
-	cancel   context.CancelFunc
-	metrics  *recorder // with the prefix and the name
+	watcher *watcher // the group's cache; it owns the etcd client
+	client  *clientv3.Client
+	name    string
+	key     string
+	ttl     time.Duration
+	keeper  *leaseKeeper // nil on a shared lease
+	shared  *Lease       // the Lease the registration is on; nil: a lease of its own
+	// leaseLost tells the loop that lostLease changed: from the keeper, or
+	// from the shared Lease.
+	leaseLost chan struct{}
+	lostLease *atomic.Int64   // the lease last lost
+	requests  chan request    // from any goroutine to the loop
+	loopDone  chan struct{}   // closed when run has returned
+	ctx       context.Context // ends the loop, the keeper and everything they started
+	cancel    context.CancelFunc
+	metrics   *recorder // with the prefix and the name
 	// Unregisters the gauges of the registration; called by Close.
 	stopObserving func()
 
@@ -103,6 +108,7 @@ type register struct {
 	// Written by Close, read by any goroutine.
 	closing   atomic.Bool
 	closeOnce sync.Once
+	closed    chan struct{} // closed once Close, or the Lease's, has finished
 
 	// The current tenure (see term.go): stored by WaitTerm, ended by the
 	// loop, its timer, or any goroutine that finds it over.

@@ -60,8 +60,8 @@ func (r *register) run() {
 				retry.reset()
 				attempts = 0
 			}
-		case <-r.keeper.lost:
-			if r.lease != 0 && clientv3.LeaseID(r.keeper.lostLease.Load()) == r.lease {
+		case <-r.leaseLost:
+			if r.lease != 0 && clientv3.LeaseID(r.lostLease.Load()) == r.lease {
 				r.watcher.logger.Warn("biregister: lease lost, registering again", "key", r.key)
 				r.dropLease()
 				r.lose(causeLeaseLost)
@@ -109,25 +109,44 @@ func (r *register) registerAgain(attempt int) error {
 	return nil
 }
 
-// Close ends the loop and the keeper, then revokes the lease, then closes
-// the watcher, which releases the client.
+// Close ends the loop and the keeper, then leaves, then closes the
+// watcher, which releases the client.
 func (r *register) Close() {
 	r.closeOnce.Do(func() {
-		r.closing.Store(true)
-		r.endTenure(ErrClosed)
-		r.cancel()
-		<-r.loopDone
-		<-r.keeper.done
-		if r.loggedLeading {
-			r.loggedLeading = false
-			r.metrics.leadershipChanged(false)
-			r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "revision", r.ledRevision, "cause", ErrClosed)
-		}
-		r.stopObserving()
+		r.stop()
 		r.leave(closeWait(r.ttl))
-		r.lose(causeClosed)
-		r.watcher.Close()
+		r.finish()
 	})
+	<-r.closed
+}
+
+// stop ends the loop and the keeper, and with them the registration's
+// terms and leadership.
+func (r *register) stop() {
+	r.closing.Store(true)
+	r.endTenure(ErrClosed)
+	r.cancel()
+	<-r.loopDone
+	if r.keeper != nil {
+		<-r.keeper.done
+	}
+	if r.loggedLeading {
+		r.loggedLeading = false
+		r.metrics.leadershipChanged(false)
+		r.watcher.logger.Info("biregister: leadership lost", "key", r.key, "revision", r.ledRevision, "cause", ErrClosed)
+	}
+	r.stopObserving()
+}
+
+// finish drops the registration, left, takes the Register off its shared
+// Lease, and closes the watcher.
+func (r *register) finish() {
+	r.lose(causeClosed)
+	if r.shared != nil {
+		r.shared.leave(r)
+	}
+	r.watcher.Close()
+	close(r.closed)
 }
 
 // leave deletes the key, as a graceful leave (leaving.go), while it has the
@@ -139,6 +158,10 @@ func (r *register) Close() {
 // does not answer (the key would stay for a ttl). Side by side, it revokes
 // any lease whose grant got no answer. All within wait.
 func (r *register) leave(wait time.Duration) {
+	if r.shared != nil {
+		r.leaveShared(wait)
+		return
+	}
 	var leaving sync.WaitGroup
 	deleted := make(chan struct{})
 	if reg := r.current.Load(); reg != nil {
@@ -162,16 +185,31 @@ func (r *register) leave(wait time.Duration) {
 			case <-deleted:
 			case <-time.After(wait / 4):
 			}
-			r.revoke(context.Background(), r.lease, wait-time.Since(start))
+			revoke(context.Background(), r.client, r.watcher.logger, r.key, r.lease, wait-time.Since(start))
 		}()
 	}
-	if id := r.grantAsked(); id != 0 {
+	if id := r.granting.unanswered(); id != 0 {
 		leaving.Add(1)
 		go func() {
 			defer leaving.Done()
-			r.revokeGrant(id, wait)
+			revokeGrant(r.client, id, wait)
 		}()
 	}
 	leaving.Wait()
+	r.dropLease()
+}
+
+// leaveShared deletes the key, as a graceful leave, while it has the
+// registration's create revision, and then the marker, which the shared
+// lease would keep for as long as it lives. The lease is the Lease's.
+func (r *register) leaveShared(wait time.Duration) {
+	if reg := r.current.Load(); reg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		resp, err := r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
+		if err == nil && resp.Succeeded {
+			r.deleteMarker(ctx)
+		}
+	}
 	r.dropLease()
 }

@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -27,10 +29,13 @@ var errDetached = fmt.Errorf("%w: by a key without a lease", ErrNameTaken)
 
 // create registers: it grants a lease if there is none, deletes a key
 // without a lease found at our name, then puts the key if no live member
-// holds the name.
+// holds the name. A shared lease is its Lease's to grant.
 func (r *register) create(ctx context.Context) error {
 	if err := r.deleteSquatter(ctx); err != nil {
 		return err
+	}
+	if r.shared != nil {
+		return r.putIfAbsent(ctx)
 	}
 	for {
 		if r.lease == 0 {
@@ -49,19 +54,31 @@ func (r *register) create(ctx context.Context) error {
 }
 
 // grantLease grants a lease of ttl under an id of our own and hands it to
-// the keeper. An id etcd already holds is ours if we asked for it before
-// (an answer lost); a new id is drawn only once the last one is settled.
+// the keeper.
 func (r *register) grantLease(ctx context.Context) error {
-	if r.granting.id == 0 {
-		// Positive, as etcd's own: 0 means no lease.
-		r.granting = grant{id: clientv3.LeaseID(rand.Int64N(math.MaxInt64) + 1), firstSent: time.Now()}
+	id, clock, err := grantLease(ctx, r.client, r.ttl, &r.granting)
+	if err != nil {
+		return err
 	}
-	asked := r.granting.asked
-	r.granting.asked = true
+	r.lease, r.clock = id, clock
+	r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
+	return nil
+}
+
+// grantLease asks etcd for the lease g names, drawing an id first if it
+// names none, and returns it with its clock. An id etcd already holds is
+// ours if we asked for it before (an answer lost); a new id is drawn only
+// once the last one is settled.
+func grantLease(ctx context.Context, client *clientv3.Client, ttl time.Duration, g *grant) (clientv3.LeaseID, *leaseClock, error) {
+	if g.id == 0 {
+		// Positive, as etcd's own: 0 means no lease.
+		*g = grant{id: clientv3.LeaseID(rand.Int64N(math.MaxInt64) + 1), firstSent: time.Now()}
+	}
+	asked := g.asked
+	g.asked = true
 	// As etcd's own client: wait for a connection rather than fail fast.
-	resp, err := pb.NewLeaseClient(r.client.ActiveConnection()).LeaseGrant(ctx,
-		&pb.LeaseGrantRequest{ID: int64(r.granting.id), TTL: int64(r.ttl / time.Second)}, grpc.WaitForReady(true))
-	ttl := r.ttl
+	resp, err := pb.NewLeaseClient(client.ActiveConnection()).LeaseGrant(ctx,
+		&pb.LeaseGrantRequest{ID: int64(g.id), TTL: int64(ttl / time.Second)}, grpc.WaitForReady(true))
 	switch {
 	case err == nil:
 		ttl = time.Duration(resp.TTL) * time.Second
@@ -69,34 +86,37 @@ func (r *register) grantLease(ctx context.Context) error {
 		// Our earlier ask went through: the lease began after it was sent.
 	default:
 		if !ambiguous(err) {
-			r.granting = grant{} // refused, or an id someone else holds: draw anew
+			*g = grant{} // refused, or an id someone else holds: draw anew
 		}
-		return fmt.Errorf("biregister: grant lease: %w", rpctypes.Error(err))
+		return 0, nil, fmt.Errorf("biregister: grant lease: %w", rpctypes.Error(err))
 	}
-	r.lease, r.clock = r.granting.id, newLeaseClock()
-	r.clock.extend(r.granting.firstSent, ttl)
-	r.granting = grant{}
-	r.keeper.keep(keptLease{id: r.lease, clock: r.clock})
-	return nil
+	id, clock := g.id, newLeaseClock()
+	clock.extend(g.firstSent, ttl)
+	*g = grant{}
+	return id, clock, nil
 }
 
-// grantAsked returns the id of a grant asked for whose answer never came,
-// or 0: etcd may hold it.
-func (r *register) grantAsked() clientv3.LeaseID {
-	if r.granting.asked {
-		return r.granting.id
-	}
-	return 0
-}
-
-// dropLease forgets the lease etcd no longer has (or that is given up).
+// dropLease forgets the lease etcd no longer has (or that is given up). A
+// shared lease is its Lease's to forget: the Register only lets go of it.
 func (r *register) dropLease() {
 	if r.lease == 0 {
 		return
 	}
-	r.keeper.keep(keptLease{})
-	r.clock.clear()
+	if r.shared == nil {
+		r.keeper.keep(keptLease{})
+		r.clock.clear()
+	}
 	r.lease, r.clock = 0, nil
+}
+
+// putOutcome is what a transaction that puts a key only where it is absent
+// found: the key created at revision, or held as etcd read it (nil: absent,
+// but another key of the transaction was not).
+type putOutcome struct {
+	created  bool
+	revision int64  // of the transaction
+	cluster  uint64 // that answered
+	held     *mvccpb.KeyValue
 }
 
 // putIfAbsent puts the key with the value on the lease if no live member
@@ -104,6 +124,38 @@ func (r *register) dropLease() {
 // ErrNameTaken (errDetached for a key without a lease). A key already on
 // our lease is ours: a put whose answer was lost.
 func (r *register) putIfAbsent(ctx context.Context) error {
+	put := r.putOwn
+	if r.shared != nil {
+		put = r.putShared
+	}
+	out, err := put(ctx)
+	if err != nil {
+		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), err)
+	}
+	if out.created {
+		return r.claim(ctx, out.revision, out.cluster, out.revision)
+	}
+	if out.held == nil {
+		return fmt.Errorf("%w: %s", ErrNameTaken, quoteKey(r.key))
+	}
+	held := keyStateOfKV(out.held)
+	switch {
+	case held.lease == r.lease && r.mayHold(held.value):
+		r.value = held.value // if it is an unsure one, its write went through
+		return r.claim(ctx, held.createRevision, out.cluster, held.modRevision)
+	case held.lease == r.lease:
+		// Ours, by a put whose answer got lost, but with a value from
+		// before a SetValue that came since: the value goes in place.
+		return r.putValueInPlace(ctx, held)
+	case held.lease == 0:
+		r.squatter = held.modRevision
+		return fmt.Errorf("%w: %s", errDetached, quoteKey(r.key))
+	}
+	return fmt.Errorf("%w: %s", ErrNameTaken, quoteKey(r.key))
+}
+
+// putOwn puts the key where it is absent, on the Register's own lease.
+func (r *register) putOwn(ctx context.Context) (putOutcome, error) {
 	resp, err := r.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
 		Then(clientv3.OpPut(r.key, r.value, clientv3.WithLease(r.lease))).
@@ -115,29 +167,13 @@ func (r *register) putIfAbsent(ctx context.Context) error {
 			r.dropLease()
 			r.lostCause = causeLeaseLost
 		}
-		return fmt.Errorf("biregister: register %s: %w", quoteKey(r.key), err)
+		return putOutcome{}, err
 	}
-	if resp.Succeeded {
-		return r.claim(ctx, resp.Header.Revision, resp.Header.ClusterId, resp.Header.Revision)
+	out := putOutcome{created: resp.Succeeded, revision: resp.Header.Revision, cluster: resp.Header.ClusterId}
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); !resp.Succeeded && len(kvs) > 0 {
+		out.held = kvs[0]
 	}
-	kvs := resp.Responses[0].GetResponseRange().GetKvs()
-	if len(kvs) == 0 {
-		return fmt.Errorf("%w: %s", ErrNameTaken, quoteKey(r.key))
-	}
-	held := keyStateOfKV(kvs[0])
-	switch {
-	case held.lease == r.lease && r.mayHold(held.value):
-		r.value = held.value // if it is an unsure one, its write went through
-		return r.claim(ctx, held.createRevision, resp.Header.ClusterId, held.modRevision)
-	case held.lease == r.lease:
-		// Ours, by a put whose answer got lost, but with a value from
-		// before a SetValue that came since: the value goes in place.
-		return r.putValueInPlace(ctx, held)
-	case held.lease == 0:
-		r.squatter = held.modRevision
-		return fmt.Errorf("%w: %s", errDetached, quoteKey(r.key))
-	}
-	return fmt.Errorf("%w: %s", ErrNameTaken, quoteKey(r.key))
+	return out, nil
 }
 
 // putValueInPlace writes the Register's value to the key, which held
@@ -229,13 +265,13 @@ func (r *register) deleteSquatter(ctx context.Context) error {
 // revoke revokes id, waiting at most wait: it is best effort, a lease it
 // cannot revoke expires by itself within ttl. It tries even when parent has
 // ended (Close ends the request it runs in): a lease left behind would keep
-// a key alive for ttl.
-func (r *register) revoke(parent context.Context, id clientv3.LeaseID, wait time.Duration) {
+// keys alive for ttl. whose names the lease in the log.
+func revoke(parent context.Context, client *clientv3.Client, logger *slog.Logger, whose string, id clientv3.LeaseID, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), wait)
 	defer cancel()
-	_, err := r.client.Revoke(ctx, id)
+	_, err := client.Revoke(ctx, id)
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		r.watcher.logger.Warn("biregister: revoke lease failed", "key", r.key, "err", err)
+		logger.Warn("biregister: revoke lease failed", "key", whose, "err", err)
 	}
 }
 
@@ -243,11 +279,11 @@ func (r *register) revoke(parent context.Context, id clientv3.LeaseID, wait time
 // etcd may apply that grant after the revoke, if they reach its leader by
 // two members: a revoke that finds no lease is asked again a few times,
 // 100 ms apart.
-func (r *register) revokeGrant(id clientv3.LeaseID, wait time.Duration) {
+func revokeGrant(client *clientv3.Client, id clientv3.LeaseID, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	for range 3 {
-		_, err := r.client.Revoke(ctx, id)
+		_, err := client.Revoke(ctx, id)
 		if !errors.Is(err, rpctypes.ErrLeaseNotFound) || !sleep(ctx, 100*time.Millisecond) {
 			return
 		}

@@ -141,9 +141,7 @@ func (r *register) deleteKey(ctx context.Context) (bool, error) {
 	reg := r.current.Load()
 	resp, err := r.deleteGracefully(ctx, r.ours(reg)...)
 	if err == nil && resp.Succeeded {
-		// Every watcher read the marker in the revision of the delete:
-		// its work is done, and it need not stay until the lease goes.
-		_, _ = r.client.Delete(ctx, leavingKey(r.watcher.prefix, r.name))
+		r.deleteMarker(ctx)
 	}
 	if err != nil || resp.Succeeded {
 		return err == nil, err
@@ -184,6 +182,13 @@ func (r *register) deleteGracefully(ctx context.Context, ifOurs ...clientv3.Cmp)
 		return plain()
 	}
 	return resp, err
+}
+
+// deleteMarker deletes the marker of a graceful leave that went through:
+// every watcher read it in the revision of the delete, its work is done,
+// and it need not stay until the lease goes.
+func (r *register) deleteMarker(ctx context.Context) {
+	_, _ = r.client.Delete(ctx, leavingKey(r.watcher.prefix, r.name))
 }
 
 // heldBy returns what the Else branch of a transaction read at the key.
