@@ -219,6 +219,7 @@ func BenchmarkFleet(b *testing.B) {
 					}
 					received := m1.Sum("grpc_server_msg_received_total") - m0.Sum("grpc_server_msg_received_total")
 					b.ReportMetric(received/idle.Seconds(), "idle-msgs/s")
+					b.Logf("idle messages by method: %v", m1.DeltaBy(m0, "grpc_server_msg_received_total", "grpc_method"))
 				}
 				revoked := time.Now()
 				f.revoke(b)

@@ -7,6 +7,7 @@ package biregister
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -118,10 +119,15 @@ func (w *watcher) follow(from int64) cause {
 	}
 	w.following.Store(true)
 	var ticks <-chan time.Time
+	var probeTimer *time.Timer
 	if w.probe.interval > 0 {
-		ticker := time.NewTicker(w.probe.interval)
-		defer ticker.Stop()
-		ticks = ticker.C
+		// The first tick falls anywhere in the second half of an interval:
+		// watches started together (a fleet of Registers on one client)
+		// share a stream, where the answer to one's progress request
+		// reaches them all, and they must not all ask at once.
+		probeTimer = time.NewTimer(w.probe.interval/2 + rand.N(w.probe.interval/2+1))
+		defer probeTimer.Stop()
+		ticks = probeTimer.C
 	}
 	var probe streamProbe
 	if w.progressUnanswered.Load() {
@@ -156,6 +162,7 @@ func (w *watcher) follow(from int64) cause {
 				return why
 			}
 		case now := <-ticks:
+			probeTimer.Reset(w.probe.interval)
 			if why, stop := w.probeTick(ctx, &probe, now, from); stop {
 				return why
 			}
