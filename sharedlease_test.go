@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/faultproxy"
 )
 
 // sharedFleet is K Registers on one Lease, in groups of a root.
@@ -46,6 +47,23 @@ func startSharedFleet(t *testing.T, endpoints []string, root string, k, groups i
 		t.Cleanup(f.registers[i].Close)
 	}
 	return f
+}
+
+// leaders returns the Register that leads each of groups, once each knows
+// who does.
+func (f *sharedFleet) leaders(t *testing.T, groups int) []biregister.Register {
+	t.Helper()
+	leaders := make([]biregister.Register, groups)
+	for i, r := range f.registers {
+		require.Eventually(t, func() bool { name, _ := r.GetLeader(); return name != "" }, waitFor, 5*time.Millisecond)
+		if name, _ := r.GetLeader(); name == r.MyName() {
+			leaders[i%groups] = r
+		}
+	}
+	for g, r := range leaders {
+		require.NotNil(t, r, "group %d", g)
+	}
+	return leaders
 }
 
 func (f *sharedFleet) group(i, groups int) string { return fmt.Sprintf("%sg%02d/", f.root, i%groups) }
@@ -331,4 +349,61 @@ func TestSharedLeaseRefusals(t *testing.T) {
 	_, err = biregister.NewRegister(nil, "/refused/", "a", "w", 5, biregister.WithLease(lease))
 	require.ErrorIs(t, err, biregister.ErrNameTaken)
 	require.False(t, errors.Is(err, biregister.ErrInvalidArgument))
+}
+
+// Keepalives of the shared lease unanswered: every leader on it stops
+// leading by the lease's send-time deadline, each term ending with
+// ErrLeaseDeadline; answered again, every Register leads or follows as
+// before, on the same lease.
+func TestSharedLeaseStalledLeadersStepDown(t *testing.T) {
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const groups = 3
+	f := startSharedFleet(t, []string{proxy.Endpoint()}, "/shared/", 2*groups, groups, 3, addr)
+	leaders := f.leaders(t, groups)
+	terms := make([]*biregister.Term, groups)
+	for g, r := range leaders {
+		terms[g] = waitTerm(t, r)
+	}
+	proxy.Stall()
+	for g, term := range terms {
+		requireEnded(t, term, biregister.ErrLeaseDeadline)
+		require.False(t, leaders[g].AmILeader())
+	}
+	proxy.Heal()
+	for g, r := range leaders {
+		next := waitTerm(t, r)
+		require.Equal(t, terms[g].Revision(), next.Revision(), "the same registration leads again")
+	}
+	ids, said := leasesLeft(t, etcd.Client(t))
+	require.Len(t, ids, 1, said)
+}
+
+// etcd replaced by an empty one: one new lease, every key back on it, and
+// no fence of a term of the old etcd holds in the new one.
+func TestSharedLeaseEtcdReplaced(t *testing.T) {
+	etcd := startEtcd(t)
+	const k, groups = 20, 2
+	f := startSharedFleet(t, etcd.Endpoints(), "/shared/", k, groups, 2, addr)
+	terms := make([]*biregister.Term, groups)
+	for g, r := range f.leaders(t, groups) {
+		terms[g] = waitTerm(t, r)
+	}
+	etcd.Wipe(t)
+	for _, term := range terms {
+		requireEnded(t, term, biregister.ErrRegistrationLost)
+	}
+	fresh := etcd.Client(t)
+	require.Eventually(t, func() bool {
+		resp, err := fresh.Get(context.Background(), f.root, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == k
+	}, waitFor, 10*time.Millisecond)
+	f.awaitAll(t, nil)
+	ids, said := leasesLeft(t, fresh)
+	require.Len(t, ids, 1, said)
+	for g, term := range terms {
+		fenced, err := fresh.Txn(context.Background()).If(term.Fence()).Then(clientv3.OpPut("/owner", "x")).Commit()
+		require.NoError(t, err)
+		require.False(t, fenced.Succeeded, "group %d: the fence of a term of the replaced etcd holds", g)
+	}
 }
