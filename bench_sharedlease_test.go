@@ -19,6 +19,7 @@ import (
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/benchutil"
+	"github.com/biregister/biregister/internal/etcdtest"
 )
 
 // fleet is K registrations, however they are held.
@@ -184,7 +185,7 @@ func keysPresent(b *testing.B, cli *clientv3.Client, root string, keys []string)
 	return n
 }
 
-// BenchmarkFleet holds K registrations (BIREGISTER_BENCH_FLEET_K, default
+// BenchmarkFleet, on an etcd process of BIREGISTER_ETCD_BIN if set, holds K registrations (BIREGISTER_BENCH_FLEET_K, default
 // 1,000, ten per group; ttl 10) each of the three ways, one after the
 // other on one etcd, and reports: join-ms, all K started side by side;
 // leases, that etcd holds; idle-msgs/s, all gRPC messages etcd received
@@ -196,7 +197,10 @@ func keysPresent(b *testing.B, cli *clientv3.Client, root string, keys []string)
 func BenchmarkFleet(b *testing.B) {
 	k := benchutil.EnvInt("BIREGISTER_BENCH_FLEET_K", 1000)
 	idle := benchutil.EnvDuration("BIREGISTER_BENCH_FLEET_IDLE", 20*time.Second)
-	eps := startBenchEtcd(b)
+	// A member of internal/etcdtest: an etcd process of BIREGISTER_ETCD_BIN
+	// when it names one (etcd 3.4, the targets), embedded otherwise.
+	etcd := etcdtest.Start(b, 1)
+	eps := []string{etcd.DirectEndpoint(0)}
 	cli := benchClient(b, eps)
 	for _, kind := range fleetKinds {
 		b.Run(kind.name, func(b *testing.B) {
@@ -237,34 +241,35 @@ func BenchmarkFleet(b *testing.B) {
 					b.Fatal(err)
 				}
 				f.closeAll()
-				resp, err := cli.Get(context.Background(), "/")
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.ReportMetric(float64(leaveRevisions(b, cli, root, head.Header.Revision, resp.Header.Revision)), "leave-revisions")
+				b.ReportMetric(float64(leaveRevisions(b, cli, root, head.Header.Revision)), "leave-revisions")
 			}
 		})
 	}
 }
 
-// leaveRevisions counts the revisions in (from, to] that deleted keys
-// under root.
-func leaveRevisions(b *testing.B, cli *clientv3.Client, root string, from, to int64) int {
+// leaveRevisions counts the revisions after from that deleted keys under
+// root, up to a key it then writes there.
+func leaveRevisions(b *testing.B, cli *clientv3.Client, root string, from int64) int {
 	ctx, cancel := ctxWait()
 	defer cancel()
+	end := root + "~end"
+	if _, err := cli.Put(ctx, end, ""); err != nil {
+		b.Fatal(err)
+	}
 	revs := map[int64]bool{}
 	for resp := range cli.Watch(ctx, root, clientv3.WithPrefix(), clientv3.WithRev(from+1)) {
 		if err := resp.Err(); err != nil {
 			b.Fatal(err)
 		}
 		for _, e := range resp.Events {
+			if string(e.Kv.Key) == end {
+				return len(revs)
+			}
 			if e.Type == clientv3.EventTypeDelete {
 				revs[e.Kv.ModRevision] = true
 			}
 		}
-		if resp.Header.Revision >= to {
-			break
-		}
 	}
-	return len(revs)
+	b.Fatal("the watch ended before the end key")
+	return 0
 }

@@ -31,6 +31,10 @@
 // [View.Suspects]), which the gRPC resolver keeps serving: their servers may
 // well be alive.
 //
+// A process that holds many registrations, in one group or many, can put them
+// on one [Lease] ([WithLease]): one etcd lease and one keepalive stream for
+// all of them, each registration still repaired, fenced and led on its own.
+//
 // Package grpcresolver lets gRPC clients dial every member of a group, and the
 // command cmd/biregister shows a group's members and changes to an operator.
 package biregister
