@@ -123,7 +123,8 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		w.ownKey = r.key
 		err = w.start(ctx)
 	}
-	if err == nil && r.shared != nil {
+	started := err == nil
+	if started && r.shared != nil {
 		err = r.shared.join(r, r.lease)
 	}
 	if err != nil {
@@ -134,10 +135,14 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		if r.keeper != nil {
 			<-r.keeper.done
 		}
-		if r.shared != nil {
-			r.shared.leave(r)
+		if started {
+			w.Close() // a Lease closed once the group was listed
+		} else {
+			w.releaseClient()
 		}
-		w.releaseClient()
+		if r.shared != nil {
+			r.shared.leave(r) // last: the Lease's client served until now
+		}
 		return nil, err
 	}
 	r.metrics.registeredFor(causeStart)

@@ -142,10 +142,10 @@ func (r *register) stop() {
 // Lease, and closes the watcher.
 func (r *register) finish() {
 	r.lose(causeClosed)
-	if r.shared != nil {
-		r.shared.leave(r)
-	}
 	r.watcher.Close()
+	if r.shared != nil {
+		r.shared.leave(r) // last: the Lease's client served until now
+	}
 	close(r.closed)
 }
 

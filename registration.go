@@ -295,6 +295,9 @@ func revokeGrant(client *clientv3.Client, id clientv3.LeaseID, wait time.Duratio
 // connection, a proposal etcd could not commit in time). What etcd refuses
 // outright, it never applied.
 func ambiguous(err error) bool {
+	if errors.Is(err, ErrClosed) {
+		return false // a Lease closing: whatever etcd did goes with its lease
+	}
 	code := status.Code(err)
 	var etcdErr rpctypes.EtcdError
 	if errors.As(err, &etcdErr) {

@@ -39,6 +39,13 @@ type Lease struct {
 	ctx     context.Context // ends run and the keeper
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when run has returned
+	// putsCtx bounds every put back; Close ends it first, so that run,
+	// waiting on an etcd that does not answer, hears of the close at once.
+	putsCtx  context.Context
+	stopPuts context.CancelFunc
+	// users counts the Registers that reserved a key and have not left:
+	// Close waits for them before it releases the client they use.
+	users sync.WaitGroup
 	// From any goroutine to run.
 	attaching chan attachment
 	detaching chan *register
@@ -128,7 +135,10 @@ func NewLease(endpoints []string, ttl int64, opts ...Option) (*Lease, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	putsCtx, stopPuts := context.WithCancel(ctx)
 	l := &Lease{
+		putsCtx:    putsCtx,
+		stopPuts:   stopPuts,
 		client:     client,
 		release:    release,
 		ttl:        cfg.ttl,
@@ -177,6 +187,7 @@ func newLeaseConfig(endpoints []string, ttl int64, opts []Option) (*config, erro
 // Register's own Close, before or after, deletes only its key.
 func (l *Lease) Close() {
 	l.closeOnce.Do(func() {
+		l.stopPuts()
 		taken := make(chan leaseClosing, 1)
 		l.closing <- taken
 		c := <-taken
@@ -200,6 +211,9 @@ func (l *Lease) Close() {
 			r.lease, r.clock = 0, nil // revoked: the Register leaves nothing of its own
 			r.finish()
 		}
+		// Registers closing by themselves meanwhile, and constructors, which
+		// the Lease now refuses, finish with the client.
+		l.users.Wait()
 		l.cancel()
 		<-l.done
 		<-l.keeper.done
@@ -266,6 +280,7 @@ func (l *Lease) attach(a attachment) error {
 		return fmt.Errorf("%w: %s, by another Register on the same Lease", ErrNameTaken, quoteKey(a.r.key))
 	case a.reserve:
 		l.keys[a.r.key] = true
+		l.users.Add(1)
 		return nil
 	}
 	l.setMembers(append(slices.Clone(*l.members.Load()), a.r))
@@ -305,6 +320,7 @@ func (l *Lease) leave(r *register) {
 	case l.detaching <- r:
 	case <-l.done:
 	}
+	l.users.Done()
 }
 
 // observe hands the header of a keepalive's answer to every Register's

@@ -407,3 +407,51 @@ func TestSharedLeaseEtcdReplaced(t *testing.T) {
 		require.False(t, fenced.Succeeded, "group %d: the fence of a term of the replaced etcd holds", g)
 	}
 }
+
+// Lease.Close while Registers join it: each constructor returns a Register
+// that the Lease closed, or ErrClosed; nothing is left in etcd.
+func TestSharedLeaseCloseWhileJoining(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	for round := range 3 {
+		lease, err := biregister.NewLease(etcd.Endpoints(), 5)
+		require.NoError(t, err)
+		const k = 40
+		root := fmt.Sprintf("/joining/%d/", round)
+		registers := make([]biregister.Register, k)
+		errs := make([]error, k)
+		var wg sync.WaitGroup
+		for i := range k {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				registers[i], errs[i] = biregister.NewRegister(nil, fmt.Sprintf("%sg%d/", root, i%4), fmt.Sprint("m", i), "v", 5, biregister.WithLease(lease))
+			}()
+			if i == k/2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					lease.Close()
+				}()
+			}
+		}
+		wg.Wait()
+		for i := range k {
+			if errs[i] != nil {
+				require.ErrorIs(t, errs[i], biregister.ErrClosed, "register %d: %v", i, errs[i])
+				continue
+			}
+			select {
+			case <-registers[i].Closed():
+			case <-time.After(waitFor):
+				t.Fatalf("register %d: not closed with its Lease", i)
+			}
+			registers[i].Close()
+		}
+		resp, err := cli.Get(context.Background(), root, clientv3.WithPrefix())
+		require.NoError(t, err)
+		require.Empty(t, resp.Kvs, "keys left")
+		ids, said := leasesLeft(t, cli)
+		require.Empty(t, ids, said)
+	}
+}

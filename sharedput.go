@@ -19,13 +19,14 @@ import (
 // gather), granting a lease first if there is none.
 func (l *Lease) putBack(first sharedPut) {
 	puts := l.gather([]sharedPut{first})
-	if l.closed {
-		l.answer(puts, putOutcome{}, fmt.Errorf("%w: the Lease", ErrClosed))
-		return
-	}
 	ctx, cancel := l.putContext(puts)
 	defer cancel()
 	for len(puts) > 0 {
+		if l.closed || l.putsCtx.Err() != nil {
+			// Closing: the lease is about to go, with whatever is on it.
+			l.answer(puts, putOutcome{}, fmt.Errorf("%w: the Lease", ErrClosed))
+			return
+		}
 		if l.lease == 0 {
 			if err := l.grant(ctx); err != nil {
 				l.answer(puts, putOutcome{}, err)
@@ -44,6 +45,8 @@ func (l *Lease) putBack(first sharedPut) {
 		case tooBig(err) && len(chunk) > 1:
 			l.putsPerTxn = len(chunk) / 2
 			l.logger.Warn("biregister: etcd refused a transaction putting keys back, putting fewer at once", "keys", len(chunk), "err", err)
+		case l.putsCtx.Err() != nil:
+			// Closing: answered at the top of the loop.
 		default:
 			l.answer(chunk, putOutcome{}, err)
 			puts = puts[len(chunk):]
@@ -94,7 +97,7 @@ func (l *Lease) putContext(puts []sharedPut) (context.Context, context.CancelFun
 			latest = p.deadline
 		}
 	}
-	return context.WithDeadline(l.ctx, latest)
+	return context.WithDeadline(l.putsCtx, latest)
 }
 
 // putChunk puts every key of chunk where it is absent, in one transaction:
