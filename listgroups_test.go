@@ -23,7 +23,8 @@ const testRoot = "/root/"
 // fillRoot starts etcd and fills testRoot: groups g00 … of 1 to 7 members,
 // some created by one transaction, the youngest first by name in others;
 // markers of graceful leaves and deeper keys in some, a prefix with deeper
-// keys only, keys directly under the root, and keys beside it. It returns
+// keys only, keys directly under the root, keys beside it, and groups whose
+// keys come in another order than their names. It returns
 // a client.
 func fillRoot(t *testing.T) *clientv3.Client {
 	t.Helper()
@@ -54,7 +55,9 @@ func fillRoot(t *testing.T) *clientv3.Client {
 	}
 	put(clientv3.OpPut(testRoot+"deeper-only/sub/x", "v"), clientv3.OpPut(testRoot+"deeper-only/"+leavingDir+"y", "1"),
 		clientv3.OpPut(testRoot+"x", "v"), clientv3.OpPut(testRoot, "v"), clientv3.OpPut(testRoot+"/m", "v"),
-		clientv3.OpPut(strings.TrimSuffix(testRoot, "/")+"2/g/m", "v"), clientv3.OpPut(testRoot+"g-/m", "v"))
+		clientv3.OpPut(strings.TrimSuffix(testRoot, "/")+"2/g/m", "v"), clientv3.OpPut(testRoot+"g-/m", "v"),
+		// Before g01/ by key, after it by name.
+		clientv3.OpPut(testRoot+"g01-b/m", "v"))
 	return client
 }
 
@@ -131,8 +134,8 @@ func TestListRootInPages(t *testing.T) {
 	if !slices.Equal(groups, want) {
 		t.Fatalf("listed in pages:\n%v\none Get:\n%v", groups, want)
 	}
-	if len(want) != 41 {
-		t.Fatalf("%d groups, want 40 and g-", len(want))
+	if len(want) != 42 {
+		t.Fatalf("%d groups, want 40, g- and g01-b", len(want))
 	}
 	if len(reads) < 30 {
 		t.Fatalf("%d pages, want many", len(reads))
