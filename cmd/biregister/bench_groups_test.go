@@ -12,7 +12,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -65,43 +64,25 @@ func BenchmarkGroups(b *testing.B) {
 // only, and the command printing its groups to out (a file), in turns
 // that rotate; and measures what the command allocates.
 func groupsInterleaved(b *testing.B, srv benchutil.Server, root string, groups, keys int, out *os.File) {
-	ctx := context.Background()
 	var get, keysOnly, cmd benchutil.Latencies
 	var allocated uint64
-	timeGet := func(l *benchutil.Latencies, opts ...clientv3.OpOption) func() {
-		return func() {
-			start := time.Now()
-			resp, err := srv.Client.Get(ctx, root, append(opts, clientv3.WithPrefix())...)
-			l.Add(time.Since(start))
-			if err != nil || len(resp.Kvs) != keys {
-				b.Fatalf("Get: %d keys, want %d (%v)", len(resp.Kvs), keys, err)
-			}
-		}
-	}
 	timeCmd := func() {
-		if _, err := out.Seek(0, io.SeekStart); err != nil {
-			b.Fatal(err)
-		}
-		if err := out.Truncate(0); err != nil {
-			b.Fatal(err)
-		}
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		start := time.Now()
-		code := run(ctx, []string{"groups", "-endpoints", srv.Endpoint, "-timeout", "600s", root}, out, io.Discard)
-		cmd.Add(time.Since(start))
+		timedRun(b, out, &cmd, "groups", "-endpoints", srv.Endpoint, "-timeout", "600s", root)
 		runtime.ReadMemStats(&after)
 		allocated += after.TotalAlloc - before.TotalAlloc
-		if code != 0 {
-			b.Fatalf("groups exited %d", code)
-		}
 		line := make([]byte, 64)
 		n, _ := out.ReadAt(line, 0)
 		if want := fmt.Sprintf("%d groups, %d members at revision ", groups, keys); !strings.HasPrefix(string(line[:n]), want) {
 			b.Fatalf("groups printed %q, want a line that begins with %q", line[:n], want)
 		}
 	}
-	turns := []func(){timeGet(&get), timeGet(&keysOnly, clientv3.WithKeysOnly()), timeCmd}
+	turns := []func(){
+		func() { timedGet(b, srv.Client, root, keys, &get) },
+		func() { timedGet(b, srv.Client, root, keys, &keysOnly, clientv3.WithKeysOnly()) },
+		timeCmd,
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for j := range turns {
