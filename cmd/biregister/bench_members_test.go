@@ -41,30 +41,9 @@ func BenchmarkMembers(b *testing.B) {
 // membersInterleaved times one Get of the group and the command printing
 // it to out (a file), each first every other time.
 func membersInterleaved(b *testing.B, srv benchutil.Server, prefix string, n int, out *os.File) {
-	ctx := context.Background()
 	var get, cmd benchutil.Latencies
-	timeGet := func() {
-		start := time.Now()
-		resp, err := srv.Client.Get(ctx, prefix, clientv3.WithPrefix())
-		get.Add(time.Since(start))
-		if err != nil || len(resp.Kvs) != n {
-			b.Fatalf("Get: %d keys, want %d (%v)", len(resp.Kvs), n, err)
-		}
-	}
-	timeCmd := func() {
-		if _, err := out.Seek(0, io.SeekStart); err != nil {
-			b.Fatal(err)
-		}
-		if err := out.Truncate(0); err != nil {
-			b.Fatal(err)
-		}
-		start := time.Now()
-		code := run(ctx, []string{"members", "-endpoints", srv.Endpoint, "-timeout", "600s", prefix}, out, io.Discard)
-		cmd.Add(time.Since(start))
-		if code != 0 {
-			b.Fatalf("members exited %d", code)
-		}
-	}
+	timeGet := func() { timedGet(b, srv.Client, prefix, n, &get) }
+	timeCmd := func() { timedRun(b, out, &cmd, "members", "-endpoints", srv.Endpoint, "-timeout", "600s", prefix) }
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if i%2 == 0 {
@@ -79,4 +58,32 @@ func membersInterleaved(b *testing.B, srv benchutil.Server, prefix string, n int
 	b.ReportMetric(ms(get.Mean()), "get-ms")
 	b.ReportMetric(ms(cmd.Mean()), "members-ms")
 	b.ReportMetric(float64(cmd.Mean())/float64(get.Mean()), "members/get-x")
+}
+
+// timedGet reads every key under prefix in one Get, with opts, adds how
+// long it took to l, and fails b unless it read want keys.
+func timedGet(b *testing.B, client *clientv3.Client, prefix string, want int, l *benchutil.Latencies, opts ...clientv3.OpOption) {
+	start := time.Now()
+	resp, err := client.Get(context.Background(), prefix, append(opts, clientv3.WithPrefix())...)
+	l.Add(time.Since(start))
+	if err != nil || len(resp.Kvs) != want {
+		b.Fatalf("Get: %d keys, want %d (%v)", len(resp.Kvs), want, err)
+	}
+}
+
+// timedRun runs the command with args, printing to out (a file, emptied
+// first), adds how long it took to l, and fails b unless it exits 0.
+func timedRun(b *testing.B, out *os.File, l *benchutil.Latencies, args ...string) {
+	if _, err := out.Seek(0, io.SeekStart); err != nil {
+		b.Fatal(err)
+	}
+	if err := out.Truncate(0); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	code := run(context.Background(), args, out, io.Discard)
+	l.Add(time.Since(start))
+	if code != 0 {
+		b.Fatalf("biregister %s exited %d", args[0], code)
+	}
 }

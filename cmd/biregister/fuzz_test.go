@@ -24,21 +24,23 @@ import (
 
 // fuzzGroup is what the fuzzed commands find under /svc/: members with odd
 // names and values, one printable name that prints as it is, and keys that
-// are not members.
+// are not members; and, to groups, groups of odd names and one of a
+// printable name, under /svc/ and beside it.
 var fuzzGroup = map[string]string{
-	"/svc/a":             "10.0.0.1:80",
-	"/svc/\xff\xfe":      "non-UTF-8 \xff",
-	"/svc/blank":         "with blank",
-	"/svc/\x1b[31mx":     "\x1b[0m escape",
-	"/svc/c1-\x9b31m":    "\x9d0;8-bit OSC\x9c",
-	"/svc/c1-\u009b31m":  "\u009d0;C1 as UTF-8\u009c",
-	"/svc/del\x7f":       "bell\a",
-	"/svc/" + fineName:   "fine",
-	"/svc/empty":         "",
-	"/svc/":              "the prefix key",
-	"/svc/sub/x":         "a deeper key",
-	"/svc/sub/\x9b2J":    "a deeper key",
-	"/svc\x9b/not-in-it": "beside the group",
+	"/svc/a":                            "10.0.0.1:80",
+	"/svc/\xff\xfe":                     "non-UTF-8 \xff",
+	"/svc/blank":                        "with blank",
+	"/svc/\x1b[31mx":                    "\x1b[0m escape",
+	"/svc/c1-\x9b31m":                   "\x9d0;8-bit OSC\x9c",
+	"/svc/c1-\u009b31m":                 "\u009d0;C1 as UTF-8\u009c",
+	"/svc/del\x7f":                      "bell\a",
+	"/svc/" + fineName:                  "fine",
+	"/svc/empty":                        "",
+	"/svc/":                             "the prefix key",
+	"/svc/sub/x":                        "a deeper key",
+	"/svc/sub/\x9b2J":                   "a deeper key",
+	"/svc/" + fineName + "/" + fineName: "a group of a printable name",
+	"/svc\x9b/not-in-it":                "beside the group",
 }
 
 // fineName is a name that prints as it is.
@@ -46,6 +48,10 @@ const fineName = "fine-ü-名字"
 
 // fineRow matches a row of the members table that holds fineName.
 var fineRow = regexp.MustCompile(`(?m)^\*?\s+` + fineName + `\s+fine\s`)
+
+// fineGroupRow matches a row of the groups table that holds the group
+// fineName, led by fineName.
+var fineGroupRow = regexp.MustCompile(`(?m)^` + fineName + `\s+1\s+` + fineName + `\s+\d+\s+\d+$`)
 
 // fuzzArgsBound bounds one run of the command: the timeout a run may be
 // given (see safeArgs) and then some.
@@ -130,8 +136,14 @@ func FuzzArgs(f *testing.F) {
 				t.Fatalf("biregister %q prints on %s a %s:\n%q", args, name, bad, out)
 			}
 		}
-		if code == 0 && listsGroup(args) && !fineRow.MatchString(stdout.String()) {
-			t.Fatalf("biregister %q does not print %s as it is:\n%s", args, fineName, stdout.String())
+		if code == 0 && listsGroup(args) {
+			fine := fineRow
+			if args[0] == "groups" {
+				fine = fineGroupRow
+			}
+			if !fine.MatchString(stdout.String()) {
+				t.Fatalf("biregister %q does not print %s as it is:\n%s", args, fineName, stdout.String())
+			}
 		}
 		// The password shows nowhere, unless something that is printed
 		// holds it too.
@@ -149,7 +161,7 @@ func FuzzArgs(f *testing.F) {
 // 5 s. It also returns the password the arguments give, and what else
 // of theirs the command may print, with the group's keys and values.
 func safeArgs(args []string, tokens map[string]string) (safeArgs []string, password, printable string) {
-	if len(args) == 0 || (args[0] != "members" && args[0] != "watch") {
+	if len(args) == 0 || (args[0] != "members" && args[0] != "watch" && args[0] != "groups") {
 		return args, "", ""
 	}
 	fs, o := newFlagSet()
@@ -209,7 +221,7 @@ func wantsUsageError(args []string) bool {
 		return true
 	}
 	switch args[0] {
-	case "members", "watch":
+	case "members", "watch", "groups":
 	case "-h", "-help", "--help", "help":
 		return false
 	default:
@@ -245,7 +257,7 @@ func wantsUsageError(args []string) bool {
 }
 
 // listsGroup reports whether args, run successfully, print the group
-// under /svc/, as the first table.
+// under /svc/, as the first table, or the groups under /svc/.
 func listsGroup(args []string) bool {
 	fs, _ := newFlagSet()
 	prefix, err := parseArgs(fs, args[1:])

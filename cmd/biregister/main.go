@@ -1,10 +1,12 @@
 // Command biregister shows the members of a biregister group as they are in a
-// running etcd cluster, and follows their changes.
+// running etcd cluster, follows their changes, and lists the groups under a
+// root.
 //
 // Usage:
 //
 //	biregister members [flags] <prefix>
 //	biregister watch   [flags] <prefix>
+//	biregister groups  [flags] <root>
 //
 // members prints a line on the group — how many members, at which etcd
 // revision, its leader, the leader's term (the create revision of its
@@ -20,7 +22,20 @@
 // characters or bytes that are not UTF-8 are printed Go-quoted, and
 // messages escape them: no control sequence reaches the terminal.
 //
-// Flags (the same for both commands, before or after the prefix):
+// groups prints a line on the groups under root — how many, with how many
+// members in all, at which etcd revision — then one row a group, in name
+// order: its name, its size, its leader, the leader's term and how many
+// revisions ago it registered, as members says them, and exits. A group is
+// a prefix root + name + "/" whose members are the keys directly under it:
+// under /services/, the key /services/api/node-1 is member node-1 of group
+// api. Deeper keys (/services/api/sub/x, and the markers of graceful leaves
+// under /services/api/.leaving/) are no members, a prefix with no member of
+// its own is no group, and keys directly under the root (/services/x) are
+// in no group. It reads the keys of the whole root at one revision, without
+// their values, in pages of bounded size (biregister.ListGroups); the
+// leader's value is one "biregister members" away.
+//
+// Flags (the same for every command, before or after the prefix or root):
 //
 //	-endpoints list      comma-separated etcd endpoints (required)
 //	-timeout d           how long to wait for etcd (default 5s)
@@ -52,6 +67,7 @@
 // Examples:
 //
 //	biregister members -endpoints 127.0.0.1:2379 /services/api/
+//	biregister groups -endpoints 127.0.0.1:2379 /services/
 //	ETCDCTL_ENDPOINTS=https://etcd1:2379,https://etcd2:2379 \
 //	  biregister watch -cacert ca.pem -cert me.pem -key me-key.pem /services/api
 //
@@ -87,6 +103,7 @@ func main() {
 
 const synopsis = `usage: biregister members [flags] <prefix>   print the members, leader marked *
        biregister watch   [flags] <prefix>   print them, then every change until ^C
+       biregister groups  [flags] <root>     print the groups under root: sizes, leaders
 
 Each flag falls back to etcdctl's environment variable (ETCDCTL_ENDPOINTS,
 ETCDCTL_CACERT, ..., ETCDCTL_PASSWORD). Flags:
@@ -137,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cmd := args[0]
 	switch cmd {
-	case "members", "watch":
+	case "members", "watch", "groups":
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -161,12 +178,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if endpoints == nil {
 		return code
 	}
-	if cmd == "members" {
+	switch cmd {
+	case "members":
 		members, revision, err := biregister.List(endpoints, prefix, ttl, opts...)
 		if err != nil {
 			return explain(stderr, err, endpoints, o.timeout)
 		}
 		printGroup(stdout, members, revision)
+		return 0
+	case "groups":
+		groups, revision, err := biregister.ListGroups(endpoints, prefix, ttl, opts...)
+		if err != nil {
+			return explain(stderr, err, endpoints, o.timeout)
+		}
+		printGroups(stdout, groups, revision)
 		return 0
 	}
 	w, err := biregister.NewWatcher(endpoints, prefix, ttl, opts...)

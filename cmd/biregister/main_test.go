@@ -206,6 +206,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"members", "-timeout", "soon", "/a"}, 2, "", "-timeout"},
 		{[]string{"members", "-nope", "/a"}, 2, "", "-nope"},
 		{[]string{"members", "-endpoints", "127.0.0.1:1", "-timeout", "0s", "/a"}, 2, "", "-timeout must be positive"},
+		{[]string{"help"}, 0, "biregister groups  [flags] <root>", ""},
+		{[]string{"groups", "-h"}, 0, "-endpoints", ""},
+		{[]string{"groups"}, 2, "", "want one prefix argument, got 0"},
+		{[]string{"groups", "/a/", "/b/"}, 2, "", "want one prefix argument, got 2"},
+		{[]string{"groups", "-endpoints", "127.0.0.1:1", ""}, 2, "", "empty prefix"},
 	} {
 		code, stdout, stderr := runCmd(t, tc.args...)
 		assert.Equal(t, tc.code, code, tc.args)
@@ -218,7 +223,7 @@ func TestUsage(t *testing.T) {
 
 func TestMissingEndpoints(t *testing.T) {
 	setup(t, false)
-	for _, cmd := range []string{"members", "watch"} {
+	for _, cmd := range []string{"members", "watch", "groups"} {
 		code, stdout, stderr := runCmd(t, cmd, "/svc/api/")
 		assert.Equal(t, 2, code)
 		assert.Empty(t, stdout)
@@ -246,6 +251,7 @@ func TestUnreachable(t *testing.T) {
 	for _, args := range [][]string{
 		{"members", "-endpoints", addr, "-timeout", "1s", "/svc/api/"},
 		{"watch", "-endpoints", addr, "-timeout", "1s", "-user", "root:s3cret", "/svc/api/"},
+		{"groups", "-endpoints", addr, "-timeout", "1s", "/svc/"},
 	} {
 		start := time.Now()
 		code, stdout, stderr := runCmd(t, args...)
@@ -353,6 +359,14 @@ func TestAuth(t *testing.T) {
 			assert.Empty(t, out, what)
 		}
 	}
+	t.Setenv("ETCDCTL_USER", "")
+	t.Setenv("ETCDCTL_PASSWORD", "")
+	code, out, _ := runCmd(t, "groups", "-endpoints", ep, "-user", "root:s3cret", "/svc/")
+	require.Equal(t, 0, code)
+	assert.Equal(t, []string{"auth", "1", "m"}, rows(out)[1][:3])
+	code, _, stderr := runCmd(t, "groups", "-endpoints", ep, "-user", "root:wr0ng", "/svc/")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "authentication failed")
 }
 
 // TestMutualTLS reads a group from an etcd that requires client
@@ -372,6 +386,15 @@ func TestMutualTLS(t *testing.T) {
 
 	code, _, errOut := runCmd(t, "members", "-endpoints", cluster.Endpoint(0), "-timeout", "1s",
 		"-cacert", certs.CAFile, "/svc/tls/")
+	assert.Equal(t, 1, code, "without a client certificate")
+	assert.Contains(t, errOut, "tls")
+
+	code, out, _ = runCmd(t, "groups", "-endpoints", cluster.Endpoint(0),
+		"-cacert", certs.CAFile, "-cert", certs.ClientCertFile, "-key", certs.ClientKeyFile, "/svc/")
+	require.Equal(t, 0, code)
+	assert.Equal(t, [][]string{groupsHeader[:4], {"tls", "1", "m", "2"}}, withoutAge(rows(out)))
+	code, _, errOut = runCmd(t, "groups", "-endpoints", cluster.Endpoint(0), "-timeout", "1s",
+		"-cacert", certs.CAFile, "/svc/")
 	assert.Equal(t, 1, code, "without a client certificate")
 	assert.Contains(t, errOut, "tls")
 }

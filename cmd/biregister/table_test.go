@@ -15,9 +15,26 @@ import (
 	"github.com/biregister/biregister/internal/leakcheck"
 )
 
-// printTable aligns its columns exactly as text/tabwriter does, which it
-// replaced for speed, whatever the names and values: wide, quoted, empty,
-// not ASCII.
+// asTabwriter returns rows in the columns text/tabwriter aligns, which the
+// command's tables replaced for speed.
+func asTabwriter(rows ...[]any) string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, row := range rows {
+		for i, field := range row {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, field)
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	return b.String()
+}
+
+// printTable aligns its columns exactly as text/tabwriter does, whatever
+// the names and values: wide, quoted, empty, not ASCII.
 func TestPrintTableAsTabwriter(t *testing.T) {
 	leakcheck.VerifyNoLeaks(t)
 	members := []biregister.Member{
@@ -29,20 +46,40 @@ func TestPrintTableAsTabwriter(t *testing.T) {
 	}
 	const revision = 12345678905
 	for n := range len(members) + 1 {
-		var want strings.Builder
-		tw := tabwriter.NewWriter(&want, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "LEADER\tNAME\tVALUE\tCREATE-REVISION\tAGE-REVISIONS")
+		rows := [][]any{{"LEADER", "NAME", "VALUE", "CREATE-REVISION", "AGE-REVISIONS"}}
 		for i, m := range members[:n] {
 			mark := ""
 			if i == 0 {
 				mark = "*"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", mark, quote(m.Name), quote(m.Value), m.CreateRevision, max(revision-m.CreateRevision, 0))
+			rows = append(rows, []any{mark, quote(m.Name), quote(m.Value), m.CreateRevision, max(revision-m.CreateRevision, 0)})
 		}
-		tw.Flush()
 		var got strings.Builder
 		printTable(&got, members[:n], revision)
-		assert.Equal(t, want.String(), got.String(), "%d members", n)
+		assert.Equal(t, asTabwriter(rows...), got.String(), "%d members", n)
+	}
+}
+
+// The groups table, below its first line, aligns its columns as
+// text/tabwriter does too.
+func TestPrintGroupsAsTabwriter(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	groups := []biregister.GroupSummary{
+		{Name: "a", Members: 1, Leader: "m", Term: 7},
+		{Name: "a-much-longer-name", Members: 123456, Leader: "", Term: 12345678901},
+		{Name: "名前", Members: 2, Leader: "with blank", Term: 9},
+		{Name: "tab\there", Members: 3, Leader: "ünïcödé, longer than the others", Term: 10},
+	}
+	const revision = 12345678905
+	for n := range len(groups) + 1 {
+		rows := [][]any{{"GROUP", "MEMBERS", "LEADER", "TERM", "AGE-REVISIONS"}}
+		for _, g := range groups[:n] {
+			rows = append(rows, []any{quote(g.Name), g.Members, quote(g.Leader), g.Term, revision - g.Term})
+		}
+		var got strings.Builder
+		printGroups(&got, groups[:n], revision)
+		_, table, _ := strings.Cut(got.String(), "\n")
+		assert.Equal(t, asTabwriter(rows...), table, "%d groups", n)
 	}
 }
 
