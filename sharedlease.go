@@ -223,9 +223,10 @@ func (l *Lease) Close() {
 
 // markLeaving writes the graceful-leave marker (leaving.go) of every
 // registration in registers on lease, as many in one transaction as etcd
-// takes: the revoke that follows deletes each key after its marker, or
-// with it, so that every watcher reads a leave. Best effort within wait:
-// a key whose marker did not go in reads as a loss.
+// takes (halving a transaction it refuses as too big): the revoke that
+// follows deletes each key after its marker, or with it, so that every
+// watcher reads a leave. Best effort within wait: a key whose marker did
+// not go in reads as a loss.
 func (l *Lease) markLeaving(registers []*register, lease clientv3.LeaseID, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait/2)
 	defer cancel()
@@ -235,8 +236,16 @@ func (l *Lease) markLeaving(registers []*register, lease clientv3.LeaseID, wait 
 			ops = append(ops, clientv3.OpPut(leavingKey(r.watcher.prefix, r.name), leavingValue(reg.revision), clientv3.WithLease(lease)))
 		}
 	}
-	for chunk := range slices.Chunk(ops, maxPutsPerTxn) {
-		if _, err := l.client.Txn(ctx).Then(chunk...).Commit(); err != nil {
+	size := maxPutsPerTxn
+	for len(ops) > 0 {
+		n := min(size, len(ops))
+		_, err := l.client.Txn(ctx).Then(ops[:n]...).Commit()
+		switch {
+		case err == nil:
+			ops = ops[n:]
+		case tooBig(err) && n > 1:
+			size = n / 2
+		default:
 			l.logger.Warn("biregister: marking the shared lease's keys as leaving failed", "err", err)
 			return
 		}

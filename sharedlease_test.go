@@ -455,3 +455,26 @@ func TestSharedLeaseCloseWhileJoining(t *testing.T) {
 		require.Empty(t, ids, said)
 	}
 }
+
+// Names too long for 128 markers in one request: Lease.Close marks them in
+// smaller transactions, and every key still leaves as a graceful leave.
+func TestSharedLeaseCloseMarksFewerWhenRefused(t *testing.T) {
+	etcd := startEtcd(t)
+	const k = 20
+	long := strings.Repeat("n", 100<<10)
+	lease, err := biregister.NewLease(etcd.Endpoints(), 5)
+	require.NoError(t, err)
+	defer lease.Close()
+	w := startWatcher(t, etcd.Endpoints(), "/long/")
+	for i := range k {
+		_, err := biregister.NewRegister(nil, "/long/", fmt.Sprint(i, long), "v", 5, biregister.WithLease(lease))
+		require.NoError(t, err)
+	}
+	drain(t, w, k)
+	lease.Close()
+	for range k {
+		c := recv(t, w.Changes())
+		require.Equal(t, biregister.OpDelete, c.Op)
+		require.True(t, c.Left, "read as a loss")
+	}
+}
