@@ -24,7 +24,7 @@ FUZZ_TARGETS := .:FuzzCache .:FuzzListingPages \
 	./grpcresolver:FuzzParseEndpoint ./grpcresolver:FuzzEndpointString \
 	./grpcresolver:FuzzResolverUpdate ./cmd/biregister:FuzzArgs
 
-.PHONY: gomin test test-etcd34 compat stress fuzz bench lint demo cluster-demo
+.PHONY: gomin test test-etcd34 compat compat-build compat-test stress fuzz bench lint demo cluster-demo
 
 ## gomin: builds what users import and install — the library, grpcresolver
 ## and the command — with the Go release go.mod's go line names, fetched
@@ -50,12 +50,22 @@ test-etcd34:
 	esac
 	BIREGISTER_ETCD_BIN=$(ETCD34_BIN) BIREGISTER_REQUIRE_NETNS=1 GO=$(GO) scripts/gotest .
 
-## compat: go vet and the whole suite with etcd $(COMPAT_ETCD), in a copy of the tree.
-compat:
+## compat: go vet and the whole suite with etcd $(COMPAT_ETCD), in a copy of
+## the tree: compat-build, then compat-test.
+compat: compat-build compat-test
+
+# Where compat-build makes the copy and compat-test runs it, then removes it.
+COMPAT_DIR ?= $(or $(TMPDIR),/tmp)/biregister-compat
+
+## compat-build: copies the tree to COMPAT_DIR, moves it to etcd
+## $(COMPAT_ETCD), runs go vet and builds every test binary under the race
+## detector (running none), so that compat-test finds them built. CI runs
+## it beside test-etcd34, whose tests mostly wait for etcd.
+compat-build:
 	@set -e; \
-	dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
-	tar -cf - --exclude=./.git . | tar -xf - -C "$$dir"; \
-	cd "$$dir"; \
+	rm -rf "$(COMPAT_DIR)"; mkdir -p "$(COMPAT_DIR)"; \
+	tar -cf - --exclude=./.git . | tar -xf - -C "$(COMPAT_DIR)"; \
+	cd "$(COMPAT_DIR)"; \
 	if ! $(GO) get $(addsuffix @$(COMPAT_ETCD),$(COMPAT_MODULES)); then \
 		echo "compat: cannot get etcd $(COMPAT_ETCD) (it needs Go 1.26; this is $$($(GO) env GOVERSION))" >&2; exit 1; \
 	fi; \
@@ -64,6 +74,12 @@ compat:
 	if [ "$$got" != "$(COMPAT_ETCD)" ]; then echo "compat: client is $$got, want $(COMPAT_ETCD)" >&2; exit 1; fi; \
 	echo "compat: etcd client and server $$got"; \
 	$(GO) vet $(PKGS); \
+	$(GO) test -race -count=1 -run '^$$' -exec true $(PKGS) >/dev/null
+
+## compat-test: the whole suite in COMPAT_DIR, as compat-build left it.
+compat-test:
+	@set -e; trap 'rm -rf "$(COMPAT_DIR)"' EXIT; \
+	cd "$(COMPAT_DIR)"; \
 	GO=$(GO) scripts/gotest $(PKGS)
 
 ## stress: the tests that guard a guarantee by timing, many times over
