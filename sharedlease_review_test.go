@@ -1,0 +1,453 @@
+package biregister_test
+
+// Faults of Registers on a shared Lease (WithLease): a key left behind,
+// a Close that waits on another Register's put, a Register that never
+// comes back, two leaders, and the Lease's own Close under load.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/faultproxy"
+)
+
+// fleetSettled returns why the Registers of open are not in their contract
+// state on one shared lease, or "": etcd holds each one's key at the
+// create revision it reports, all on one live lease, and under root no
+// other key but those of others (names of keys another party holds), and
+// no graceful-leave marker.
+func fleetSettled(cli *clientv3.Client, root string, open []biregister.Register, others ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	resp, err := cli.Get(ctx, root, clientv3.WithPrefix())
+	if err != nil {
+		return err.Error()
+	}
+	held := map[string]int64{}
+	leaseOf := map[string]int64{}
+	for _, kv := range resp.Kvs {
+		held[string(kv.Key)] = kv.CreateRevision
+		leaseOf[string(kv.Key)] = kv.Lease
+	}
+	var lease int64
+	for _, r := range open {
+		rev, ok := held[r.MyKey()]
+		switch {
+		case !ok:
+			return fmt.Sprintf("%s: etcd holds no key (MyRevision %d)", r.MyKey(), r.MyRevision())
+		case rev != r.MyRevision():
+			return fmt.Sprintf("%s: created at %d, MyRevision %d", r.MyKey(), rev, r.MyRevision())
+		case lease == 0:
+			lease = leaseOf[r.MyKey()]
+		case leaseOf[r.MyKey()] != lease:
+			return fmt.Sprintf("%s: on lease %x, others on %x", r.MyKey(), leaseOf[r.MyKey()], lease)
+		}
+		delete(held, r.MyKey())
+	}
+	for _, k := range others {
+		delete(held, k)
+	}
+	if len(held) > 0 {
+		var left []string
+		for k := range held {
+			left = append(left, k)
+		}
+		return fmt.Sprintf("keys no open Register holds: %q", left)
+	}
+	if lease != 0 {
+		ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(lease))
+		if err != nil || ttl.TTL <= 0 {
+			return fmt.Sprintf("lease %x not alive: %v", lease, err)
+		}
+	}
+	return ""
+}
+
+// countKeys returns how many keys etcd holds under prefix.
+func countKeys(t *testing.T, cli *clientv3.Client, prefix string) int64 {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err)
+	return resp.Count
+}
+
+// A Register closed while the Lease is putting its key back (the key
+// deleted from outside, etcd's answers slow) leaves no key: the Lease
+// carries the put to its end after the Register stopped waiting for it,
+// and nothing may then keep that key alive on the shared lease.
+func TestSharedLeaseReviewCloseDuringPutBackLeavesNoKey(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, 5)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	startRegister(t, nil, "/review-put/", "keep", "v", 5, biregister.WithLease(lease))
+	left := 0
+	for i := range 4 {
+		a, err := biregister.NewRegister(nil, "/review-put/", "a", "v", 5, biregister.WithLease(lease))
+		require.NoError(t, err)
+		proxy.DelayReplies(300 * time.Millisecond)
+		_, err = cli.Delete(context.Background(), a.MyKey())
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return stackHas("biregister.(*Lease).putChunk") }, waitFor, 100*time.Microsecond,
+			"the Lease never put the key back")
+		a.Close()
+		proxy.Heal()
+		if n := countKeys(t, cli, a.MyKey()); n != 0 {
+			left++
+			ids, said := leasesLeft(t, cli)
+			t.Errorf("iteration %d: the closed Register's key is still in etcd: %s", i, said)
+			require.Len(t, ids, 1, "the key is on the shared lease, kept alive with it")
+			_, err := cli.Delete(context.Background(), a.MyKey())
+			require.NoError(t, err)
+		}
+	}
+	t.Logf("%d of 4 Closes left the key behind", left)
+}
+
+// A constructor that fails because etcd answers too late (its puts went
+// through, their answers did not come in time) leaves no key on the shared
+// lease, as a constructor with a lease of its own revokes what it may have
+// granted.
+func TestSharedLeaseReviewFailedConstructorLeavesNoKey(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const ttl = 2
+	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, ttl)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	// Requests reach etcd at once (the lease stays renewed); answers come
+	// after the constructor's ttl.
+	proxy.DelayReplies(3 * time.Second)
+	_, err = biregister.NewRegister(nil, "/review-ctor/", "b", "v", ttl, biregister.WithLease(lease))
+	require.Error(t, err, "the constructor got no answer in time")
+	proxy.Heal()
+	require.Zero(t, countKeys(t, cli, "/review-ctor/b"), "a failed constructor left its key on the shared lease")
+}
+
+// The lease lost again while the Registers put their keys back on the
+// next one, several times in a row: every Register comes back, on one
+// lease, and no key is left that no Register holds.
+func TestSharedLeaseReviewLostTwiceInARow(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	const k = 40
+	f := startSharedFleet(t, etcd.Endpoints(), "/review-twice/", k, 4, 5, addr)
+	ctx := context.Background()
+	// Each lease revoked as soon as it is there: some keys are on it,
+	// others on their way to it.
+	revoked := map[clientv3.LeaseID]bool{}
+	for round := range 6 {
+		require.Eventually(t, func() bool {
+			resp, err := cli.Leases(ctx)
+			require.NoError(t, err)
+			for _, l := range resp.Leases {
+				if !revoked[l.ID] {
+					revoked[l.ID] = true
+					_, err := cli.Revoke(ctx, l.ID)
+					return err == nil
+				}
+			}
+			return false
+		}, waitFor, 100*time.Microsecond, "round %d: no new lease", round)
+	}
+	eventually(t, "the fleet after six losses", func() string { return fleetSettled(cli, f.root, f.registers) })
+	ids, said := leasesLeft(t, cli)
+	require.Len(t, ids, 1, said)
+}
+
+// etcd replaced by an empty one on the same address: every Register on the
+// Lease comes back there, on one new lease.
+func TestSharedLeaseReviewWiped(t *testing.T) {
+	etcd := startEtcd(t)
+	const k = 30
+	f := startSharedFleet(t, etcd.Endpoints(), "/review-wipe/", k, 3, 3, addr)
+	before := f.revisions()
+	etcd.Wipe(t)
+	cli := etcd.Client(t)
+	eventually(t, "the fleet on the new etcd", func() string { return fleetSettled(cli, f.root, f.registers) })
+	ids, said := leasesLeft(t, cli)
+	require.Len(t, ids, 1, said)
+	for i, r := range f.registers {
+		require.NotEqual(t, before[i], r.MyRevision(), "register %d kept the revision of the old etcd", i)
+	}
+}
+
+// Each way of changing one key from outside repairs that key alone: the
+// Register comes back with its value on the shared lease, and no other
+// Register's registration changes.
+func TestSharedLeaseReviewOutsideWrites(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ctx := context.Background()
+	f := startSharedFleet(t, etcd.Endpoints(), "/review-outside/", 12, 2, 5, addr)
+	ids, said := leasesLeft(t, cli)
+	require.Len(t, ids, 1, said)
+	shared := ids[0]
+	other, err := cli.Grant(ctx, 600)
+	require.NoError(t, err)
+	defer cli.Revoke(ctx, other.ID) //nolint:errcheck // best effort
+	writes := map[string]func(key string) error{
+		"deleted":             func(key string) error { _, err := cli.Delete(ctx, key); return err },
+		"put without a lease": func(key string) error { _, err := cli.Put(ctx, key, "outside"); return err },
+		"put with another lease": func(key string) error {
+			_, err := cli.Put(ctx, key, "outside", clientv3.WithLease(other.ID))
+			return err
+		},
+		"put with the shared lease": func(key string) error { _, err := cli.Put(ctx, key, "outside", clientv3.WithLease(shared)); return err },
+		"same value, no lease":      func(key string) error { _, err := cli.Put(ctx, key, addr(3)); return err },
+		"same value, another lease": func(key string) error { _, err := cli.Put(ctx, key, addr(3), clientv3.WithLease(other.ID)); return err },
+	}
+	for name, write := range writes {
+		t.Run(name, func(t *testing.T) {
+			before := f.revisions()
+			victim := f.registers[3]
+			require.NoError(t, write(victim.MyKey()))
+			eventually(t, "the victim back", func() string {
+				if why := fleetSettled(cli, f.root, f.registers); why != "" {
+					return why
+				}
+				if victim.MyRevision() == before[3] {
+					return "the victim did not notice"
+				}
+				if got := victim.GetValueByName(victim.MyName()); got != addr(3) {
+					return "the victim reads " + got
+				}
+				return ""
+			})
+			for i, r := range f.registers {
+				if i != 3 {
+					require.Equal(t, before[i], r.MyRevision(), "register %d", i)
+				}
+			}
+		})
+	}
+}
+
+// Two processes' worth of Registers in the same groups, each on a Lease of
+// its own; the first leads every group. Cut off from etcd for longer than
+// the ttl, the first stops leading in every group before the second leads
+// there, and once healed every Register of it comes back.
+func TestSharedLeaseReviewStalledPastTTLNeverTwoLeaders(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const ttl, groups = 2, 4
+	first := startGroups(t, []string{proxy.Endpoint()}, "/review-stall/", "first", groups, ttl)
+	second := startGroups(t, etcd.Endpoints(), "/review-stall/", "second", groups, ttl)
+	var stops []func() int
+	for g := range groups {
+		require.Eventually(t, first[g].AmILeader, waitFor, 5*time.Millisecond)
+		stops = append(stops, sampleLeading(first[g], second[g]))
+	}
+	proxy.Stall()
+	for g := range groups {
+		require.Eventually(t, second[g].AmILeader, waitFor, 5*time.Millisecond, "group %d", g)
+	}
+	proxy.Heal()
+	eventually(t, "both back", func() string {
+		if why := fleetSettled(cli, "/review-stall/", first, keysOf(second)...); why != "" {
+			return why
+		}
+		return fleetSettled(cli, "/review-stall/", second, keysOf(first)...)
+	})
+	for g, stop := range stops {
+		require.Zero(t, stop(), "group %d: two leaders at one moment", g)
+	}
+}
+
+// startGroups puts one Register named name in each of groups groups under
+// root, all on one Lease of ttl reaching etcd at endpoints.
+func startGroups(t *testing.T, endpoints []string, root, name string, groups int, ttl int64) []biregister.Register {
+	t.Helper()
+	lease, err := biregister.NewLease(endpoints, ttl)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	regs := make([]biregister.Register, groups)
+	for g := range groups {
+		regs[g] = startRegister(t, nil, fmt.Sprintf("%sg%02d/", root, g), name, "v", ttl, biregister.WithLease(lease))
+	}
+	return regs
+}
+
+func keysOf(regs []biregister.Register) []string {
+	keys := make([]string, len(regs))
+	for i, r := range regs {
+		keys[i] = r.MyKey()
+	}
+	return keys
+}
+
+// Every call on Registers of a Lease, from many goroutines, while the Lease
+// closes: each returns (nil or ErrClosed, or a constructor's ErrClosed),
+// nothing hangs, and once all returned etcd holds neither a lease nor a
+// key of theirs.
+func TestSharedLeaseReviewConcurrentWithLeaseClose(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	for round := range 3 {
+		root := fmt.Sprintf("/review-conc%d/", round)
+		lease, err := biregister.NewLease(etcd.Endpoints(), 3)
+		require.NoError(t, err)
+		var regs []biregister.Register
+		for i := range 8 {
+			r, err := biregister.NewRegister(nil, root+fmt.Sprintf("g%d/", i%2), fmt.Sprintf("r%d", i), "v", 3, biregister.WithLease(lease))
+			require.NoError(t, err)
+			regs = append(regs, r)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		var calls sync.WaitGroup
+		errs := make(chan error, 1000)
+		call := func(what string, do func() error) {
+			calls.Add(1)
+			go func() {
+				defer calls.Done()
+				for ctx.Err() == nil {
+					err := do()
+					if errors.Is(err, biregister.ErrClosed) {
+						return
+					}
+					if err != nil && !errors.Is(err, biregister.ErrNameTaken) && ctx.Err() == nil {
+						errs <- fmt.Errorf("%s: %w", what, err)
+						return
+					}
+				}
+			}()
+		}
+		for i, r := range regs {
+			call("SetValue", func() error { return r.SetValue(ctx, fmt.Sprint(time.Now().UnixNano())) })
+			call("Resign", func() error { return r.Resign(ctx) })
+			call("Lead", func() error {
+				return r.Lead(ctx, func(term *biregister.Term) {
+					_, _ = cli.Txn(term).If(term.Fence()).Then(clientv3.OpPut(root+"work", "x")).Commit()
+				})
+			})
+			call("WaitTerm", func() error { _, err := r.WaitTerm(ctx); return err })
+			if i%4 == 0 {
+				call("Close", func() error { r.Close(); return biregister.ErrClosed })
+			}
+		}
+		for i := range 4 {
+			call("NewRegister", func() error {
+				r, err := biregister.NewRegister(nil, root+"late/", fmt.Sprintf("l%d", i), "v", 3, biregister.WithLease(lease))
+				if err == nil {
+					r.Close()
+				}
+				return err
+			})
+		}
+		// Not a wait for anything: let the calls run a while before the
+		// Lease closes under them.
+		time.Sleep(time.Duration(200+round*300) * time.Millisecond)
+		returnsWithin(t, "Lease.Close", closeBound(3*time.Second)+time.Second, func() struct{} { lease.Close(); return struct{}{} })
+		returnsWithin(t, "the calls", waitFor, func() struct{} { calls.Wait(); return struct{}{} })
+		cancel()
+		close(errs)
+		for err := range errs {
+			t.Errorf("round %d: %v", round, err)
+		}
+		for _, r := range regs {
+			checkClosed(t, r)
+		}
+		ids, said := leasesLeft(t, cli)
+		require.Empty(t, ids, said)
+		resp, err := cli.Get(context.Background(), root, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		require.NoError(t, err)
+		var left []string
+		for _, kv := range resp.Kvs {
+			if string(kv.Key) != root+"work" {
+				left = append(left, string(kv.Key))
+			}
+		}
+		require.Empty(t, left, "round %d: keys left", round)
+	}
+}
+
+// Inputs at their extremes: nothing panics or hangs, and bad input is
+// ErrInvalidArgument.
+func TestSharedLeaseReviewInputs(t *testing.T) {
+	etcd := startEtcd(t)
+	eps := etcd.Endpoints()
+	newRegister := func(name string, opts ...biregister.Option) error {
+		return returnsWithin(t, "NewRegister", 10*time.Second, func() error {
+			r, err := biregister.NewRegister(eps, "/review-in/", name, "v", 5, opts...)
+			if err == nil {
+				r.Close()
+			}
+			return err
+		})
+	}
+	t.Run("zero Lease", func(t *testing.T) {
+		var zero biregister.Lease
+		require.ErrorIs(t, newRegister("a", biregister.WithLease(&zero)), biregister.ErrInvalidArgument)
+		returnsWithin(t, "Close of a zero Lease", readBound, func() struct{} { zero.Close(); return struct{}{} })
+	})
+	t.Run("nil Lease", func(t *testing.T) {
+		require.ErrorIs(t, newRegister("a", biregister.WithLease(nil)), biregister.ErrInvalidArgument)
+	})
+	t.Run("huge ttl", func(t *testing.T) {
+		err := returnsWithin(t, "NewLease", 10*time.Second, func() error {
+			l, err := biregister.NewLease(eps, 1<<62)
+			if err == nil {
+				l.Close()
+			}
+			return err
+		})
+		require.ErrorIs(t, err, biregister.ErrInvalidArgument)
+	})
+	t.Run("name at the request limit", func(t *testing.T) {
+		lease, err := biregister.NewLease(eps, 5)
+		require.NoError(t, err)
+		defer lease.Close()
+		name := strings.Repeat("n", 600<<10) // fits once in a request, not three times
+		err = newRegister(name, biregister.WithLease(lease))
+		t.Logf("NewRegister with a name of 600 KiB: %v", err)
+	})
+}
+
+// A constructor that the Lease's Close overtakes after it listed its group
+// (its join refused with ErrClosed) returns ErrClosed and leaves nothing
+// running: its watcher's loop, started by then, ends too.
+func TestSharedLeaseReviewCloseDuringConstructorLeaksNothing(t *testing.T) {
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{proxy.Endpoint()}})
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	// With WithClient the Lease's Close leaves the client open, so the
+	// constructor's listing ends well and its join is what Close refuses.
+	lease, err := biregister.NewLease(nil, 5, biregister.WithClient(cli))
+	require.NoError(t, err)
+	proxy.DelayReplies(500 * time.Millisecond)
+	made := make(chan error, 1)
+	go func() {
+		r, err := biregister.NewRegister(nil, "/review-ctor-close/", "a", "v", 5, biregister.WithLease(lease))
+		if err == nil {
+			r.Close()
+		}
+		made <- err
+	}()
+	require.Eventually(t, func() bool { return stackHas("biregister.(*watcher).list(") }, waitFor, 100*time.Microsecond,
+		"the constructor never listed its group")
+	lease.Close()
+	proxy.Heal()
+	select {
+	case err := <-made:
+		require.ErrorIs(t, err, biregister.ErrClosed)
+	case <-time.After(waitFor):
+		t.Fatal("the constructor did not return")
+	}
+	require.Eventually(t, func() bool { return !stackHas("biregister.(*watcher).run(") }, waitFor, 5*time.Millisecond,
+		"a failed constructor's watcher still runs")
+}
