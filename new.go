@@ -123,6 +123,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		w.ownKey = r.key
 		err = w.start(ctx)
 	}
+	started := err == nil // the watcher's loop runs: Close ends it
 	if err == nil && r.shared != nil {
 		err = r.shared.join(r, r.lease)
 	}
@@ -137,7 +138,11 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 		if r.shared != nil {
 			r.shared.leave(r)
 		}
-		w.releaseClient()
+		if started {
+			w.Close()
+		} else {
+			w.releaseClient()
+		}
 		return nil, err
 	}
 	r.metrics.registeredFor(causeStart)
