@@ -202,14 +202,27 @@ func (r *register) leave(wait time.Duration) {
 // leaveShared deletes the key, as a graceful leave, while it has the
 // registration's create revision, and then the marker, which the shared
 // lease would keep for as long as it lives. The lease is the Lease's.
+// Unregistered, it deletes the key if it is on the shared lease: the
+// Lease carries a put to its end after the Register stopped waiting for
+// it (its loop ended, its constructor gave up), and the key, the
+// Register's on the Lease until it leaves, would live as long as the
+// lease.
 func (r *register) leaveShared(wait time.Duration) {
-	if reg := r.current.Load(); reg != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
+	reg := r.current.Load()
+	var lease clientv3.LeaseID
+	if reg == nil {
+		lease = r.shared.settled()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	switch {
+	case reg != nil:
 		resp, err := r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
 		if err == nil && resp.Succeeded {
 			r.deleteMarker(ctx)
 		}
+	case lease != 0:
+		_, _ = r.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).Then(clientv3.OpDelete(r.key)).Commit()
 	}
 	r.dropLease()
 }

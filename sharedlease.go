@@ -43,6 +43,7 @@ type Lease struct {
 	attaching chan attachment
 	detaching chan *register
 	puts      chan sharedPut
+	settling  chan chan clientv3.LeaseID
 	closing   chan chan leaseClosing
 
 	closeOnce sync.Once
@@ -139,6 +140,7 @@ func NewLease(endpoints []string, ttl int64, opts ...Option) (*Lease, error) {
 		attaching:  make(chan attachment),
 		detaching:  make(chan *register),
 		puts:       make(chan sharedPut),
+		settling:   make(chan chan clientv3.LeaseID),
 		closing:    make(chan chan leaseClosing),
 		putsPerTxn: maxPutsPerTxn,
 		keys:       map[string]bool{},
@@ -247,6 +249,8 @@ func (l *Lease) run() {
 			l.setMembers(slices.DeleteFunc(slices.Clone(*l.members.Load()), func(m *register) bool { return m == r }))
 		case p := <-l.puts:
 			l.putBack(p)
+		case reply := <-l.settling:
+			reply <- l.lease
 		case taken := <-l.closing:
 			l.closed = true
 			taken <- leaseClosing{registers: *l.members.Load(), lease: l.lease, grant: l.granting.unanswered()}
@@ -296,6 +300,19 @@ func (l *Lease) ask(a attachment) error {
 		return <-a.reply
 	case <-l.done:
 		return fmt.Errorf("%w: the Lease", ErrClosed)
+	}
+}
+
+// settled returns the lease keys are put on now, once run has finished
+// the puts it had under way, or 0 once the Lease is closed (its revoke
+// took every key on it).
+func (l *Lease) settled() clientv3.LeaseID {
+	reply := make(chan clientv3.LeaseID, 1)
+	select {
+	case l.settling <- reply:
+		return <-reply
+	case <-l.done:
+		return 0
 	}
 }
 

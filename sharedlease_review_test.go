@@ -81,38 +81,57 @@ func countKeys(t *testing.T, cli *clientv3.Client, prefix string) int64 {
 }
 
 // A Register closed while the Lease is putting its key back (the key
-// deleted from outside, etcd's answers slow) leaves no key: the Lease
-// carries the put to its end after the Register stopped waiting for it,
-// and nothing may then keep that key alive on the shared lease.
+// deleted from outside, or the lease revoked; etcd's answers slow) leaves
+// no key: the Lease carries the put to its end after the Register stopped
+// waiting for it, and nothing may then keep that key alive on the shared
+// lease.
 func TestSharedLeaseReviewCloseDuringPutBackLeavesNoKey(t *testing.T) {
 	etcd := startEtcd(t)
 	cli := etcd.Client(t)
+	ctx := context.Background()
 	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, 5)
 	require.NoError(t, err)
 	t.Cleanup(lease.Close)
-	startRegister(t, nil, "/review-put/", "keep", "v", 5, biregister.WithLease(lease))
+	keep := startRegister(t, nil, "/review-put/", "keep", "v", 5, biregister.WithLease(lease))
 	left := 0
-	for i := range 4 {
+	for i := range 6 {
 		a, err := biregister.NewRegister(nil, "/review-put/", "a", "v", 5, biregister.WithLease(lease))
 		require.NoError(t, err)
+		eventually(t, "the fleet", func() string { return fleetSettled(cli, "/review-put/", []biregister.Register{keep, a}) })
 		proxy.DelayReplies(300 * time.Millisecond)
-		_, err = cli.Delete(context.Background(), a.MyKey())
-		require.NoError(t, err)
-		require.Eventually(t, func() bool { return stackHas("biregister.(*Lease).putChunk") }, waitFor, 100*time.Microsecond,
-			"the Lease never put the key back")
+		how := "key deleted"
+		if i%2 == 0 {
+			_, err = cli.Delete(ctx, a.MyKey())
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return stackHas("biregister.(*Lease).putChunk") }, waitFor, 100*time.Microsecond,
+				"the Lease never put the key back")
+		} else {
+			// The key goes back on the next lease: Close once that one is
+			// granted, with the put on it under way.
+			how = "lease revoked"
+			ids, said := leasesLeft(t, cli)
+			require.Len(t, ids, 1, said)
+			_, err = cli.Revoke(ctx, ids[0])
+			require.NoError(t, err)
+			require.Eventually(t, func() bool {
+				resp, err := cli.Leases(ctx)
+				require.NoError(t, err)
+				return len(resp.Leases) > 0 && stackHas("biregister.(*Lease).putChunk")
+			}, waitFor, 100*time.Microsecond, "the Lease never put the keys back on a new lease")
+		}
 		a.Close()
 		proxy.Heal()
 		if n := countKeys(t, cli, a.MyKey()); n != 0 {
 			left++
 			ids, said := leasesLeft(t, cli)
-			t.Errorf("iteration %d: the closed Register's key is still in etcd: %s", i, said)
+			t.Errorf("iteration %d (%s): the closed Register's key is still in etcd: %s", i, how, said)
 			require.Len(t, ids, 1, "the key is on the shared lease, kept alive with it")
-			_, err := cli.Delete(context.Background(), a.MyKey())
+			_, err := cli.Delete(ctx, a.MyKey())
 			require.NoError(t, err)
 		}
 	}
-	t.Logf("%d of 4 Closes left the key behind", left)
+	t.Logf("%d of 6 Closes left the key behind", left)
 }
 
 // A constructor that fails because etcd answers too late (its puts went
