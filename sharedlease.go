@@ -176,8 +176,12 @@ func newLeaseConfig(endpoints []string, ttl int64, opts []Option) (*config, erro
 // Close ends every Register on the Lease and revokes the lease: their keys
 // leave in one revision, each as a graceful leave (Change.Left). It then
 // releases the client if NewLease made it. Close is idempotent; a
-// Register's own Close, before or after, deletes only its key.
+// Register's own Close, before or after, deletes only its key. Close of a
+// Lease NewLease did not make (nil, or a zero Lease) does nothing.
 func (l *Lease) Close() {
+	if l == nil || l.done == nil {
+		return
+	}
 	l.closeOnce.Do(func() {
 		taken := make(chan leaseClosing, 1)
 		l.closing <- taken

@@ -413,7 +413,11 @@ func TestSharedLeaseReviewInputs(t *testing.T) {
 		returnsWithin(t, "Close of a zero Lease", readBound, func() struct{} { zero.Close(); return struct{}{} })
 	})
 	t.Run("nil Lease", func(t *testing.T) {
-		require.ErrorIs(t, newRegister("a", biregister.WithLease(nil)), biregister.ErrInvalidArgument)
+		var none *biregister.Lease
+		returnsWithin(t, "Close of a nil Lease", readBound, func() struct{} { none.Close(); return struct{}{} })
+		// As WithClient(nil): no Lease given, and then no endpoints either.
+		_, err := biregister.NewRegister(nil, "/review-in/", "a", "v", 5, biregister.WithLease(none))
+		require.ErrorIs(t, err, biregister.ErrInvalidArgument)
 	})
 	t.Run("huge ttl", func(t *testing.T) {
 		err := returnsWithin(t, "NewLease", 10*time.Second, func() error {
