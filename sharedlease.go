@@ -39,6 +39,10 @@ type Lease struct {
 	ctx     context.Context // ends run and the keeper
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when run has returned
+	// putting bounds the puts run carries; Close ends it first, so that it
+	// does not wait for a put on an etcd that does not answer.
+	putting     context.Context
+	stopPutting context.CancelFunc
 	// From any goroutine to run.
 	attaching chan attachment
 	detaching chan *register
@@ -129,21 +133,24 @@ func NewLease(endpoints []string, ttl int64, opts ...Option) (*Lease, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	putting, stopPutting := context.WithCancel(ctx)
 	l := &Lease{
-		client:     client,
-		release:    release,
-		ttl:        cfg.ttl,
-		logger:     cfg.logger,
-		ctx:        ctx,
-		cancel:     cancel,
-		done:       make(chan struct{}),
-		attaching:  make(chan attachment),
-		detaching:  make(chan *register),
-		puts:       make(chan sharedPut),
-		settling:   make(chan chan clientv3.LeaseID),
-		closing:    make(chan chan leaseClosing),
-		putsPerTxn: maxPutsPerTxn,
-		keys:       map[string]bool{},
+		client:      client,
+		release:     release,
+		ttl:         cfg.ttl,
+		logger:      cfg.logger,
+		ctx:         ctx,
+		cancel:      cancel,
+		done:        make(chan struct{}),
+		putting:     putting,
+		stopPutting: stopPutting,
+		attaching:   make(chan attachment),
+		detaching:   make(chan *register),
+		puts:        make(chan sharedPut),
+		settling:    make(chan chan clientv3.LeaseID),
+		closing:     make(chan chan leaseClosing),
+		putsPerTxn:  maxPutsPerTxn,
+		keys:        map[string]bool{},
 	}
 	l.members.Store(&[]*register{})
 	l.keeper = newLeaseKeeper(ctx, client, l.ttl, "(shared lease)", l.observe, l.revived, nil, l.logger)
@@ -183,6 +190,7 @@ func (l *Lease) Close() {
 		return
 	}
 	l.closeOnce.Do(func() {
+		l.stopPutting()
 		taken := make(chan leaseClosing, 1)
 		l.closing <- taken
 		c := <-taken

@@ -474,3 +474,36 @@ func TestSharedLeaseReviewCloseDuringConstructorLeaksNothing(t *testing.T) {
 	require.Eventually(t, func() bool { return !stackHas("biregister.(*watcher).run(") }, waitFor, 5*time.Millisecond,
 		"a failed constructor's watcher still runs")
 }
+
+// TestSharedLeaseReviewLeaseCloseBoundedWhileAnotherPuts: the Lease's Close
+// waits for etcd no longer than its markers and its revoke allow (half of
+// min(ttl, 2 s), then min(ttl, 2 s)), also while the Lease puts a
+// Register's key back on an etcd that stopped answering.
+func TestSharedLeaseReviewLeaseCloseBoundedWhileAnotherPuts(t *testing.T) {
+	closeWhileAnotherPuts(t, func(lease *biregister.Lease, _ biregister.Register) { lease.Close() })
+}
+
+// closeWhileAnotherPuts puts a and b on a Lease of ttl 30 s, deletes a's
+// key from outside, stalls etcd once the Lease is putting it back, and
+// requires closeIt to return within closeBound, and a second for the
+// Lease's markers.
+func closeWhileAnotherPuts(t *testing.T, closeIt func(lease *biregister.Lease, b biregister.Register)) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const ttl = 30
+	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, ttl)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	a := startRegister(t, nil, "/review-bound/", "a", "v", ttl, biregister.WithLease(lease))
+	b := startRegister(t, nil, "/review-bound/", "b", "v", ttl, biregister.WithLease(lease))
+	proxy.DelayReplies(100 * time.Millisecond)
+	_, err = cli.Delete(context.Background(), a.MyKey())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return stackHas("biregister.(*Lease).putChunk") }, waitFor, 100*time.Microsecond)
+	proxy.Stall()
+	defer proxy.Heal()
+	start := time.Now()
+	returnsWithin(t, "Close", closeBound(ttl*time.Second)+time.Second, func() struct{} { closeIt(lease, b); return struct{}{} })
+	t.Logf("Close returned after %v", time.Since(start))
+}

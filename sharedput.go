@@ -94,7 +94,7 @@ func (l *Lease) putContext(puts []sharedPut) (context.Context, context.CancelFun
 			latest = p.deadline
 		}
 	}
-	return context.WithDeadline(l.ctx, latest)
+	return context.WithDeadline(l.putting, latest)
 }
 
 // putChunk puts every key of chunk where it is absent, in one transaction:
