@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
@@ -517,4 +518,58 @@ func closeWhileAnotherPuts(t *testing.T, closeIt func(lease *biregister.Lease, b
 // the put's deadline (ttl/3 here, up to the ttl on later attempts).
 func TestSharedLeaseReviewRegisterCloseBoundedWhileAnotherPuts(t *testing.T) {
 	closeWhileAnotherPuts(t, func(_ *biregister.Lease, b biregister.Register) { b.Close() })
+}
+
+// A value refused on its own (over the client's 2 MiB) rides in the
+// Lease's batch with other Registers' puts (constructors side by side):
+// the batch is refused for its size, and the Lease puts fewer keys at once
+// until the value is alone. Only that value is refused, and only that
+// constructor fails; the transactions of the next loss still carry 128
+// keys each.
+func TestSharedLeaseReviewRefusedValueKeepsBatches(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ctx := context.Background()
+	const k, ttl = 100, 60
+	lease, err := biregister.NewLease(etcd.Endpoints(), ttl)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	huge := strings.Repeat("x", 3<<20)
+	var regs []biregister.Register
+	for round := range 3 {
+		for _, r := range regs {
+			r.Close()
+		}
+		regs = make([]biregister.Register, k)
+		errs := make([]error, k)
+		var hugeErr error
+		var made sync.WaitGroup
+		made.Add(k + 1)
+		go func() {
+			defer made.Done()
+			_, hugeErr = biregister.NewRegister(nil, "/review-batch/", "huge", huge, ttl, biregister.WithLease(lease))
+		}()
+		for i := range k {
+			go func() {
+				defer made.Done()
+				regs[i], errs[i] = biregister.NewRegister(nil, "/review-batch/", fmt.Sprintf("m%03d", i), addr(i), ttl, biregister.WithLease(lease))
+			}()
+		}
+		made.Wait()
+		require.Error(t, hugeErr, "a value over the client's request limit")
+		for i, err := range errs {
+			require.NoError(t, err, "round %d, register %d", round, i)
+		}
+	}
+	for _, r := range regs {
+		t.Cleanup(r.Close)
+	}
+	eventually(t, "the Registers", func() string { return fleetSettled(cli, "/review-batch/", regs) })
+	ids, said := leasesLeft(t, cli)
+	require.Len(t, ids, 1, said)
+	revoked, err := cli.Revoke(ctx, ids[0])
+	require.NoError(t, err)
+	events := watchRoot(t, cli, "/review-batch/", revoked.Header.Revision)
+	got := eventsUntil(t, events, func(got []*clientv3.Event) bool { return len(memberEvents(got, mvccpb.PUT)) >= k })
+	require.LessOrEqual(t, distinctRevisions(memberEvents(got, mvccpb.PUT)), (k+127)/128, "transactions that put the keys back")
 }

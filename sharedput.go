@@ -25,6 +25,7 @@ func (l *Lease) putBack(first sharedPut) {
 	}
 	ctx, cancel := l.putContext(puts)
 	defer cancel()
+	took := l.putsPerTxn // what etcd took before: see the refusal of one key below
 	for len(puts) > 0 {
 		if l.lease == 0 {
 			if err := l.grant(ctx); err != nil {
@@ -45,6 +46,11 @@ func (l *Lease) putBack(first sharedPut) {
 			l.putsPerTxn = len(chunk) / 2
 			l.logger.Warn("biregister: etcd refused a transaction putting keys back, putting fewer at once", "keys", len(chunk), "err", err)
 		default:
+			if tooBig(err) {
+				// One key too big alone: it, not their number, made the
+				// bigger transactions too big.
+				l.putsPerTxn = took
+			}
 			l.answer(chunk, putOutcome{}, err)
 			puts = puts[len(chunk):]
 		}
