@@ -206,7 +206,8 @@ func (r *register) leave(wait time.Duration) {
 // Lease carries a put to its end after the Register stopped waiting for
 // it (its loop ended, its constructor gave up), and the key, the
 // Register's on the Lease until it leaves, would live as long as the
-// lease.
+// lease. No revoke takes what a request left behind, so each is asked
+// again until it is answered, within wait.
 func (r *register) leaveShared(wait time.Duration) {
 	reg := r.current.Load()
 	var lease clientv3.LeaseID
@@ -217,12 +218,32 @@ func (r *register) leaveShared(wait time.Duration) {
 	defer cancel()
 	switch {
 	case reg != nil:
-		resp, err := r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
-		if err == nil && resp.Succeeded {
-			r.deleteMarker(ctx)
-		}
+		// A delete whose answer was lost may have put the marker: it goes
+		// whatever the answer.
+		answered(ctx, wait, func(ctx context.Context) error {
+			_, err := r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
+			return err
+		})
+		answered(ctx, wait, r.deleteMarker)
 	case lease != 0:
-		_, _ = r.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).Then(clientv3.OpDelete(r.key)).Commit()
+		answered(ctx, wait, func(ctx context.Context) error {
+			_, err := r.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).Then(clientv3.OpDelete(r.key)).Commit()
+			return err
+		})
 	}
 	r.dropLease()
+}
+
+// answered asks do until it is answered or ctx ends, each try within a
+// quarter of wait: a try sent to a member that takes requests and answers
+// none must leave time for another, which the client sends elsewhere.
+func answered(ctx context.Context, wait time.Duration, do func(ctx context.Context) error) {
+	for ctx.Err() == nil {
+		try, cancel := context.WithTimeout(ctx, wait/4)
+		err := do(try)
+		cancel()
+		if err == nil || !ambiguous(err) {
+			return
+		}
+	}
 }

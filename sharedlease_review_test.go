@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,14 +19,16 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
+	"github.com/biregister/biregister/internal/etcdtest"
 	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/leakcheck"
 )
 
 // fleetSettled returns why the Registers of open are not in their contract
 // state on one shared lease, or "": etcd holds each one's key at the
 // create revision it reports, all on one live lease, and under root no
-// other key but those of others (names of keys another party holds), and
-// no graceful-leave marker.
+// other member key but those of others (names of keys another party
+// holds). Graceful-leave markers are not looked at.
 func fleetSettled(cli *clientv3.Client, root string, open []biregister.Register, others ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -56,6 +59,11 @@ func fleetSettled(cli *clientv3.Client, root string, open []biregister.Register,
 	}
 	for _, k := range others {
 		delete(held, k)
+	}
+	for k := range held {
+		if strings.Contains(k, "/.leaving/") {
+			delete(held, k) // see leaveMarkers
+		}
 	}
 	if len(held) > 0 {
 		var left []string
@@ -572,4 +580,161 @@ func TestSharedLeaseReviewRefusedValueKeepsBatches(t *testing.T) {
 	events := watchRoot(t, cli, "/review-batch/", revoked.Header.Revision)
 	got := eventsUntil(t, events, func(got []*clientv3.Event) bool { return len(memberEvents(got, mvccpb.PUT)) >= k })
 	require.LessOrEqual(t, distinctRevisions(memberEvents(got, mvccpb.PUT)), (k+127)/128, "transactions that put the keys back")
+}
+
+// Every method of Registers on a shared Lease under each fault — etcd's
+// answers 300 ms late, etcd cut off past the ttl and back, one endpoint of
+// three taking requests and answering none, a value etcd refuses — returns
+// within its bound; once the fault heals every Register is back on one
+// lease with a value it was given; then the Lease closes under calls in
+// flight, which return ErrClosed, and every method of the closed Registers
+// answers as README's After Close says.
+func TestSharedLeaseReviewMethodsUnderFaults(t *testing.T) {
+	type fault struct {
+		name    string
+		members int
+		start   func(c *etcdtest.Cluster, p *faultproxy.Proxy)
+		heal    func(c *etcdtest.Cluster, p *faultproxy.Proxy)
+		hold    time.Duration // how long the fault holds before the calls
+	}
+	faults := []fault{
+		{"slow", 1, func(_ *etcdtest.Cluster, p *faultproxy.Proxy) { p.DelayReplies(300 * time.Millisecond) },
+			func(_ *etcdtest.Cluster, p *faultproxy.Proxy) { p.Heal() }, 0},
+		{"down past the ttl and back", 1, func(_ *etcdtest.Cluster, p *faultproxy.Proxy) { p.Cut() },
+			func(_ *etcdtest.Cluster, p *faultproxy.Proxy) { p.Heal() }, 3 * matrixLease / 2},
+		{"one endpoint of three stalled", 3, func(c *etcdtest.Cluster, _ *faultproxy.Proxy) { c.Front(0).StallRequests() },
+			func(c *etcdtest.Cluster, _ *faultproxy.Proxy) { c.Front(0).Heal() }, 0},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			leakcheck.VerifyNoLeaks(t)
+			etcd := etcdtest.Start(t, f.members)
+			cli := etcd.Client(t)
+			proxy := faultproxy.Start(t, etcd.Endpoint(0))
+			eps := etcd.Endpoints()
+			if f.members == 1 {
+				eps = []string{proxy.Endpoint()}
+			}
+			lease := construct(t, "NewLease", matrixLease+slack, func() (*biregister.Lease, error) { return biregister.NewLease(eps, matrixTTL) })
+			root := "/review-methods/"
+			var regs []biregister.Register
+			for i, name := range []string{"a", "b", "c"} {
+				prefix := fmt.Sprintf("%sg%d/", root, i/2)
+				regs = append(regs, construct(t, "NewRegister", matrixLease+slack, func() (biregister.Register, error) {
+					return biregister.NewRegister(nil, prefix, name, "v", matrixTTL, biregister.WithLease(lease))
+				}))
+			}
+			w := startWatcher(t, etcd.Endpoints(), root+"g0/")
+			stop := sampleLeading(regs[0], regs[1])
+			f.start(etcd, proxy)
+			if f.hold > 0 {
+				deadline := time.Now().Add(f.hold)
+				eventually(t, "the fault held", func() string {
+					for _, r := range regs {
+						if r.AmILeader() {
+							return "a Register still leads, its lease unrenewed for " + time.Until(deadline).String()
+						}
+					}
+					if time.Now().Before(deadline) {
+						return "holding"
+					}
+					return ""
+				})
+			}
+			values := map[biregister.Register][]string{}
+			for i, r := range regs {
+				values[r] = []string{"v", duringFault(t, r, matrixLease/2, fmt.Sprint("during ", i))}
+			}
+			f.heal(etcd, proxy)
+			// A Resign's leave marker may stay (its delete waited on the
+			// stalled member), as with a lease of the Register's own: the
+			// caches are compared with the members alone.
+			eventually(t, "one lease for all", func() string { return fleetSettled(cli, root, regs) })
+			for _, r := range regs {
+				eventually(t, "the value of "+r.MyKey(), func() string {
+					got := r.GetValueByName(r.MyName())
+					if !slices.Contains(values[r], got) {
+						return "reads " + short(got)
+					}
+					if held := heldBy(t, cli, r); held.value != got {
+						return "etcd holds " + short(held.value)
+					}
+					return ""
+				})
+			}
+			// A value etcd refuses changes nothing.
+			before := heldBy(t, cli, regs[0])
+			require.Error(t, regs[0].SetValue(context.Background(), strings.Repeat("x", 1600<<10)))
+			checkUnchanged(t, cli, regs[0], before)
+			require.Zero(t, stop(), "two leaders at one moment")
+			checkReads(t, w)
+
+			// The Lease's Close under calls in flight.
+			ctx := context.Background()
+			results := make(chan error, 5*len(regs))
+			for _, r := range regs {
+				for _, c := range requests(ctx, r) {
+					if c.name == "SetValue" || c.name == "Resign" {
+						continue // they end by themselves
+					}
+					go func() {
+						// A leader's WaitLeader and WaitTerm return at once.
+						if err := c.do(); !errors.Is(err, biregister.ErrClosed) && (c.name == "Lead" || err != nil) {
+							results <- fmt.Errorf("%s returned %v, not ErrClosed", c.name, err)
+							return
+						}
+						results <- nil
+					}()
+				}
+			}
+			calls := 3 * len(regs) // WaitLeader, WaitTerm and Lead of each
+			returnsWithin(t, "Lease.Close", closeBound(matrixLease)+time.Second, func() struct{} { lease.Close(); return struct{}{} })
+			for range calls {
+				select {
+				case err := <-results:
+					require.NoError(t, err)
+				case <-time.After(readBound):
+					t.Fatal("a call did not return once the Lease had closed")
+				}
+			}
+			for _, r := range regs {
+				checkClosed(t, r)
+			}
+			ids, said := leasesLeft(t, cli)
+			require.Empty(t, ids, said)
+			require.Zero(t, countKeys(t, cli, root), "keys left after the Lease's Close")
+		})
+	}
+}
+
+// A Register on a shared Lease closed while one endpoint of three takes
+// requests and answers none leaves neither its key nor its leave marker:
+// the shared lease, which stays, would keep either for as long as it lives
+// (a Register's own lease goes with its Close, and takes them along).
+func TestSharedLeaseReviewCloseWithOneEndpointStalledLeavesNothing(t *testing.T) {
+	leakcheck.VerifyNoLeaks(t)
+	etcd := etcdtest.Start(t, 3)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.DirectEndpoint(1), etcd.DirectEndpoint(2)}})
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	lease, err := biregister.NewLease(etcd.Endpoints(), 30)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	startRegister(t, nil, "/review-stalled/", "stays", "v", 30, biregister.WithLease(lease))
+	var left []string
+	for i := range 8 { // the client sends a request to the stalled member one time in three
+		r, err := biregister.NewRegister(nil, "/review-stalled/", fmt.Sprintf("s%d", i), "v", 30, biregister.WithLease(lease))
+		require.NoError(t, err)
+		etcd.Front(0).StallRequests()
+		returnsWithin(t, "Close", closeBound(30*time.Second), func() struct{} { r.Close(); return struct{}{} })
+		etcd.Front(0).Heal()
+		resp, err := cli.Get(context.Background(), "/review-stalled/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		require.NoError(t, err)
+		for _, kv := range resp.Kvs {
+			if k := string(kv.Key); k != "/review-stalled/stays" && !slices.Contains(left, k) {
+				left = append(left, k)
+			}
+		}
+	}
+	require.Empty(t, left, "keys left on the shared lease after Close")
 }
