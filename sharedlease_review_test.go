@@ -738,3 +738,57 @@ func TestSharedLeaseReviewCloseWithOneEndpointStalledLeavesNothing(t *testing.T)
 	}
 	require.Empty(t, left, "keys left on the shared lease after Close")
 }
+
+// The lease lost while a Register is in its constructor, after its key
+// went in and before its listing (etcd's answers slow): the constructor
+// returns a Register that registers again by itself, on the next lease.
+func TestSharedLeaseReviewLostDuringConstructor(t *testing.T) {
+	etcd := startEtcd(t)
+	cli := etcd.Client(t)
+	ctx := context.Background()
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	const ttl = 3
+	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, ttl)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	other := startRegister(t, nil, "/review-ctor-lost/", "other", "v", ttl, biregister.WithLease(lease))
+	for i := range 3 {
+		proxy.DelayReplies(500 * time.Millisecond)
+		type made struct {
+			r   biregister.Register
+			err error
+		}
+		done := make(chan made, 1)
+		name := fmt.Sprintf("new%d", i)
+		go func() {
+			r, err := biregister.NewRegister(nil, "/review-ctor-lost/", name, "v", ttl, biregister.WithLease(lease))
+			done <- made{r, err}
+		}()
+		// The key is in etcd: its answer, and then the listing, are on their way.
+		var id int64
+		require.Eventually(t, func() bool {
+			resp, err := cli.Get(ctx, "/review-ctor-lost/"+name)
+			require.NoError(t, err)
+			if len(resp.Kvs) == 0 {
+				return false
+			}
+			id = resp.Kvs[0].Lease
+			return true
+		}, waitFor, 100*time.Microsecond)
+		_, err := cli.Revoke(ctx, clientv3.LeaseID(id))
+		require.NoError(t, err)
+		var m made
+		select {
+		case m = <-done:
+		case <-time.After(waitFor):
+			t.Fatal("the constructor did not return")
+		}
+		proxy.Heal()
+		require.NoError(t, m.err)
+		t.Cleanup(m.r.Close)
+		eventually(t, "the new Register back", func() string {
+			return fleetSettled(cli, "/review-ctor-lost/", []biregister.Register{other, m.r})
+		})
+		m.r.Close()
+	}
+}
