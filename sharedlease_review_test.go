@@ -81,6 +81,19 @@ func fleetSettled(cli *clientv3.Client, root string, open []biregister.Register,
 	return ""
 }
 
+// proxiedLease starts etcd and returns a client of it, a fault proxy in
+// front of it, and a Lease of ttl that reaches etcd through the proxy,
+// closed when the test ends.
+func proxiedLease(t *testing.T, ttl int64) (*clientv3.Client, *faultproxy.Proxy, *biregister.Lease) {
+	t.Helper()
+	etcd := startEtcd(t)
+	proxy := faultproxy.Start(t, etcd.Endpoint(0))
+	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, ttl)
+	require.NoError(t, err)
+	t.Cleanup(lease.Close)
+	return etcd.Client(t), proxy, lease
+}
+
 // countKeys returns how many keys etcd holds under prefix.
 func countKeys(t *testing.T, cli *clientv3.Client, prefix string) int64 {
 	t.Helper()
@@ -95,13 +108,8 @@ func countKeys(t *testing.T, cli *clientv3.Client, prefix string) int64 {
 // waiting for it, and nothing may then keep that key alive on the shared
 // lease.
 func TestSharedLeaseReviewCloseDuringPutBackLeavesNoKey(t *testing.T) {
-	etcd := startEtcd(t)
-	cli := etcd.Client(t)
+	cli, proxy, lease := proxiedLease(t, 5)
 	ctx := context.Background()
-	proxy := faultproxy.Start(t, etcd.Endpoint(0))
-	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, 5)
-	require.NoError(t, err)
-	t.Cleanup(lease.Close)
 	keep := startRegister(t, nil, "/review-put/", "keep", "v", 5, biregister.WithLease(lease))
 	left := 0
 	for i := range 6 {
@@ -148,17 +156,12 @@ func TestSharedLeaseReviewCloseDuringPutBackLeavesNoKey(t *testing.T) {
 // lease, as a constructor with a lease of its own revokes what it may have
 // granted.
 func TestSharedLeaseReviewFailedConstructorLeavesNoKey(t *testing.T) {
-	etcd := startEtcd(t)
-	cli := etcd.Client(t)
-	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 2
-	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, ttl)
-	require.NoError(t, err)
-	t.Cleanup(lease.Close)
+	cli, proxy, lease := proxiedLease(t, ttl)
 	// Requests reach etcd at once (the lease stays renewed); answers come
 	// after the constructor's ttl.
 	proxy.DelayReplies(3 * time.Second)
-	_, err = biregister.NewRegister(nil, "/review-ctor/", "b", "v", ttl, biregister.WithLease(lease))
+	_, err := biregister.NewRegister(nil, "/review-ctor/", "b", "v", ttl, biregister.WithLease(lease))
 	require.Error(t, err, "the constructor got no answer in time")
 	proxy.Heal()
 	require.Zero(t, countKeys(t, cli, "/review-ctor/b"), "a failed constructor left its key on the shared lease")
@@ -497,17 +500,12 @@ func TestSharedLeaseReviewLeaseCloseBoundedWhileAnotherPuts(t *testing.T) {
 // requires closeIt to return within closeBound, and a second for the
 // Lease's markers.
 func closeWhileAnotherPuts(t *testing.T, closeIt func(lease *biregister.Lease, b biregister.Register)) {
-	etcd := startEtcd(t)
-	cli := etcd.Client(t)
-	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 30
-	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, ttl)
-	require.NoError(t, err)
-	t.Cleanup(lease.Close)
+	cli, proxy, lease := proxiedLease(t, ttl)
 	a := startRegister(t, nil, "/review-bound/", "a", "v", ttl, biregister.WithLease(lease))
 	b := startRegister(t, nil, "/review-bound/", "b", "v", ttl, biregister.WithLease(lease))
 	proxy.DelayReplies(100 * time.Millisecond)
-	_, err = cli.Delete(context.Background(), a.MyKey())
+	_, err := cli.Delete(context.Background(), a.MyKey())
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return stackHas("biregister.(*Lease).putChunk") }, waitFor, 100*time.Microsecond)
 	proxy.Stall()
@@ -743,14 +741,9 @@ func TestSharedLeaseReviewCloseWithOneEndpointStalledLeavesNothing(t *testing.T)
 // went in and before its listing (etcd's answers slow): the constructor
 // returns a Register that registers again by itself, on the next lease.
 func TestSharedLeaseReviewLostDuringConstructor(t *testing.T) {
-	etcd := startEtcd(t)
-	cli := etcd.Client(t)
-	ctx := context.Background()
-	proxy := faultproxy.Start(t, etcd.Endpoint(0))
 	const ttl = 3
-	lease, err := biregister.NewLease([]string{proxy.Endpoint()}, ttl)
-	require.NoError(t, err)
-	t.Cleanup(lease.Close)
+	cli, proxy, lease := proxiedLease(t, ttl)
+	ctx := context.Background()
 	other := startRegister(t, nil, "/review-ctor-lost/", "other", "v", ttl, biregister.WithLease(lease))
 	for i := range 3 {
 		proxy.DelayReplies(500 * time.Millisecond)
