@@ -381,7 +381,18 @@ func TestSharedLeaseReviewConcurrentWithLeaseClose(t *testing.T) {
 		// Not a wait for anything: let the calls run a while before the
 		// Lease closes under them.
 		time.Sleep(time.Duration(200+round*300) * time.Millisecond)
-		returnsWithin(t, "Lease.Close", closeBound(3*time.Second)+time.Second, func() struct{} { lease.Close(); return struct{}{} })
+		returnsWithin(t, "Lease.Close, three at once", closeBound(3*time.Second)+time.Second, func() struct{} {
+			var closing sync.WaitGroup
+			for range 3 {
+				closing.Add(1)
+				go func() {
+					defer closing.Done()
+					lease.Close()
+				}()
+			}
+			closing.Wait()
+			return struct{}{}
+		})
 		returnsWithin(t, "the calls", waitFor, func() struct{} { calls.Wait(); return struct{}{} })
 		cancel()
 		close(errs)
