@@ -237,12 +237,14 @@ func (r *register) leaveShared(wait time.Duration) {
 // answered asks do until it is answered or ctx ends, each try within a
 // quarter of wait: a try sent to a member that takes requests and answers
 // none must leave time for another, which the client sends elsewhere.
+// Tries that fail at once are spaced out.
 func answered(ctx context.Context, wait time.Duration, do func(ctx context.Context) error) {
-	for ctx.Err() == nil {
+	var retry backoff
+	for {
 		try, cancel := context.WithTimeout(ctx, wait/4)
 		err := do(try)
 		cancel()
-		if err == nil || !ambiguous(err) {
+		if err == nil || !ambiguous(err) || !sleep(ctx, retry.next()) {
 			return
 		}
 	}
