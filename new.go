@@ -141,7 +141,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 			w.releaseClient()
 		}
 		if r.shared != nil {
-			r.shared.leave(r) // last: the Lease's client served until now
+			r.shared.leave(r, r.keyAbandoned) // last: the Lease's client served until now
 		}
 		return nil, err
 	}

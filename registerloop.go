@@ -144,7 +144,7 @@ func (r *register) finish() {
 	r.lose(causeClosed)
 	r.watcher.Close()
 	if r.shared != nil {
-		r.shared.leave(r) // last: the Lease's client served until now
+		r.shared.leave(r, r.keyAbandoned) // last: the Lease's client served until now
 	}
 	close(r.closed)
 }
@@ -202,14 +202,53 @@ func (r *register) leave(wait time.Duration) {
 // leaveShared deletes the key, as a graceful leave, while it has the
 // registration's create revision, and then the marker, which the shared
 // lease would keep for as long as it lives. The lease is the Lease's.
+// Unregistered, it deletes the key if it is on the shared lease: the
+// Lease carries a put to its end after the Register stopped waiting for
+// it (its loop ended, its constructor gave up), and the key, the
+// Register's on the Lease until it leaves, would live as long as the
+// lease. No revoke takes what a request left behind, so each is asked
+// again until it is answered, within wait.
 func (r *register) leaveShared(wait time.Duration) {
-	if reg := r.current.Load(); reg != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		resp, err := r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
-		if err == nil && resp.Succeeded {
-			r.deleteMarker(ctx)
-		}
+	reg := r.current.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	var lease clientv3.LeaseID
+	if reg == nil {
+		var ok bool
+		lease, ok = r.shared.settled(wait / 2)
+		// Not settled in time: the Lease deletes the key once it is.
+		r.keyAbandoned = !ok
+	}
+	switch {
+	case reg != nil:
+		// A delete whose answer was lost may have put the marker: it goes
+		// whatever the answer.
+		answered(ctx, wait, func(ctx context.Context) error {
+			_, err := r.deleteGracefully(ctx, clientv3.Compare(clientv3.CreateRevision(r.key), "=", reg.revision))
+			return err
+		})
+		answered(ctx, wait, r.deleteMarker)
+	case lease != 0:
+		answered(ctx, wait, func(ctx context.Context) error {
+			_, err := r.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).Then(clientv3.OpDelete(r.key)).Commit()
+			return err
+		})
 	}
 	r.dropLease()
+}
+
+// answered asks do until it is answered or ctx ends, each try within a
+// quarter of wait: a try sent to a member that takes requests and answers
+// none must leave time for another, which the client sends elsewhere.
+// Tries that fail at once are spaced out.
+func answered(ctx context.Context, wait time.Duration, do func(ctx context.Context) error) {
+	var retry backoff
+	for {
+		try, cancel := context.WithTimeout(ctx, wait/4)
+		err := do(try)
+		cancel()
+		if err == nil || !ambiguous(err) || !sleep(ctx, retry.next()) {
+			return
+		}
+	}
 }

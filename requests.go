@@ -141,7 +141,7 @@ func (r *register) deleteKey(ctx context.Context) (bool, error) {
 	reg := r.current.Load()
 	resp, err := r.deleteGracefully(ctx, r.ours(reg)...)
 	if err == nil && resp.Succeeded {
-		r.deleteMarker(ctx)
+		_ = r.deleteMarker(ctx) // best effort: it goes with the lease
 	}
 	if err != nil || resp.Succeeded {
 		return err == nil, err
@@ -187,8 +187,9 @@ func (r *register) deleteGracefully(ctx context.Context, ifOurs ...clientv3.Cmp)
 // deleteMarker deletes the marker of a graceful leave that went through:
 // every watcher read it in the revision of the delete, its work is done,
 // and it need not stay until the lease goes.
-func (r *register) deleteMarker(ctx context.Context) {
-	_, _ = r.client.Delete(ctx, leavingKey(r.watcher.prefix, r.name))
+func (r *register) deleteMarker(ctx context.Context) error {
+	_, err := r.client.Delete(ctx, leavingKey(r.watcher.prefix, r.name))
+	return err
 }
 
 // heldBy returns what the Else branch of a transaction read at the key.

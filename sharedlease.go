@@ -48,8 +48,16 @@ type Lease struct {
 	users sync.WaitGroup
 	// From any goroutine to run.
 	attaching chan attachment
-	detaching chan *register
+	// departing holds the Registers that left, for run to take off: a
+	// queue rather than a channel, so that a Register leaves at once,
+	// whatever run waits for. Appended by any goroutine, emptied by run.
+	departing struct {
+		sync.Mutex
+		queue []departure
+	}
+	departed chan struct{} // 1 slot: departing has news for run
 	puts      chan sharedPut
+	settling  chan chan clientv3.LeaseID
 	closing   chan chan leaseClosing
 
 	closeOnce sync.Once
@@ -147,8 +155,9 @@ func NewLease(endpoints []string, ttl int64, opts ...Option) (*Lease, error) {
 		cancel:     cancel,
 		done:       make(chan struct{}),
 		attaching:  make(chan attachment),
-		detaching:  make(chan *register),
+		departed:   make(chan struct{}, 1),
 		puts:       make(chan sharedPut),
+		settling:   make(chan chan clientv3.LeaseID),
 		closing:    make(chan chan leaseClosing),
 		putsPerTxn: maxPutsPerTxn,
 		keys:       map[string]bool{},
@@ -184,8 +193,12 @@ func newLeaseConfig(endpoints []string, ttl int64, opts []Option) (*config, erro
 // Close ends every Register on the Lease and revokes the lease: their keys
 // leave in one revision, each as a graceful leave (Change.Left). It then
 // releases the client if NewLease made it. Close is idempotent; a
-// Register's own Close, before or after, deletes only its key.
+// Register's own Close, before or after, deletes only its key. Close of a
+// Lease NewLease did not make (nil, or a zero Lease) does nothing.
 func (l *Lease) Close() {
+	if l == nil || l.done == nil {
+		return
+	}
 	l.closeOnce.Do(func() {
 		l.stopPuts()
 		taken := make(chan leaseClosing, 1)
@@ -264,12 +277,14 @@ func (l *Lease) run() {
 		case <-l.keeper.lost:
 			l.lost(clientv3.LeaseID(l.keeper.lostLease.Load()))
 		case a := <-l.attaching:
+			l.takeDepartures() // a key just freed may be reserved again
 			a.reply <- l.attach(a)
-		case r := <-l.detaching:
-			delete(l.keys, r.key)
-			l.setMembers(slices.DeleteFunc(slices.Clone(*l.members.Load()), func(m *register) bool { return m == r }))
+		case <-l.departed:
+			l.takeDepartures()
 		case p := <-l.puts:
 			l.putBack(p)
+		case reply := <-l.settling:
+			reply <- l.lease
 		case taken := <-l.closing:
 			l.closed = true
 			taken <- leaseClosing{registers: *l.members.Load(), lease: l.lease, grant: l.granting.unanswered()}
@@ -323,13 +338,68 @@ func (l *Lease) ask(a attachment) error {
 	}
 }
 
-// leave takes r off the Lease, and frees its key.
-func (l *Lease) leave(r *register) {
+// settled returns the lease keys are put on now, once run has finished
+// the puts it had under way, or 0 once the Lease is closed (its revoke
+// took every key on it); false if run did not answer within wait.
+func (l *Lease) settled(wait time.Duration) (clientv3.LeaseID, bool) {
+	reply := make(chan clientv3.LeaseID, 1)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
-	case l.detaching <- r:
+	case l.settling <- reply:
+		return <-reply, true
 	case <-l.done:
+		return 0, true
+	case <-timer.C:
+		return 0, false
+	}
+}
+
+// departure is a Register that left the Lease. abandoned: it left
+// unregistered, with a put of its key perhaps still under way, whose key
+// run deletes if it finds it on the lease.
+type departure struct {
+	r         *register
+	abandoned bool
+}
+
+// leave takes r off the Lease at once, and frees its key, as run will see.
+func (l *Lease) leave(r *register, abandoned bool) {
+	l.departing.Lock()
+	l.departing.queue = append(l.departing.queue, departure{r: r, abandoned: abandoned})
+	l.departing.Unlock()
+	select {
+	case l.departed <- struct{}{}:
+	default:
 	}
 	l.users.Done()
+}
+
+// takeDepartures takes off the Registers that left: it deletes the key an
+// abandoned one may have left on the lease before it frees the key, so
+// that it cannot be another Register's yet.
+func (l *Lease) takeDepartures() {
+	l.departing.Lock()
+	gone := l.departing.queue
+	l.departing.queue = nil
+	l.departing.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	for _, d := range gone {
+		if d.abandoned && l.lease != 0 {
+			ctx, cancel := context.WithTimeout(l.putsCtx, closeWait(l.ttl))
+			_, err := l.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(d.r.key), "=", l.lease)).Then(clientv3.OpDelete(d.r.key)).Commit()
+			cancel()
+			if err != nil {
+				l.logger.Warn("biregister: deleting the key of a Register that left unregistered failed", "key", d.r.key, "err", err)
+			}
+		}
+		delete(l.keys, d.r.key)
+	}
+	l.setMembers(slices.DeleteFunc(slices.Clone(*l.members.Load()), func(m *register) bool {
+		return slices.ContainsFunc(gone, func(d departure) bool { return d.r == m })
+	}))
 }
 
 // observe hands the header of a keepalive's answer to every Register's

@@ -21,6 +21,7 @@ func (l *Lease) putBack(first sharedPut) {
 	puts := l.gather([]sharedPut{first})
 	ctx, cancel := l.putContext(puts)
 	defer cancel()
+	took := l.putsPerTxn // what etcd took before: see the refusal of one key below
 	for len(puts) > 0 {
 		if l.closed || l.putsCtx.Err() != nil {
 			// Closing: the lease is about to go, with whatever is on it.
@@ -48,6 +49,11 @@ func (l *Lease) putBack(first sharedPut) {
 		case l.putsCtx.Err() != nil:
 			// Closing: answered at the top of the loop.
 		default:
+			if tooBig(err) {
+				// One key too big alone: it, not their number, made the
+				// bigger transactions too big.
+				l.putsPerTxn = took
+			}
 			l.answer(chunk, putOutcome{}, err)
 			puts = puts[len(chunk):]
 		}
