@@ -56,9 +56,9 @@ type Lease struct {
 		queue []departure
 	}
 	departed chan struct{} // 1 slot: departing has news for run
-	puts      chan sharedPut
-	settling  chan chan clientv3.LeaseID
-	closing   chan chan leaseClosing
+	puts     chan sharedPut
+	settling chan chan clientv3.LeaseID
+	closing  chan chan leaseClosing
 
 	closeOnce sync.Once
 
