@@ -796,3 +796,24 @@ func TestSharedLeaseLostDuringConstructor(t *testing.T) {
 		m.r.Close()
 	}
 }
+
+// A Register that leaves unregistered while the Lease's put of its key
+// outlasts the Register's wait: the Lease deletes the key once the put
+// ends, so that no key of a Register gone stays on the shared lease.
+func TestSharedLeaseAbandonedKeyDeleted(t *testing.T) {
+	const ttl = 30 // a close wait of 2 s: the Register waits 1 s for the Lease
+	cli, proxy, lease := proxiedLease(t, ttl)
+	keep := startRegister(t, nil, "/faults-abandoned/", "keep", "v", ttl, biregister.WithLease(lease))
+	a, err := biregister.NewRegister(nil, "/faults-abandoned/", "a", "v", ttl, biregister.WithLease(lease))
+	require.NoError(t, err)
+	proxy.DelayReplies(1500 * time.Millisecond)
+	_, err = cli.Delete(context.Background(), a.MyKey())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return stackHas("biregister.(*Lease).putChunk") }, waitFor, 100*time.Microsecond,
+		"the Lease never put the key back")
+	a.Close()
+	proxy.Heal()
+	require.Eventually(t, func() bool { return countKeys(t, cli, a.MyKey()) == 0 }, waitFor, 10*time.Millisecond,
+		"the key of a Register gone stays on the shared lease")
+	require.NotZero(t, keep.MyRevision())
+}
