@@ -20,6 +20,11 @@ func NewWatcher(endpoints []string, prefix string, ttl int64, opts ...Option) (W
 	if err != nil {
 		return nil, err
 	}
+	if cfg.lease != nil {
+		// A Watcher would outlive the client the Lease closes.
+		w.releaseClient()
+		return nil, fmt.Errorf("%w: WithLease given to NewWatcher: a Watcher has no lease", ErrInvalidArgument)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ttl)
 	defer cancel()
 	if err := w.start(ctx); err != nil {

@@ -76,8 +76,8 @@ func WithClient(c *clientv3.Client) Option {
 // uses l's client (the endpoints passed to the constructor are then
 // ignored, and a client given with WithClient must be l's), and its ttl
 // must be l's. NewRegisterNoName refuses it: a name chosen from a revision
-// could not be told from another Register's on the same lease. On a
-// Watcher, WithLease only lends l's client.
+// could not be told from another Register's on the same lease; so does
+// NewWatcher, which has no lease.
 func WithLease(l *Lease) Option {
 	return func(cfg *config) { cfg.lease = l }
 }

@@ -131,8 +131,9 @@ type leaseClosing struct {
 // NewLease grants a lease of ttl seconds for Registers to share
 // (WithLease). It returns with an error if etcd cannot grant it within ttl
 // seconds. The options that shape the client, the logger and the meters
-// apply (WithClient, WithTLS, WithAuth, WithDialTimeout, WithLogger); the
-// Registers on the Lease use its client.
+// apply (WithClient, WithTLS, WithAuth, WithDialTimeout, WithLogger,
+// WithMeterProvider: the Lease records its keepalives' round trips, without
+// a prefix or name); the Registers on the Lease use its client.
 func NewLease(endpoints []string, ttl int64, opts ...Option) (*Lease, error) {
 	cfg, err := newLeaseConfig(endpoints, ttl, opts)
 	if err != nil {
@@ -163,7 +164,13 @@ func NewLease(endpoints []string, ttl int64, opts ...Option) (*Lease, error) {
 		keys:       map[string]bool{},
 	}
 	l.members.Store(&[]*register{})
-	l.keeper = newLeaseKeeper(ctx, client, l.ttl, "(shared lease)", l.observe, l.revived, nil, l.logger)
+	in, err := newInstruments(cfg.meters)
+	if err != nil {
+		l.logger.Warn("biregister: metrics not all available", "err", err)
+	}
+	// Its keepalives' round trips, without a prefix or name: they are every
+	// Register's on the Lease.
+	l.keeper = newLeaseKeeper(ctx, client, l.ttl, "(shared lease)", l.observe, l.revived, newRecorder(in), l.logger)
 	go l.keeper.run(ctx)
 	granting, cancelGrant := context.WithTimeout(ctx, l.ttl)
 	defer cancelGrant()

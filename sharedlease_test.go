@@ -11,10 +11,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.opentelemetry.io/otel/attribute"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/faultproxy"
+	"github.com/biregister/biregister/internal/metertest"
 )
 
 // sharedFleet is K Registers on one Lease, in groups of a root.
@@ -330,6 +332,10 @@ func TestSharedLeaseRefusals(t *testing.T) {
 			_, err := biregister.NewRegisterNoName(nil, "/refused/", "v", 5, biregister.WithLease(lease))
 			return err
 		},
+		"a Watcher on a lease": func() error {
+			_, err := biregister.NewWatcher(nil, "/refused/", 5, biregister.WithLease(lease))
+			return err
+		},
 		"lease of a lease": func() error {
 			_, err := biregister.NewLease(eps, 5, biregister.WithLease(lease))
 			return err
@@ -477,4 +483,18 @@ func TestSharedLeaseCloseMarksFewerWhenRefused(t *testing.T) {
 		require.Equal(t, biregister.OpDelete, c.Op)
 		require.True(t, c.Left, "read as a loss")
 	}
+}
+
+// A Lease given WithMeterProvider records its keepalives' round trips;
+// the Registers on it have their own registration metrics.
+func TestSharedLeaseMetrics(t *testing.T) {
+	etcd := startEtcd(t)
+	m := metertest.New(t)
+	lease, err := biregister.NewLease(etcd.Endpoints(), 3, biregister.WithMeterProvider(m.Provider))
+	require.NoError(t, err)
+	defer lease.Close()
+	startRegister(t, nil, "/lease-metrics/", "a", "v", 3, biregister.WithLease(lease), biregister.WithMeterProvider(m.Provider))
+	require.EqualValues(t, 1, m.Value(t, "biregister.registrations", attribute.String("biregister.name", "a"), attribute.String("biregister.cause", "start")))
+	require.Eventually(t, func() bool { return m.Count(t, "biregister.keepalive.duration") > 0 }, waitFor, 10*time.Millisecond,
+		"the Lease's keepalive round trips")
 }
