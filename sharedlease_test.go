@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.opentelemetry.io/otel/attribute"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/biregister/biregister"
 	"github.com/biregister/biregister/internal/faultproxy"
