@@ -89,9 +89,11 @@ const maxPutsPerTxn = 128
 
 // gatherWait bounds how long, once the lease is lost, the Lease waits for
 // every Register to ask for its key back before it puts back those that
-// have: they ask within microseconds of one another, and one transaction
-// then carries up to 128 of them.
-const gatherWait = 50 * time.Millisecond
+// have: each asks as soon as its loop hears of the loss (microseconds
+// apart; milliseconds for hundreds on a busy machine), and one transaction
+// then carries up to 128 of them. Only a Register that never asks (closing
+// meanwhile) makes the others wait that long.
+const gatherWait = 500 * time.Millisecond
 
 // attachment is a Register joining the Lease — reserving its key before
 // it registers, or, registered on lease, becoming one of its Registers —
