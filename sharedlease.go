@@ -7,12 +7,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -43,9 +41,6 @@ type Lease struct {
 	// waiting on an etcd that does not answer, hears of the close at once.
 	putsCtx  context.Context
 	stopPuts context.CancelFunc
-	// users counts the Registers that reserved a key and have not left:
-	// Close waits for them before it releases the client they use.
-	users sync.WaitGroup
 	// From any goroutine to run.
 	attaching chan attachment
 	// departing holds the Registers that left, for run to take off: a
@@ -61,6 +56,10 @@ type Lease struct {
 	closing  chan chan leaseClosing
 
 	closeOnce sync.Once
+	// users counts the Registers that reserved a key and have not left
+	// (added to by run, done by each as it leaves): Close waits for them
+	// before it releases the client they use.
+	users sync.WaitGroup
 
 	// Written by run, read by the keeper's callbacks: the Registers on the
 	// lease, a new slice on every change.
@@ -94,33 +93,6 @@ const maxPutsPerTxn = 128
 // then carries up to 128 of them. Only a Register that never asks (closing
 // meanwhile) makes the others wait that long.
 const gatherWait = 500 * time.Millisecond
-
-// attachment is a Register joining the Lease — reserving its key before
-// it registers, or, registered on lease, becoming one of its Registers —
-// and where to say whether it may.
-type attachment struct {
-	r       *register
-	lease   clientv3.LeaseID // the lease r registered on; 0 while reserving
-	reserve bool
-	reply   chan error
-}
-
-// sharedPut asks run to put key with value on the lease where the key is
-// absent.
-type sharedPut struct {
-	key, value string
-	deadline   time.Time // the asker's; zero: none
-	reply      chan sharedPutAnswer
-}
-
-// sharedPutAnswer is what became of a sharedPut, and the lease it was put
-// on (also with an error: a put etcd may have applied is on that lease).
-type sharedPutAnswer struct {
-	lease   clientv3.LeaseID
-	clock   *leaseClock
-	outcome putOutcome
-	err     error
-}
 
 // leaseClosing is what Close takes from run: the Registers still on the
 // lease, the lease, and a grant whose answer never came.
@@ -301,131 +273,6 @@ func (l *Lease) run() {
 	}
 }
 
-// attach reserves a's key for its Register, unless the Lease is closed or
-// another Register on it has that key (a key on the lease would read as
-// the Register's own), or makes the Register one of the Lease's. A
-// Register that registered on a lease lost since is told at once.
-func (l *Lease) attach(a attachment) error {
-	switch {
-	case l.closed:
-		return fmt.Errorf("%w: the Lease", ErrClosed)
-	case a.reserve && l.keys[a.r.key]:
-		return fmt.Errorf("%w: %s, by another Register on the same Lease", ErrNameTaken, quoteKey(a.r.key))
-	case a.reserve:
-		l.keys[a.r.key] = true
-		l.users.Add(1)
-		return nil
-	}
-	l.setMembers(append(slices.Clone(*l.members.Load()), a.r))
-	if a.lease != l.lease {
-		a.r.leaseLost <- struct{}{} // its own slot, empty until now
-	}
-	return nil
-}
-
-func (l *Lease) setMembers(members []*register) { l.members.Store(&members) }
-
-// reserve keeps r's key for r while it registers: no other Register on
-// the Lease may have it.
-func (l *Lease) reserve(r *register) error {
-	return l.ask(attachment{r: r, reserve: true})
-}
-
-// join makes r, registered on lease, one of the Lease's Registers: told of
-// losses, and closed with it.
-func (l *Lease) join(r *register, lease clientv3.LeaseID) error {
-	return l.ask(attachment{r: r, lease: lease})
-}
-
-func (l *Lease) ask(a attachment) error {
-	a.reply = make(chan error, 1)
-	select {
-	case l.attaching <- a:
-		return <-a.reply
-	case <-l.done:
-		return fmt.Errorf("%w: the Lease", ErrClosed)
-	}
-}
-
-// settled returns the lease keys are put on now, once run has finished
-// the puts it had under way, or 0 once the Lease is closed (its revoke
-// took every key on it); false if run did not answer within wait.
-func (l *Lease) settled(wait time.Duration) (clientv3.LeaseID, bool) {
-	reply := make(chan clientv3.LeaseID, 1)
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case l.settling <- reply:
-		return <-reply, true
-	case <-l.done:
-		return 0, true
-	case <-timer.C:
-		return 0, false
-	}
-}
-
-// departure is a Register that left the Lease. abandoned: it left
-// unregistered, with a put of its key perhaps still under way, whose key
-// run deletes if it finds it on the lease.
-type departure struct {
-	r         *register
-	abandoned bool
-}
-
-// leave takes r off the Lease at once, and frees its key, as run will see.
-func (l *Lease) leave(r *register, abandoned bool) {
-	l.departing.Lock()
-	l.departing.queue = append(l.departing.queue, departure{r: r, abandoned: abandoned})
-	l.departing.Unlock()
-	select {
-	case l.departed <- struct{}{}:
-	default:
-	}
-	l.users.Done()
-}
-
-// takeDepartures takes off the Registers that left: it deletes the key an
-// abandoned one may have left on the lease before it frees the key, so
-// that it cannot be another Register's yet.
-func (l *Lease) takeDepartures() {
-	l.departing.Lock()
-	gone := l.departing.queue
-	l.departing.queue = nil
-	l.departing.Unlock()
-	if len(gone) == 0 {
-		return
-	}
-	for _, d := range gone {
-		if d.abandoned && l.lease != 0 {
-			ctx, cancel := context.WithTimeout(l.putsCtx, closeWait(l.ttl))
-			_, err := l.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(d.r.key), "=", l.lease)).Then(clientv3.OpDelete(d.r.key)).Commit()
-			cancel()
-			if err != nil {
-				l.logger.Warn("biregister: deleting the key of a Register that left unregistered failed", "key", d.r.key, "err", err)
-			}
-		}
-		delete(l.keys, d.r.key)
-	}
-	l.setMembers(slices.DeleteFunc(slices.Clone(*l.members.Load()), func(m *register) bool {
-		return slices.ContainsFunc(gone, func(d departure) bool { return d.r == m })
-	}))
-}
-
-// observe hands the header of a keepalive's answer to every Register's
-// watcher, as a Register's own keeper does.
-func (l *Lease) observe(header *etcdserverpb.ResponseHeader) {
-	for _, r := range *l.members.Load() {
-		r.watcher.observe(header)
-	}
-}
-
-// revived wakes every Register's loop: the lease came back to life.
-func (l *Lease) revived() {
-	for _, r := range *l.members.Load() {
-		r.changed.notify()
-	}
-}
-
 // grant grants a lease and hands it to the keeper.
 func (l *Lease) grant(ctx context.Context) error {
 	id, clock, err := grantLease(ctx, l.client, l.ttl, &l.granting)
@@ -455,28 +302,5 @@ func (l *Lease) lost(id clientv3.LeaseID) {
 		case r.leaseLost <- struct{}{}:
 		default:
 		}
-	}
-}
-
-// putShared puts the Register's key where it is absent, on the shared
-// lease, which it takes on.
-func (r *register) putShared(ctx context.Context) (putOutcome, error) {
-	p := sharedPut{key: r.key, value: r.value, reply: make(chan sharedPutAnswer, 1)}
-	p.deadline, _ = ctx.Deadline()
-	select {
-	case r.shared.puts <- p:
-	case <-ctx.Done():
-		return putOutcome{}, ctx.Err()
-	case <-r.shared.done:
-		return putOutcome{}, fmt.Errorf("%w: the Lease", ErrClosed)
-	}
-	select {
-	case a := <-p.reply:
-		if a.lease != 0 {
-			r.lease, r.clock = a.lease, a.clock
-		}
-		return a.outcome, a.err
-	case <-ctx.Done():
-		return putOutcome{}, ctx.Err()
 	}
 }

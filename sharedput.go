@@ -15,6 +15,23 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// sharedPut asks run to put key with value on the lease where the key is
+// absent.
+type sharedPut struct {
+	key, value string
+	deadline   time.Time // the asker's; zero: none
+	reply      chan sharedPutAnswer
+}
+
+// sharedPutAnswer is what became of a sharedPut, and the lease it was put
+// on (also with an error: a put etcd may have applied is on that lease).
+type sharedPutAnswer struct {
+	lease   clientv3.LeaseID
+	clock   *leaseClock
+	outcome putOutcome
+	err     error
+}
+
 // putBack puts first's key back, with every put asked for meanwhile (see
 // gather), granting a lease first if there is none.
 func (l *Lease) putBack(first sharedPut) {
@@ -158,4 +175,27 @@ func tooBig(err error) bool {
 	err = rpctypes.Error(err)
 	return errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge) ||
 		status.Code(err) == codes.ResourceExhausted
+}
+
+// putShared puts the Register's key where it is absent, on the shared
+// lease, which it takes on.
+func (r *register) putShared(ctx context.Context) (putOutcome, error) {
+	p := sharedPut{key: r.key, value: r.value, reply: make(chan sharedPutAnswer, 1)}
+	p.deadline, _ = ctx.Deadline()
+	select {
+	case r.shared.puts <- p:
+	case <-ctx.Done():
+		return putOutcome{}, ctx.Err()
+	case <-r.shared.done:
+		return putOutcome{}, fmt.Errorf("%w: the Lease", ErrClosed)
+	}
+	select {
+	case a := <-p.reply:
+		if a.lease != 0 {
+			r.lease, r.clock = a.lease, a.clock
+		}
+		return a.outcome, a.err
+	case <-ctx.Done():
+		return putOutcome{}, ctx.Err()
+	}
 }
