@@ -37,7 +37,7 @@ gomin:
 	GOTOOLCHAIN=$$min $(GO) build . ./grpcresolver ./cmd/biregister
 
 ## test: the whole suite, race detector on, against real embedded etcd; the
-## root package's tests in nine processes side by side (scripts/gotest).
+## root package's tests in seven processes side by side (scripts/gotest).
 test:
 	GO=$(GO) scripts/gotest $(PKGS)
 

@@ -33,14 +33,29 @@ func Run(t *testing.T, run func(ctx context.Context, args []string, stdout io.Wr
 		<-done
 	})
 
-	deadline := time.After(30 * time.Second)
-	if missing := out.WaitFor(deadline, started...); missing != "" {
+	end := time.Now().Add(30 * time.Second)
+	// The output is waited for until the end, or until run returns early:
+	// then its error says why the story stopped.
+	waiting := make(chan time.Time)
+	go func() {
+		defer close(waiting)
+		select {
+		case <-time.After(time.Until(end)):
+		case <-done:
+		}
+	}()
+	if missing := out.WaitFor(waiting, started...); missing != "" {
+		select {
+		case <-done:
+			t.Fatalf("run returned (%v) before its output had %q:\n%s", err, missing, out)
+		default:
+		}
 		t.Fatalf("output lacks %q:\n%s", missing, out)
 	}
 	cancel()
 	select {
 	case <-done:
-	case <-deadline:
+	case <-time.After(time.Until(end)):
 		t.Fatalf("run did not return after cancel; output:\n%s", out)
 	}
 	if err != nil {
