@@ -18,7 +18,7 @@ import (
 )
 
 // testRoot is the root the tests of ListGroups fill.
-const testRoot = "/root/"
+const testRoot = "/fleet/"
 
 // fillRoot starts etcd and fills testRoot: groups g00 … of 1 to 7 members,
 // some created by one transaction, the youngest first by name in others;
@@ -125,7 +125,7 @@ func TestListRootInPages(t *testing.T) {
 	ctx := context.Background()
 
 	// Pages of about 4 keys, after the first of listFirstPage.
-	groups, revision, err := listRoot(ctx, client, testRoot, 4*(len("/root/g00/m0")+kvOverhead), slog.New(slog.DiscardHandler))
+	groups, revision, err := listRoot(ctx, client, testRoot, 4*(len("/fleet/g00/m0")+kvOverhead), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestListRootOneRevision(t *testing.T) {
 		}
 	}
 	client.KV = writes
-	groups, revision, err := listRoot(ctx, client, testRoot, 4*(len("/root/g00/m0")+kvOverhead), slog.New(slog.DiscardHandler))
+	groups, revision, err := listRoot(ctx, client, testRoot, 4*(len("/fleet/g00/m0")+kvOverhead), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
