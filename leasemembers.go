@@ -120,7 +120,7 @@ func (l *Lease) takeDepartures() {
 	for _, d := range gone {
 		if d.abandoned && l.lease != 0 {
 			ctx, cancel := context.WithTimeout(l.putsCtx, closeWait(l.ttl))
-			_, err := l.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(d.r.key), "=", l.lease)).Then(clientv3.OpDelete(d.r.key)).Commit()
+			err := deleteIfOnLease(ctx, l.client, d.r.key, l.lease)
 			cancel()
 			if err != nil {
 				l.logger.Warn("biregister: deleting the key of a Register that left unregistered failed", "key", d.r.key, "err", err)
@@ -146,4 +146,12 @@ func (l *Lease) revived() {
 	for _, r := range *l.members.Load() {
 		r.changed.notify()
 	}
+}
+
+// deleteIfOnLease deletes key if it is on lease: a key put there for a
+// Register that left the Lease, and no other Register's, since the key
+// stays reserved for it until then.
+func deleteIfOnLease(ctx context.Context, client *clientv3.Client, key string, lease clientv3.LeaseID) error {
+	_, err := client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", lease)).Then(clientv3.OpDelete(key)).Commit()
+	return err
 }

@@ -135,7 +135,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 	if err != nil {
 		// Within the constructor's ttl, about: what a grant left behind
 		// expires by itself.
-		r.leave(constructorLeaveWait)
+		abandoned := r.leave(constructorLeaveWait)
 		stopLoop()
 		if r.keeper != nil {
 			<-r.keeper.done
@@ -146,7 +146,7 @@ func newRegister(endpoints []string, prefix, name, value string, ttl int64, opts
 			w.releaseClient()
 		}
 		if r.shared != nil {
-			r.shared.leave(r, r.keyAbandoned) // last: the Lease's client served until now
+			r.shared.leave(r, abandoned) // last: the Lease's client served until now
 		}
 		return nil, err
 	}

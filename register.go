@@ -144,9 +144,6 @@ type register struct {
 	ledRevision   int64          // the registration that led, when they last said it did
 	announced     bool           // that leadership was said at Info
 	lostCause     cause          // why the registration was lost: the next one's cause
-	// keyAbandoned: the Register left its shared Lease unregistered before
-	// the Lease settled its puts; the Lease deletes the key it may have put.
-	keyAbandoned bool
 }
 
 // registration is one registration of the key, as the loop publishes it:

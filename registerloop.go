@@ -114,8 +114,7 @@ func (r *register) registerAgain(attempt int) error {
 func (r *register) Close() {
 	r.closeOnce.Do(func() {
 		r.stop()
-		r.leave(closeWait(r.ttl))
-		r.finish()
+		r.finish(r.leave(closeWait(r.ttl)))
 	})
 	<-r.closed
 }
@@ -139,12 +138,12 @@ func (r *register) stop() {
 }
 
 // finish drops the registration, left, takes the Register off its shared
-// Lease, and closes the watcher.
-func (r *register) finish() {
+// Lease (abandoned: see leaveShared), and closes the watcher.
+func (r *register) finish(abandoned bool) {
 	r.lose(causeClosed)
 	r.watcher.Close()
 	if r.shared != nil {
-		r.shared.leave(r, r.keyAbandoned) // last: the Lease's client served until now
+		r.shared.leave(r, abandoned) // last: the Lease's client served until now
 	}
 	close(r.closed)
 }
@@ -156,11 +155,11 @@ func (r *register) finish() {
 // for a quarter of wait at most: it must not go first (its DELETE would
 // read as a loss), nor be left no time by a delete stuck on a member that
 // does not answer (the key would stay for a ttl). Side by side, it revokes
-// any lease whose grant got no answer. All within wait.
-func (r *register) leave(wait time.Duration) {
+// any lease whose grant got no answer. All within wait. It reports whether
+// it left a key for a shared Lease to delete (see leaveShared).
+func (r *register) leave(wait time.Duration) (abandoned bool) {
 	if r.shared != nil {
-		r.leaveShared(wait)
-		return
+		return r.leaveShared(wait)
 	}
 	var leaving sync.WaitGroup
 	deleted := make(chan struct{})
@@ -197,6 +196,7 @@ func (r *register) leave(wait time.Duration) {
 	}
 	leaving.Wait()
 	r.dropLease()
+	return false
 }
 
 // leaveShared deletes the key, as a graceful leave, while it has the
@@ -207,17 +207,18 @@ func (r *register) leave(wait time.Duration) {
 // it (its loop ended, its constructor gave up), and the key, the
 // Register's on the Lease until it leaves, would live as long as the
 // lease. No revoke takes what a request left behind, so each is asked
-// again until it is answered, within wait.
-func (r *register) leaveShared(wait time.Duration) {
+// again until it is answered, within wait. If the Lease does not settle
+// its puts within half of wait, the key is abandoned: the Lease deletes it
+// once they are settled (takeDepartures).
+func (r *register) leaveShared(wait time.Duration) (abandoned bool) {
 	reg := r.current.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	var lease clientv3.LeaseID
 	if reg == nil {
-		var ok bool
-		lease, ok = r.shared.settled(wait / 2)
-		// Not settled in time: the Lease deletes the key once it is.
-		r.keyAbandoned = !ok
+		var settled bool
+		lease, settled = r.shared.settled(wait / 2)
+		abandoned = !settled
 	}
 	switch {
 	case reg != nil:
@@ -229,12 +230,10 @@ func (r *register) leaveShared(wait time.Duration) {
 		})
 		answered(ctx, wait, r.deleteMarker)
 	case lease != 0:
-		answered(ctx, wait, func(ctx context.Context) error {
-			_, err := r.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).Then(clientv3.OpDelete(r.key)).Commit()
-			return err
-		})
+		answered(ctx, wait, func(ctx context.Context) error { return deleteIfOnLease(ctx, r.client, r.key, lease) })
 	}
 	r.dropLease()
+	return abandoned
 }
 
 // answered asks do until it is answered or ctx ends, each try within a

@@ -203,7 +203,7 @@ func (l *Lease) Close() {
 		}
 		for _, r := range stopped {
 			r.lease, r.clock = 0, nil // revoked: the Register leaves nothing of its own
-			r.finish()
+			r.finish(false)
 		}
 		// Registers closing by themselves meanwhile, and constructors, which
 		// the Lease now refuses, finish with the client.
